@@ -1,0 +1,145 @@
+"""The agent's cycle: collect Redis, Sentinel and host health, build one report, push the latest.
+
+Layer: application. One `run_cycle` reads like a paragraph and returns a sentence for the log; the
+scheduler (APScheduler) calls it every `report_interval_s`, never two at once, coalescing missed runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import requests
+import structlog
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from agent import __version__
+from agent.collect_host import collect_host
+from agent.collect_redis import collect_redis, collect_sentinel, raw_client
+from agent.config import AgentConfig, AgentSecrets
+from agent.push import Pusher
+from agent.report import Identity, Report, report_to_json
+
+log = structlog.get_logger("redwarden.agent")
+
+METADATA_RETRY_S = 60.0
+
+
+class Agent:
+    def __init__(
+        self, config: AgentConfig, secrets: AgentSecrets, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._redis = raw_client(config.connect_host, config.redis_port, secrets.redis_password, config.timeout_s)
+        self._sentinel = raw_client(
+            config.connect_host, config.sentinel_port, secrets.sentinel_password, config.timeout_s
+        )
+        self._pusher = Pusher(
+            config.controller_url, config.cluster, secrets.cluster_secret, config.push_timeout_s,
+            config.max_backoff_s, clock=clock,
+        )
+        self._seq = 0
+        self._droplet_id = config.droplet_id
+        self._metadata_tried_at: float | None = None
+        self._last_push_ok: bool | None = None
+
+    def _identity(self) -> Identity:
+        if self.config.metadata_url and self._droplet_id is None:
+            now = self._clock()
+            if self._metadata_tried_at is None or now - self._metadata_tried_at >= METADATA_RETRY_S:
+                self._metadata_tried_at = now
+                self._droplet_id = fetch_droplet_id(self.config.metadata_url, self.config.timeout_s)
+        return Identity(
+            cluster=self.config.cluster,
+            node=self.config.node,
+            address=self.config.address,
+            redis_port=self.config.redis_port,
+            sentinel_port=self.config.sentinel_port,
+            droplet_id=self._droplet_id,
+            agent_version=__version__,
+        )
+
+    def collect(self) -> Report:
+        started = time.perf_counter()
+        self._seq += 1
+        redis = collect_redis(self._redis)
+        sentinel = collect_sentinel(self._sentinel, [self.config.master_name])
+        host = collect_host(self.config.redis_data_dir, self.config.redis_pidfile, self.config.sentinel_pidfile)
+        return Report(
+            identity=self._identity(),
+            collected_at=self._clock(),
+            seq=self._seq,
+            redis=redis,
+            sentinel=sentinel,
+            host=host,
+            collect_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+
+    def run_cycle(self) -> str:
+        report = self.collect()
+        if not self._pusher.due(self._clock()):
+            return f"report {report.seq} kept: controller backoff until {self._pusher.next_attempt_at:.1f}"
+        result = self._pusher.push(report_to_json(report))
+        if result.ok != self._last_push_ok:  # log transitions, not every second
+            if result.ok:
+                log.info("push.recovered" if self._last_push_ok is False else "push.started", seq=report.seq)
+            else:
+                log.warning("push.failed", seq=report.seq, status=result.status, error=result.error)
+            self._last_push_ok = result.ok
+        if result.ok:
+            return f"report {report.seq} pushed (redis {'up' if report.redis.reachable else 'down'})"
+        return f"report {report.seq} not pushed: {result.error}"
+
+    def close(self) -> None:
+        self._pusher.close()
+        self._redis.close()
+        self._sentinel.close()
+
+
+def fetch_droplet_id(metadata_url: str, timeout_s: float) -> int | None:
+    """The droplet id from DigitalOcean's metadata service (`GET {url}/id`), or None."""
+    try:
+        resp = requests.get(metadata_url.rstrip("/") + "/id", timeout=timeout_s)
+        resp.raise_for_status()
+        return int(resp.text.strip())
+    except (requests.RequestException, ValueError) as e:
+        log.warning("metadata.failed", error=type(e).__name__)
+        return None
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def run_forever(agent: Agent) -> None:
+    """Schedule `run_cycle` every interval; a failing cycle is logged once and the next one runs."""
+    interval = agent.config.report_interval_s
+    scheduler = BlockingScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+
+    def job() -> None:
+        try:
+            agent.run_cycle()
+        except Exception:
+            log.exception("cycle.failed")
+
+    scheduler.add_job(job, "interval", seconds=interval)
+    log.info(
+        "agent.started",
+        cluster=agent.config.cluster,
+        node=agent.config.node,
+        interval_s=interval,
+        pid=os.getpid(),
+        version=__version__,
+    )
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    job()
+    try:
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        agent.close()
+        log.info("agent.stopped")

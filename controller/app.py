@@ -1,0 +1,117 @@
+"""The controller's HTTP API (FastAPI): report ingest, the fleet view, health.
+
+Layer: adapter. Requests are authenticated and validated here, at the wire boundary; what passes is a
+frozen `Report` handed to the store. Invalid input gets a 4xx whose body names the bad field
+(`{"detail": [{"loc": "redis.ping_ms", "msg": ...}]}`), never a 5xx.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pydantic
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from agent.report import Report
+from agent.signing import HEADER_CLUSTER, HEADER_SIGNATURE, HEADER_TIMESTAMP, verify
+from controller import __version__
+from controller.config import ControllerConfig
+from controller.store import REPORT_ADAPTER, StateStore
+from controller.view import ClusterView, cluster_status
+
+log = structlog.get_logger("redwarden.controller")
+
+
+def _error(status: int, message: str, loc: str | None = None) -> JSONResponse:
+    detail: list[dict[str, Any]] = [{"loc": loc, "msg": message}] if loc else [{"msg": message}]
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def validation_detail(err: pydantic.ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": ".".join(str(p) for p in e["loc"]) or "(body)", "msg": e["msg"], "type": e["type"]}
+        for e in err.errors(include_url=False, include_input=False)
+    ]
+
+
+class Controller:
+    """Holds config, secrets and the store; builds views. Shared by the API and the cycle."""
+
+    def __init__(
+        self,
+        config: ControllerConfig,
+        secrets: dict[str, bytes],
+        store: StateStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.secrets = secrets
+        self.store = store
+        self.clock = clock
+
+    def view(self, cluster: str, now: float | None = None) -> ClusterView:
+        cfg = self.config.clusters[cluster]
+        return ClusterView(
+            name=cluster,
+            master_name=cfg.master_name,
+            expected_nodes=cfg.expected_nodes,
+            report_interval_s=cfg.report_interval_s,
+            stale_after_s=cfg.stale_after_s,
+            now=self.clock() if now is None else now,
+            nodes=self.store.nodes(cluster),
+        )
+
+
+def create_app(ctl: Controller) -> FastAPI:
+    app = FastAPI(title="redwarden controller", version=__version__)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"ok": True, "version": __version__, "clusters": len(ctl.config.clusters)}
+
+    @app.post("/v1/reports", responses={401: {}, 413: {}, 422: {}})
+    async def post_report(request: Request) -> Response:
+        cluster = request.headers.get(HEADER_CLUSTER)
+        timestamp = request.headers.get(HEADER_TIMESTAMP)
+        signature = request.headers.get(HEADER_SIGNATURE)
+        if not cluster or not timestamp or not signature:
+            missing = [h for h, v in ((HEADER_CLUSTER, cluster), (HEADER_TIMESTAMP, timestamp),
+                                      (HEADER_SIGNATURE, signature)) if not v]
+            return _error(401, f"missing header {missing[0]}", loc=f"header.{missing[0]}")
+        secret = ctl.secrets.get(cluster)
+        if secret is None:
+            return _error(401, "unknown cluster", loc=f"header.{HEADER_CLUSTER}")
+        body = await request.body()
+        if len(body) > ctl.config.max_report_bytes:
+            return _error(413, f"report is {len(body)} bytes, limit {ctl.config.max_report_bytes}")
+        now = ctl.clock()
+        reason = verify(secret, timestamp, body, signature, now)
+        if reason is not None:
+            log.warning("report.rejected", cluster=cluster, reason=reason)
+            return _error(401, reason, loc=f"header.{HEADER_SIGNATURE}")
+        try:
+            report: Report = REPORT_ADAPTER.validate_json(body)
+        except pydantic.ValidationError as e:
+            return JSONResponse({"detail": validation_detail(e)}, status_code=422)
+        if report.identity.cluster != cluster:
+            return _error(422, f"identity.cluster {report.identity.cluster!r} does not match the signed "
+                          f"cluster {cluster!r}", loc="identity.cluster")
+        ctl.store.put_report(report, now)
+        return JSONResponse({"accepted": True, "directives": []})
+
+    @app.get("/v1/clusters")
+    def list_clusters() -> dict[str, Any]:
+        now = ctl.clock()
+        return {"clusters": [cluster_status(ctl.view(name, now)) for name in sorted(ctl.config.clusters)]}
+
+    @app.get("/v1/clusters/{name}", responses={404: {}})
+    def get_cluster(name: str) -> Response:
+        if name not in ctl.config.clusters:
+            return _error(404, f"no cluster named {name!r}", loc="path.name")
+        return JSONResponse(cluster_status(ctl.view(name)))
+
+    return app

@@ -1,0 +1,163 @@
+"""`redwarden`: the controller's command line.
+
+    redwarden controller run --config PATH
+    redwarden status [--json] [--controller URL]
+    redwarden sandbox up|status|down|fault ...
+
+Layer: entry point. Errors a person can fix end with exit code 2 (usage/config) or 1 (runtime) and one
+line that says what to do; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from agent.settings import ConfigError
+from controller import __version__
+
+DEFAULT_CONTROLLER_URL = "http://127.0.0.1:8787"
+
+
+def _controller_url(args: argparse.Namespace) -> str:
+    url: str = args.controller or os.environ.get("REDWARDEN_CONTROLLER_URL") or DEFAULT_CONTROLLER_URL
+    return url.rstrip("/")
+
+
+def _get_json(url: str) -> Any:
+    try:
+        resp = requests.get(url, timeout=5)
+    except requests.RequestException as e:
+        raise RuntimeError(f"cannot reach the controller at {url}: {type(e).__name__}") from None
+    if resp.status_code != 200:
+        raise RuntimeError(f"{url} answered HTTP {resp.status_code}: {resp.text[:200]}")
+    return resp.json()
+
+
+def cmd_controller_run(args: argparse.Namespace) -> int:
+    from agent.logs import configure_logging
+    from controller.config import load_config
+    from controller.service import run_controller
+
+    config = load_config(args.config)
+    configure_logging(config.log_format, config.log_level)
+    run_controller(config)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from controller.status import render_status
+
+    base = _controller_url(args)
+    data = _get_json(f"{base}/v1/clusters")
+    if args.cluster:
+        data = {"clusters": [c for c in data["clusters"] if c["name"] == args.cluster]}
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(render_status(data), end="")
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from sandbox import cluster as sb
+
+    root = Path(args.dir)
+    if args.sandbox_command == "up":
+        opts = sb.SandboxOptions(
+            nodes=args.nodes,
+            down_after_ms=args.down_after_ms,
+            failover_timeout_ms=args.failover_timeout_ms,
+            report_interval_s=args.report_interval_s,
+        )
+        state = sb.up(root, opts, timeout_s=args.timeout, progress=lambda m: print(f"  {m}", file=sys.stderr))
+        print(state["controller_url"])
+        return 0
+    if args.sandbox_command == "status":
+        st = sb.status(root)
+        if args.json:
+            print(json.dumps(st, indent=2))
+        else:
+            print(f"sandbox {st['dir']}: {'up' if st['up'] else 'down'}, controller {st['controller_url']} "
+                  f"(pid {st['controller_pid']})")
+            for d in st["droplets"]:
+                pids = ", ".join(f"{k} {v or 'stopped'}" for k, v in d["pids"].items())
+                print(f"  {d['name']:<10} {d['address']:<12} {pids}")
+        return 0
+    if args.sandbox_command == "down":
+        sb.down(root)
+        print(f"sandbox {root} is down")
+        return 0
+    if args.sandbox_command == "fault":
+        print(sb.fault(root, args.node, args.service, args.action))
+        return 0
+    raise AssertionError(args.sandbox_command)  # pragma: no cover
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="redwarden", description="Self-healing monitor for Redis Sentinel.")
+    parser.add_argument("--version", action="version", version=f"redwarden {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ctl = sub.add_parser("controller", help="run the controller service")
+    ctl_sub = ctl.add_subparsers(dest="controller_command", required=True)
+    run = ctl_sub.add_parser("run", help="serve the API and watch the clusters")
+    run.add_argument("--config", required=True, help="controller TOML (e.g. /etc/redwarden/controller.toml)")
+    run.set_defaults(func=cmd_controller_run)
+
+    st = sub.add_parser("status", help="the fleet at a glance")
+    st.add_argument("cluster", nargs="?", help="only this cluster")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--controller", help=f"controller URL (env REDWARDEN_CONTROLLER_URL; {DEFAULT_CONTROLLER_URL})")
+    st.set_defaults(func=cmd_status)
+
+    sb = sub.add_parser("sandbox", help="a local cluster of real Redis and Sentinel processes")
+    sb_sub = sb.add_subparsers(dest="sandbox_command", required=True)
+    up = sb_sub.add_parser("up", help="start a cluster and return once it is healthy")
+    up.add_argument("--dir", required=True)
+    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--down-after-ms", type=int, default=5000)
+    up.add_argument("--failover-timeout-ms", type=int, default=60000)
+    up.add_argument("--report-interval-s", type=float, default=1.0)
+    up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for health")
+    sbs = sb_sub.add_parser("status", help="addresses and pids of the sandbox's processes")
+    sbs.add_argument("--dir", required=True)
+    sbs.add_argument("--json", action="store_true")
+    dn = sb_sub.add_parser("down", help="stop every process of the sandbox")
+    dn.add_argument("--dir", required=True)
+    ft = sb_sub.add_parser("fault", help="inject a fault or undo it")
+    ft.add_argument("--dir", required=True)
+    ft.add_argument("node")
+    ft.add_argument("service", choices=("redis", "sentinel", "agent"))
+    ft.add_argument("action", choices=("kill", "freeze", "thaw", "start"))
+    sb.set_defaults(func=cmd_sandbox)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as e:
+        print(f"redwarden: configuration error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        from sandbox.cluster import SandboxError
+
+        if isinstance(e, SandboxError | RuntimeError):
+            print(f"redwarden: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

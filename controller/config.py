@@ -1,0 +1,73 @@
+"""The controller's settings: /etc/redwarden/controller.toml, top-level keys overridable by `REDWARDEN_*`.
+
+Layer: configuration. Each cluster has its own push secret (a file, or `REDWARDEN_CLUSTER_<NAME>_SECRET`
+in the environment, name upper-cased with `-` as `_`): a leaked agent secret exposes one cluster only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.settings import ConfigError, load_settings, read_secret
+
+ENV_PREFIX = "REDWARDEN_"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    secret_file: str | None = None
+    master_name: str = "mymaster"
+    expected_nodes: int = 3
+    report_interval_s: float = 1.0
+    stale_after_intervals: int = 3  # a node whose report is older than this many intervals is silent
+
+    def __post_init__(self) -> None:
+        if self.expected_nodes < 1:
+            raise ValueError("expected_nodes must be >= 1")
+        if self.report_interval_s <= 0:
+            raise ValueError("report_interval_s must be > 0")
+        if self.stale_after_intervals < 1:
+            raise ValueError("stale_after_intervals must be >= 1")
+
+    @property
+    def stale_after_s(self) -> float:
+        return self.report_interval_s * self.stale_after_intervals
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerConfig:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8787
+    state_path: str = "/var/lib/redwarden/state.db"
+    log_format: str = "json"
+    log_level: str = "info"
+    max_report_bytes: int = 1_048_576
+    clusters: dict[str, ClusterConfig] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.listen_port < 65536:
+            raise ValueError("listen_port must be between 1 and 65535")
+        if self.log_format not in ("json", "console"):
+            raise ValueError("log_format must be 'json' or 'console'")
+
+
+def load_config(path: str | Path | None) -> ControllerConfig:
+    return load_settings(ControllerConfig, path, ENV_PREFIX)
+
+
+def secret_env_name(cluster: str) -> str:
+    return f"REDWARDEN_CLUSTER_{cluster.upper().replace('-', '_')}_SECRET"
+
+
+def load_cluster_secrets(config: ControllerConfig, environ: Mapping[str, str] | None = None) -> dict[str, bytes]:
+    env = os.environ if environ is None else environ
+    secrets: dict[str, bytes] = {}
+    for name, cluster in config.clusters.items():
+        value = env.get(secret_env_name(name)) or read_secret(cluster.secret_file, f"clusters.{name}.secret_file")
+        if not value:
+            raise ConfigError(f"clusters.{name}.secret_file is not set (nor {secret_env_name(name)})")
+        secrets[name] = value.encode()
+    return secrets

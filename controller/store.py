@@ -1,0 +1,102 @@
+"""State the controller keeps: the latest report per node in memory, persisted to SQLite.
+
+Layer: adapter. Ingest is the hot path (thousands of reports per second), so `put_report` only updates
+a dict under a lock; a writer thread flushes the nodes that changed to SQLite once per
+`flush_interval_s`, in one transaction. On start the last persisted reports are loaded, so a restarted
+controller knows its fleet (their ages tell it how old that knowledge is).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pydantic
+
+from agent.report import Report, report_to_dict
+from controller.view import NodeState
+
+REPORT_ADAPTER: pydantic.TypeAdapter[Report] = pydantic.TypeAdapter(Report)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS node_reports (
+    cluster TEXT NOT NULL,
+    node TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    report TEXT NOT NULL,
+    PRIMARY KEY (cluster, node)
+);
+"""
+
+
+class StateStore:
+    def __init__(self, path: str | Path, flush_interval_s: float = 1.0) -> None:
+        self._path = str(path)
+        if self._path != ":memory:":
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+        self._db_lock = threading.Lock()
+        self._latest: dict[tuple[str, str], NodeState] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._flush_interval_s = flush_interval_s
+        self._stop = threading.Event()
+        self._writer: threading.Thread | None = None
+        self._load()
+
+    def _load(self) -> None:
+        rows = self._db.execute("SELECT cluster, node, received_at, report FROM node_reports").fetchall()
+        for cluster, node, received_at, raw in rows:
+            try:
+                report = REPORT_ADAPTER.validate_json(raw)
+            except pydantic.ValidationError:
+                continue  # an older schema: the agent's next report replaces it
+            self._latest[(cluster, node)] = NodeState(report, received_at)
+
+    def start(self) -> None:
+        self._writer = threading.Thread(target=self._run_writer, name="state-writer", daemon=True)
+        self._writer.start()
+
+    def put_report(self, report: Report, received_at: float) -> None:
+        key = (report.identity.cluster, report.identity.node)
+        with self._lock:
+            self._latest[key] = NodeState(report, received_at)
+            self._dirty.add(key)
+
+    def nodes(self, cluster: str) -> tuple[NodeState, ...]:
+        with self._lock:
+            states = [s for (c, _), s in self._latest.items() if c == cluster]
+        return tuple(sorted(states, key=lambda s: s.name))
+
+    def flush(self) -> int:
+        with self._lock:  # only take references under the lock: NodeState is immutable
+            dirty, self._dirty = self._dirty, set()
+            states = [(c, n, self._latest[(c, n)]) for c, n in dirty]
+        rows = [(c, n, s.received_at, json.dumps(report_to_dict(s.report))) for c, n, s in states]
+        if rows:
+            with self._db_lock:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT INTO node_reports (cluster, node, received_at, report) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (cluster, node) DO UPDATE SET received_at = excluded.received_at, "
+                    "report = excluded.report",
+                    rows,
+                )
+                self._db.execute("COMMIT")
+        return len(rows)
+
+    def _run_writer(self) -> None:
+        while not self._stop.wait(self._flush_interval_s):
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._writer is not None:
+            self._writer.join(timeout=5)
+        self.flush()
+        self._db.close()
