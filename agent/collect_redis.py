@@ -1,0 +1,195 @@
+"""Collects the health of the local redis-server and redis-sentinel over the network.
+
+Layer: adapter (I/O). It sends a handful of read-only commands through a redis-py client whose response
+callbacks are switched off, so every reply reaches `agent.parse` exactly as the server sent it (RESP2,
+decoded text, flat lists); all interpretation lives there. It never raises: a failure becomes
+`reachable=False` with a short error text, which never contains the password the client was built with.
+
+Commands sent: to Redis `PING`, `INFO` (the default sections: server, clients, memory, persistence,
+stats, replication, cpu, errorstats, keyspace; no commandstats) and one pipelined `CONFIG GET` per
+parameter; to Sentinel `PING`, `SENTINEL MYID`, `SENTINEL MASTERS` (or `SENTINEL MASTER <name>`), and per
+master `SENTINEL REPLICAS`, `SENTINEL SENTINELS` and `SENTINEL CKQUORUM`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from agent.parse import (
+    CONFIG_KEYS,
+    pairs_to_dict,
+    parse_ckquorum,
+    redis_health_from_info,
+    sentinel_master_view,
+)
+from agent.report import RedisHealth, SentinelHealth, SentinelMasterView
+
+__all__ = ["collect_redis", "collect_sentinel", "raw_client"]
+
+_ERROR_MAX_CHARS = 200
+_REDACTED = "<redacted>"
+
+
+def raw_client(host: str, port: int, password: str | None = None, timeout_s: float = 2.0) -> redis.Redis:
+    """A client for `collect_redis` / `collect_sentinel`: raw replies, bounded time, no retries.
+
+    No connection is made until the first command. RESP2 keeps INFO a single text and SENTINEL replies
+    flat lists; with the response callbacks cleared redis-py hands those back untouched. Retries are off
+    so a dead server costs one timeout, not several; `driver_info=None` skips CLIENT SETINFO on connect.
+    Undecodable bytes are replaced rather than raised, so odd data cannot fail a whole collection.
+    """
+    client = redis.Redis(
+        host=host,
+        port=port,
+        password=password or None,
+        protocol=2,
+        decode_responses=True,
+        encoding_errors="replace",
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        driver_info=None,
+    )
+    client.response_callbacks.clear()
+    return client
+
+
+def collect_redis(client: redis.Redis) -> RedisHealth:
+    """PING, INFO and CONFIG GET on a `raw_client`; any failure -> `RedisHealth(reachable=False, error)`.
+
+    A CONFIG GET that fails (renamed command, ACL) only leaves its field None; it does not fail the rest.
+    """
+    try:
+        ping_ms = _ping_ms(client)
+        info_text = _command(client, "INFO")
+        if not isinstance(info_text, str):
+            raise ValueError(f"INFO returned {type(info_text).__name__}, expected text")
+        config = _config_get(client, CONFIG_KEYS)
+        return redis_health_from_info(info_text, config, ping_ms)
+    except Exception as e:  # a collector reports failures; it must never take the agent down
+        return RedisHealth(reachable=False, error=_describe(e, client))
+
+
+def collect_sentinel(client: redis.Redis, master_names: Sequence[str] | None = None) -> SentinelHealth:
+    """PING, SENTINEL MYID and one `SentinelMasterView` per monitored master (or per name given).
+
+    A named master the Sentinel does not monitor is left out of `masters`. Per master, an error reply
+    to SENTINEL REPLICAS or SENTINELS leaves that tuple empty, and CKQUORUM's error reply (NOQUORUM) is
+    kept as `ckquorum_ok=False` with its text; one master's failures never lose the others. Connection
+    failures and timeouts fail the whole collection (`reachable=False`): by then nothing else is known.
+    """
+    try:
+        ping_ms = _ping_ms(client)
+        myid = _command(client, "SENTINEL", "MYID")
+        masters: list[SentinelMasterView] = []
+        for name, master_reply in _master_replies(client, master_names):
+            view = _master_view(client, name, master_reply)
+            if view is not None:
+                masters.append(view)
+        return SentinelHealth(
+            reachable=True,
+            ping_ms=ping_ms,
+            myid=myid if isinstance(myid, str) and myid else None,
+            masters=tuple(masters),
+        )
+    except Exception as e:  # a collector reports failures; it must never take the agent down
+        return SentinelHealth(reachable=False, error=_describe(e, client))
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _command(client: redis.Redis, *args: str) -> object:
+    """One command, its raw reply typed as `object` for the parsers to narrow (redis-py leaves it untyped)."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def _ping_ms(client: redis.Redis) -> float:
+    started = time.perf_counter()
+    _command(client, "PING")
+    return round((time.perf_counter() - started) * 1000.0, 3)
+
+
+def _config_get(client: redis.Redis, keys: Sequence[str]) -> dict[str, str]:
+    """One CONFIG GET per key in one round trip; keys whose command failed are simply absent."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.execute_command("CONFIG", "GET", key)  # type: ignore[no-untyped-call]
+    config: dict[str, str] = {}
+    for reply in pipe.execute(raise_on_error=False):
+        if isinstance(reply, Exception):
+            continue
+        try:
+            config.update(pairs_to_dict(reply))
+        except ValueError:
+            continue
+    return config
+
+
+def _master_replies(client: redis.Redis, master_names: Sequence[str] | None) -> list[tuple[str, Sequence[str]]]:
+    """(name, SENTINEL MASTER reply) for every master to report on."""
+    if master_names is None:
+        reply = _command(client, "SENTINEL", "MASTERS")
+        if not isinstance(reply, list):
+            raise ValueError(f"SENTINEL MASTERS returned {type(reply).__name__}, expected a list")
+        found: list[tuple[str, Sequence[str]]] = []
+        for entry in reply:
+            try:
+                name = pairs_to_dict(entry).get("name")
+            except ValueError:
+                continue
+            if name:
+                found.append((name, entry))
+        return found
+    named: list[tuple[str, Sequence[str]]] = []
+    for name in master_names:
+        try:
+            entry = _command(client, "SENTINEL", "MASTER", name)
+        except redis.ResponseError:
+            continue  # "No such master with that name": not monitored by this Sentinel
+        if isinstance(entry, list):
+            named.append((name, entry))
+    return named
+
+
+def _master_view(client: redis.Redis, name: str, master_reply: Sequence[str]) -> SentinelMasterView | None:
+    replicas = _list_or_empty(client, "REPLICAS", name)
+    sentinels = _list_or_empty(client, "SENTINELS", name)
+    try:
+        ckquorum = parse_ckquorum(_text_reply(_command(client, "SENTINEL", "CKQUORUM", name)))
+    except redis.ResponseError as e:
+        ckquorum = parse_ckquorum(str(e))
+    try:
+        return sentinel_master_view(name, master_reply, replicas, sentinels, ckquorum)
+    except ValueError:
+        return None
+
+
+def _list_or_empty(client: redis.Redis, subcommand: str, name: str) -> list[list[str]]:
+    try:
+        reply = _command(client, "SENTINEL", subcommand, name)
+    except redis.ResponseError:
+        return []
+    return reply if isinstance(reply, list) else []
+
+
+def _text_reply(reply: object) -> str:
+    if isinstance(reply, bytes):
+        return reply.decode("utf-8", errors="replace")
+    return reply if isinstance(reply, str) else str(reply)
+
+
+def _describe(error: BaseException, client: redis.Redis) -> str:
+    """`Type: message`, short, with the client's password (if any) cut out."""
+    text = f"{type(error).__name__}: {error}".strip()
+    password = client.connection_pool.connection_kwargs.get("password")
+    if isinstance(password, str) and password:
+        text = text.replace(password, _REDACTED)
+    if len(text) > _ERROR_MAX_CHARS:
+        text = text[: _ERROR_MAX_CHARS - 3] + "..."
+    return text

@@ -1,0 +1,114 @@
+"""The controller's HTTP API and view, in process (TestClient), over recorded reports and a fixed clock."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from agent.signing import HEADER_CLUSTER, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
+from controller.app import Controller, create_app
+from controller.config import ClusterConfig, ControllerConfig
+from controller.status import render_status
+from controller.store import StateStore
+
+FIXTURES = Path(__file__).parent / "fixtures" / "reports"
+SECRET = b"cluster-secret-for-tests"
+
+
+def recorded(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
+    return data
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(tmp_path: Path, now: float) -> tuple[TestClient, Controller, Clock]:
+    clock = Clock(now)
+    config = ControllerConfig(state_path=str(tmp_path / "state.db"),
+                              clusters={"sandbox": ClusterConfig(report_interval_s=1.0)})
+    ctl = Controller(config, {"sandbox": SECRET}, StateStore(config.state_path), clock=clock)
+    return TestClient(create_app(ctl)), ctl, clock
+
+
+def post(client: TestClient, report: dict[str, Any], now: float) -> Any:
+    body = json.dumps(report).encode()
+    ts = f"{now:.3f}"
+    return client.post("/v1/reports", content=body, headers={
+        HEADER_CLUSTER: "sandbox", HEADER_TIMESTAMP: ts, HEADER_SIGNATURE: sign(SECRET, ts, body)})
+
+
+def test_ingest_and_derive_the_cluster_view(tmp_path: Path) -> None:
+    reports = [recorded(f"healthy-redis-{i}") for i in (1, 2, 3)]
+    now = reports[0]["collected_at"]
+    client, ctl, clock = make(tmp_path, now)
+    for r in reports:
+        assert post(client, r, now).json() == {"accepted": True, "directives": []}
+    clock.now = now + 0.5
+    c = client.get("/v1/clusters/sandbox").json()
+    assert c["master"] == "127.0.0.3:6379"
+    assert c["sentinels"]["expected"] == 3 and c["sentinels"]["reachable"] == 3 and c["sentinels"]["agree"]
+    assert [n["role"] for n in c["nodes"]] == ["master", "replica", "replica"]
+    assert [n["report_age_s"] for n in c["nodes"]] == [0.5, 0.5, 0.5]
+    assert c["nodes"][1]["lag_bytes"] is not None and c["nodes"][1]["lag_bytes"] >= 0
+    text = render_status({"clusters": [c]})
+    assert "master 127.0.0.3:6379; sentinels 3/3 reachable, agree" in text
+
+    # silent for longer than 3 intervals: stale, no longer counted up
+    clock.now = now + 3.5
+    c = client.get("/v1/clusters").json()["clusters"][0]
+    assert all(n["stale"] and not n["redis_up"] for n in c["nodes"])
+    assert c["master"] is None and c["sentinels"]["reachable"] == 0
+    assert "STALE" in render_status({"clusters": [c]})
+    assert client.get("/v1/clusters/nope").status_code == 404
+
+
+def test_reports_survive_a_controller_restart(tmp_path: Path) -> None:
+    report = recorded("healthy-redis-1")
+    now = report["collected_at"]
+    client, ctl, _ = make(tmp_path, now)
+    post(client, report, now)
+    ctl.store.close()
+    client2, ctl2, _ = make(tmp_path, now + 1)
+    nodes = client2.get("/v1/clusters/sandbox").json()["nodes"]
+    assert [(n["name"], n["report_age_s"]) for n in nodes] == [("redis-1", 1.0)]
+    ctl2.store.close()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "loc"),
+    [
+        (lambda r: r["redis"].update(ping_ms="fast"), "redis.ping_ms"),
+        (lambda r: r["sentinel"]["masters"][0].update(quorum=[2]), "sentinel.masters.0.quorum"),
+        (lambda r: r.pop("host"), "host"),
+        (lambda r: r["identity"].update(cluster="other"), "identity.cluster"),
+        (lambda r: r.update(seq=None), "seq"),
+    ],
+)
+def test_invalid_reports_get_422_naming_the_field(tmp_path: Path, mutate: Any, loc: str) -> None:
+    report = recorded("healthy-redis-1")
+    mutate(report)
+    client, _, _ = make(tmp_path, report["collected_at"])
+    resp = post(client, report, report["collected_at"])
+    assert resp.status_code == 422
+    assert loc in [d.get("loc") for d in resp.json()["detail"]]
+
+
+def test_non_json_and_non_object_bodies_are_4xx(tmp_path: Path) -> None:
+    client, _, _ = make(tmp_path, 1000.0)
+    for body in (b"{", b"[]", b"null", b"\xff\xfe"):
+        ts = "1000.000"
+        resp = client.post("/v1/reports", content=body, headers={
+            HEADER_CLUSTER: "sandbox", HEADER_TIMESTAMP: ts, HEADER_SIGNATURE: sign(SECRET, ts, body)})
+        assert 400 <= resp.status_code < 500, body
+    resp = client.post("/v1/reports", content=b"{}")
+    assert resp.status_code == 401 and "missing header" in resp.text

@@ -1,0 +1,78 @@
+"""Unit tests of the agent's pusher against a real local HTTP server: signing, backoff with jitter."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import random
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from agent.push import Pusher
+from agent.signing import HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    status = 200
+    seen: list[tuple[str, str, bytes]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.seen.append((self.headers[HEADER_TIMESTAMP], self.headers[HEADER_SIGNATURE], body))
+        payload = json.dumps({"accepted": True, "directives": []}).encode()
+        self.send_response(self.status)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, type[_Handler]]]:
+    handler = type("H", (_Handler,), {"seen": [], "status": 200})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_push_is_signed_over_timestamp_and_body(server: tuple[str, type[_Handler]]) -> None:
+    url, handler = server
+    pusher = Pusher(url, "shop", b"k", timeout_s=2, max_backoff_s=10, clock=lambda: 1000.0)
+    result = pusher.push(b'{"x":1}')
+    assert result.ok and result.body == {"accepted": True, "directives": []}
+    ts, sig, body = handler.seen[0]
+    assert ts == "1000.000" and body == b'{"x":1}' and sig == sign(b"k", ts, body)
+
+
+def test_backoff_grows_with_jitter_and_resets(server: tuple[str, type[_Handler]]) -> None:
+    url, handler = server
+    handler.status = 503
+    now = [1000.0]
+    pusher = Pusher(url, "shop", b"k", timeout_s=2, max_backoff_s=8, clock=lambda: now[0], rng=random.Random(7))
+    waits = []
+    for _ in range(8):
+        result = pusher.push(b"{}")
+        assert not result.ok and result.status == 503 and "HTTP 503" in (result.error or "")
+        waits.append(pusher.next_attempt_at - now[0])
+        assert not pusher.due(now[0] - 0.001) or waits[-1] == 0
+    assert all(0 <= w <= 8 for w in waits)
+    assert max(waits[4:]) > max(waits[:1])  # the ceiling grows
+    handler.status = 200
+    assert pusher.push(b"{}").ok
+    assert pusher.due(now[0])
+
+
+def test_unreachable_controller_is_a_result_not_an_exception() -> None:
+    pusher = Pusher("http://127.0.0.1:9", "shop", b"k", timeout_s=0.5, max_backoff_s=1)
+    result = pusher.push(b"{}")
+    assert not result.ok and result.status is None
+    assert "controller unreachable" in (result.error or "")
