@@ -100,7 +100,7 @@ def create_app(ctl: Controller) -> FastAPI:
         if report.identity.cluster != cluster:
             return _error(422, f"identity.cluster {report.identity.cluster!r} does not match the signed "
                           f"cluster {cluster!r}", loc="identity.cluster")
-        ctl.store.put_report(report, now)
+        ctl.store.put_report(report, now, raw=body)
         return JSONResponse({"accepted": True, "directives": []})
 
     @app.get("/v1/clusters")

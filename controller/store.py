@@ -2,7 +2,8 @@
 
 Layer: adapter. Ingest is the hot path (thousands of reports per second), so `put_report` only updates
 a dict under a lock; a writer thread flushes the nodes that changed to SQLite once per
-`flush_interval_s`, in one transaction. On start the last persisted reports are loaded, so a restarted
+`flush_interval_s`, in one transaction, as the JSON body the agent sent (no re-serialisation on the
+hot path or under the GIL-heavy flush). On start the last persisted reports are loaded, so a restarted
 controller knows its fleet (their ages tell it how old that knowledge is).
 """
 
@@ -32,7 +33,7 @@ CREATE TABLE IF NOT EXISTS node_reports (
 
 
 class StateStore:
-    def __init__(self, path: str | Path, flush_interval_s: float = 1.0) -> None:
+    def __init__(self, path: str | Path, flush_interval_s: float = 2.0) -> None:
         self._path = str(path)
         if self._path != ":memory:":
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
@@ -43,7 +44,7 @@ class StateStore:
         self._lock = threading.Lock()
         self._db_lock = threading.Lock()
         self._latest: dict[tuple[str, str], NodeState] = {}
-        self._dirty: set[tuple[str, str]] = set()
+        self._dirty: dict[tuple[str, str], bytes] = {}
         self._flush_interval_s = flush_interval_s
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None
@@ -62,11 +63,13 @@ class StateStore:
         self._writer = threading.Thread(target=self._run_writer, name="state-writer", daemon=True)
         self._writer.start()
 
-    def put_report(self, report: Report, received_at: float) -> None:
+    def put_report(self, report: Report, received_at: float, raw: bytes | None = None) -> None:
+        """Keep `report` as its node's latest; `raw` is its JSON as received (saves re-serialising)."""
         key = (report.identity.cluster, report.identity.node)
+        body = raw if raw is not None else json.dumps(report_to_dict(report)).encode()
         with self._lock:
             self._latest[key] = NodeState(report, received_at)
-            self._dirty.add(key)
+            self._dirty[key] = body
 
     def nodes(self, cluster: str) -> tuple[NodeState, ...]:
         with self._lock:
@@ -74,10 +77,9 @@ class StateStore:
         return tuple(sorted(states, key=lambda s: s.name))
 
     def flush(self) -> int:
-        with self._lock:  # only take references under the lock: NodeState is immutable
-            dirty, self._dirty = self._dirty, set()
-            states = [(c, n, self._latest[(c, n)]) for c, n in dirty]
-        rows = [(c, n, s.received_at, json.dumps(report_to_dict(s.report))) for c, n, s in states]
+        with self._lock:
+            dirty, self._dirty = self._dirty, {}
+            rows = [(c, n, self._latest[(c, n)].received_at, body.decode()) for (c, n), body in dirty.items()]
         if rows:
             with self._db_lock:
                 self._db.execute("BEGIN")

@@ -142,6 +142,7 @@ def node_status(view: ClusterView, node: NodeState) -> dict[str, Any]:
         "lag_bytes": view.lag_bytes(node) if fresh else None,
         "report_age_s": round(view.age_s(node), 3),
         "stale": not fresh,
+        "report_seq": report.seq,
         "link": redis.master_link_status if fresh and redis.role == "replica" else None,
         "master_of_replica": redis.master_address if fresh and redis.role == "replica" else None,
         "sentinel_master": sentinel_view.master_address if fresh and sentinel_view else None,

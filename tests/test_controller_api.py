@@ -50,7 +50,7 @@ def post(client: TestClient, report: dict[str, Any], now: float) -> Any:
 def test_ingest_and_derive_the_cluster_view(tmp_path: Path) -> None:
     reports = [recorded(f"healthy-redis-{i}") for i in (1, 2, 3)]
     now = reports[0]["collected_at"]
-    client, ctl, clock = make(tmp_path, now)
+    client, _, clock = make(tmp_path, now)
     for r in reports:
         assert post(client, r, now).json() == {"accepted": True, "directives": []}
     clock.now = now + 0.5
