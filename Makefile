@@ -1,0 +1,8 @@
+# Convenience targets; each calls the script that does the work (scripts/ install what they need).
+.PHONY: demo test bench
+demo:
+	bash scripts/demo
+test:
+	bash scripts/test
+bench:
+	bash scripts/bench
