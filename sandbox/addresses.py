@@ -1,7 +1,8 @@
 """Claims loopback addresses (127.0.0.N, N >= 2) for a sandbox, so two sandboxes never collide.
 
 A claim is a file `<claims_dir>/<address>` created with O_EXCL that names the sandbox dir owning it.
-A claim whose sandbox no longer lists the address (dir removed, sandbox down) is stale and reclaimed.
+A claim whose sandbox is no longer up (dir removed, `sandbox.json` says down) is stale and reclaimed.
+Any process of a sandbox (the CLI, the local DigitalOcean API booting a droplet) may claim more.
 An address whose ports are already bound by anything else is skipped.
 """
 
@@ -27,12 +28,12 @@ def port_free(address: str, port: int) -> bool:
     return True
 
 
-def _owner_holds(owner: Path, address: str) -> bool:
+def _owner_up(owner: Path) -> bool:
     try:
         state = json.loads((owner / "sandbox.json").read_text())
     except (OSError, ValueError):
         return False
-    return bool(state.get("up")) and address in state.get("addresses", [])
+    return bool(state.get("up"))
 
 
 def claim_addresses(
@@ -51,8 +52,8 @@ def claim_addresses(
             current = claim.read_text().strip()
         except OSError:
             current = None
-        if current is not None and current != owner and _owner_holds(Path(current), address):
-            continue
+        if current == owner or (current is not None and _owner_up(Path(current))):
+            continue  # ours already (in use) or another live sandbox's
         if not all(port_free(address, p) for p in ports):
             continue
         if current is not None:
@@ -71,10 +72,13 @@ def claim_addresses(
     return got
 
 
-def release_addresses(sandbox_dir: Path, addresses: Iterable[str], claims_dir: Path = DEFAULT_CLAIMS_DIR) -> None:
+def release_addresses(
+    sandbox_dir: Path, addresses: Iterable[str] | None = None, claims_dir: Path = DEFAULT_CLAIMS_DIR
+) -> None:
+    """Give back `addresses`, or every address this sandbox holds when None."""
     owner = str(sandbox_dir.resolve())
-    for address in addresses:
-        claim = claims_dir / address
+    claims = [claims_dir / a for a in addresses] if addresses is not None else list(claims_dir.glob("127.*"))
+    for claim in claims:
         with contextlib.suppress(OSError):
             if claim.read_text().strip() == owner:
                 claim.unlink()

@@ -218,7 +218,8 @@ def up(
         old = load_state(root)
         if any_running(root, old):
             raise SandboxError(f"a sandbox is already running in {root} (run `redwarden sandbox down` first)")
-        release_addresses(root, old.get("addresses", []))
+        release_addresses(root)
+    _save_state(root, {"up": True, "starting": True})  # our claims count as held from here on
     addresses = claim_addresses(root, opts.nodes + 1, (REDIS_PORT, SENTINEL_PORT, CONTROLLER_PORT))
     controller_address, node_addresses = addresses[0], addresses[1:]
     controller_url = f"http://{controller_address}:{CONTROLLER_PORT}"
@@ -317,7 +318,7 @@ def down(root: Path) -> None:
     root = root.resolve()
     state = load_state(root)
     runner.stop_all(all_specs(root, state))
-    release_addresses(root, state.get("addresses", []))
+    release_addresses(root)
     state["up"] = False
     _save_state(root, state)
 
