@@ -6,12 +6,22 @@ env variables `REDWARDEN_AGENT_REDIS_PASSWORD` / `REDWARDEN_AGENT_CLUSTER_SECRET
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from agent.layout import NodeLayout
 from agent.settings import ConfigError, load_settings, read_secret
 
 ENV_PREFIX = "REDWARDEN_AGENT_"
+ROOT_ENV = "REDWARDEN_DROPLET_ROOT"  # set by the sandbox's local DigitalOcean for a droplet's processes
+ROOTED_FIELDS = (
+    "redis_password_file", "sentinel_password_file", "cluster_secret_file", "enroll_token_file",
+    "redis_pidfile", "sentinel_pidfile", "redis_data_dir",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +48,17 @@ class AgentConfig:
     max_backoff_s: float = 30.0
     log_format: str = "json"  # "json" for services, "console" for people
     log_level: str = "info"
+    # bootstrap: how this node joins its cluster (see agent/bootstrap.py)
+    sentinels: tuple[str, ...] = ()  # "ip:port" of the cluster's Sentinels, asked for the current master
+    quorum: int = 2
+    down_after_ms: int = 5000
+    failover_timeout_ms: int = 60000
+    parallel_syncs: int = 1
+    min_replicas_to_write: int = 1
+    min_replicas_max_lag_s: int = 10
+    services: str = "systemd"  # how services are run: "systemd" on droplets, "sandbox" in the sandbox
+    enroll_token_file: str | None = None  # one-time token to fetch the secrets from the controller
+    root: str = ""  # filesystem root (the sandbox droplet's directory); "" on a real droplet
 
     def __post_init__(self) -> None:
         if self.report_interval_s <= 0:
@@ -48,6 +69,29 @@ class AgentConfig:
             raise ValueError("log_format must be 'json' or 'console'")
         if self.timeout_s <= 0 or self.push_timeout_s <= 0:
             raise ValueError("timeout_s and push_timeout_s must be > 0")
+        if self.services not in ("systemd", "sandbox"):
+            raise ValueError("services must be 'systemd' or 'sandbox'")
+        for peer in self.sentinels:
+            host, _, port = peer.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"sentinels: {peer!r} is not ip:port")
+        if self.quorum < 1:
+            raise ValueError("quorum must be >= 1")
+
+    def layout(self) -> NodeLayout:
+        return NodeLayout(
+            address=self.address,
+            master_name=self.master_name,
+            quorum=self.quorum,
+            down_after_ms=self.down_after_ms,
+            failover_timeout_ms=self.failover_timeout_ms,
+            parallel_syncs=self.parallel_syncs,
+            min_replicas_to_write=self.min_replicas_to_write,
+            min_replicas_max_lag_s=self.min_replicas_max_lag_s,
+            redis_port=self.redis_port,
+            sentinel_port=self.sentinel_port,
+            root=self.root,
+        )
 
     @property
     def connect_host(self) -> str:
@@ -61,8 +105,19 @@ class AgentSecrets:
     cluster_secret: bytes
 
 
-def load_config(path: str | Path | None) -> AgentConfig:
-    return load_settings(AgentConfig, path, ENV_PREFIX)
+def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> AgentConfig:
+    """Load and validate; under a droplet root (sandbox) every absolute path setting is rooted there."""
+    env = os.environ if environ is None else environ
+    config = load_settings(AgentConfig, path, ENV_PREFIX, env)
+    root = config.root or env.get(ROOT_ENV, "")
+    if not root:
+        return config
+    rooted: dict[str, Any] = {
+        name: root + value
+        for name in ROOTED_FIELDS
+        if isinstance(value := getattr(config, name), str) and value.startswith("/") and not value.startswith(root)
+    }
+    return dataclasses.replace(config, root=root, **rooted)
 
 
 def load_secrets(config: AgentConfig, environ: dict[str, str]) -> AgentSecrets:

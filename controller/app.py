@@ -7,6 +7,7 @@ frozen `Report` handed to the store. Invalid input gets a 4xx whose body names t
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,11 @@ from fastapi.responses import JSONResponse, Response
 from agent.report import Report
 from agent.signing import HEADER_CLUSTER, HEADER_SIGNATURE, HEADER_TIMESTAMP, verify
 from controller import __version__
+from controller.checks import check, cluster_health
 from controller.config import ControllerConfig
+from controller.findings import Finding
+from controller.incident_store import IncidentLog
+from controller.policy import Policy
 from controller.store import REPORT_ADAPTER, StateStore
 from controller.view import ClusterView, cluster_status
 
@@ -47,11 +52,17 @@ class Controller:
         secrets: dict[str, bytes],
         store: StateStore,
         clock: Callable[[], float] = time.time,
+        policy: Policy | None = None,
+        incident_log: IncidentLog | None = None,
     ) -> None:
         self.config = config
         self.secrets = secrets
         self.store = store
         self.clock = clock
+        self.policy = policy or Policy()
+        self.incident_log = incident_log
+        # written by the watch cycle; read by the API (a dict assignment is atomic under the GIL)
+        self.latest_findings: dict[str, tuple[Finding, ...]] = {}
 
     def view(self, cluster: str, now: float | None = None) -> ClusterView:
         cfg = self.config.clusters[cluster]
@@ -64,6 +75,26 @@ class Controller:
             now=self.clock() if now is None else now,
             nodes=self.store.nodes(cluster),
         )
+
+    def policy_for(self, cluster: str) -> Policy:
+        """The policy, with the cluster's own idea of silence (one setting, not two that could differ)."""
+        cfg = self.config.clusters[cluster]
+        return dataclasses.replace(self.policy, agent_silent_intervals=float(cfg.stale_after_intervals))
+
+    def status(self, cluster: str, now: float) -> dict[str, Any]:
+        """A cluster in the status contract, with its health and the findings of the last cycle."""
+        view = self.view(cluster, now)
+        findings = self.latest_findings.get(cluster)
+        if findings is None:  # no cycle has run yet
+            findings = check(view, self.policy_for(cluster), now)
+        out = cluster_status(view)
+        out["health"] = cluster_health(findings)
+        out["findings"] = [
+            {"code": str(f.code), "severity": str(f.severity), "subject": f.subject, "message": f.message,
+             "key": f.key}
+            for f in findings
+        ]
+        return out
 
 
 def create_app(ctl: Controller) -> FastAPI:
@@ -106,12 +137,21 @@ def create_app(ctl: Controller) -> FastAPI:
     @app.get("/v1/clusters")
     def list_clusters() -> dict[str, Any]:
         now = ctl.clock()
-        return {"clusters": [cluster_status(ctl.view(name, now)) for name in sorted(ctl.config.clusters)]}
+        return {"clusters": [ctl.status(name, now) for name in sorted(ctl.config.clusters)]}
 
     @app.get("/v1/clusters/{name}", responses={404: {}})
     def get_cluster(name: str) -> Response:
         if name not in ctl.config.clusters:
             return _error(404, f"no cluster named {name!r}", loc="path.name")
-        return JSONResponse(cluster_status(ctl.view(name)))
+        return JSONResponse(ctl.status(name, ctl.clock()))
+
+    @app.get("/v1/incidents")
+    def list_incidents(cluster: str | None = None, limit: int = 100) -> Response:
+        if cluster is not None and cluster not in ctl.config.clusters:
+            return _error(404, f"no cluster named {cluster!r}", loc="query.cluster")
+        if not 1 <= limit <= 10_000:
+            return _error(422, "limit must be between 1 and 10000", loc="query.limit")
+        incidents = ctl.incident_log.history(cluster, limit) if ctl.incident_log else []
+        return JSONResponse({"incidents": incidents})
 
     return app

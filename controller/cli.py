@@ -65,6 +65,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    from controller.status import render_history
+
+    base = _controller_url(args)
+    query = f"?limit={args.limit}" + (f"&cluster={args.cluster}" if args.cluster else "")
+    data = _get_json(f"{base}/v1/incidents{query}")
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(render_history(data), end="")
+    return 0
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from sandbox import cluster as sb
 
@@ -116,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--controller", help=f"controller URL (env REDWARDEN_CONTROLLER_URL; {DEFAULT_CONTROLLER_URL})")
     st.set_defaults(func=cmd_status)
+
+    hi = sub.add_parser("history", help="open and past incidents with their timelines")
+    hi.add_argument("cluster", nargs="?", help="only this cluster")
+    hi.add_argument("--json", action="store_true", help="machine-readable output")
+    hi.add_argument("--limit", type=int, default=50)
+    hi.add_argument("--controller", help="controller URL (env REDWARDEN_CONTROLLER_URL)")
+    hi.set_defaults(func=cmd_history)
 
     sb = sub.add_parser("sandbox", help="a local cluster of real Redis and Sentinel processes")
     sb_sub = sb.add_subparsers(dest="sandbox_command", required=True)

@@ -5,6 +5,7 @@ Layer: presentation, pure: JSON (the `/v1/clusters` contract) in, text out.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 
@@ -53,3 +54,26 @@ def render_status(data: dict[str, Any]) -> str:
     if not out:
         return "no clusters configured\n"
     return "\n".join(out)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
+
+
+def render_history(data: dict[str, Any]) -> str:
+    """`redwarden history`: newest incident first, each with its timeline."""
+    incidents = data.get("incidents", [])
+    if not incidents:
+        return "no incidents\n"
+    out: list[str] = []
+    for i in incidents:
+        opened, resolved = i.get("opened_at"), i.get("resolved_at")
+        span = f"resolved after {resolved - opened:.1f}s" if opened and resolved else i["status"].upper()
+        out.append(f"{_when(opened)} UTC  [{i['severity']}] {i['code']} {i['cluster']}/{i['subject']}  {span}")
+        out.append(f"    {i['message']}")
+        for step in i.get("timeline", []):
+            offset = step["at"] - (i.get("first_seen_at") or step["at"])
+            out.append(f"    +{offset:7.1f}s  {step['event']}")
+    return "\n".join(out) + "\n"

@@ -117,7 +117,11 @@ class ClusterView:
         if not redis.reachable or redis.role != "replica":
             return None
         master = self.master_node()
-        if master is not None and master.report.redis.reachable and master.report.redis.master_repl_offset is not None:
+        if (
+            master is not None
+            and self.redis_up(master)  # a stale master report says nothing about now
+            and master.report.redis.master_repl_offset is not None
+        ):
             for replica in master.report.redis.connected_replicas:
                 if replica.address == node.report.identity.redis_address:
                     return max(0, master.report.redis.master_repl_offset - replica.offset)

@@ -1,0 +1,118 @@
+"""A Redis droplet's layout: where its files live and how its Redis and Sentinel are configured.
+
+Layer: pure. Paths are Debian's (`/etc/redis/redis.conf`, `/var/lib/redis`, `/run/redis/...`); in the
+sandbox the same paths live under the droplet's own directory (`root`), so the bootstrap that runs on a
+real droplet runs unchanged on a sandbox "droplet". The renderers produce complete configuration
+files: exactly one `sentinel monitor` line and no `myid` (Sentinel makes a fresh one: a copied
+sentinel.conf would make two Sentinels one and the same to their peers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVICES = ("redis", "sentinel", "agent")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLayout:
+    address: str  # what Redis and Sentinel bind to and announce
+    master_name: str = "mymaster"
+    quorum: int = 2
+    down_after_ms: int = 5000
+    failover_timeout_ms: int = 60000
+    parallel_syncs: int = 1
+    min_replicas_to_write: int = 1
+    min_replicas_max_lag_s: int = 10
+    redis_port: int = 6379
+    sentinel_port: int = 26379
+    root: str = ""  # "" on a real droplet; the droplet's directory in the sandbox
+
+    def path(self, absolute: str) -> Path:
+        return Path(self.root + absolute) if self.root else Path(absolute)
+
+    @property
+    def redis_conf(self) -> Path:
+        return self.path("/etc/redis/redis.conf")
+
+    @property
+    def sentinel_conf(self) -> Path:
+        return self.path("/etc/redis/sentinel.conf")
+
+    @property
+    def redis_data_dir(self) -> Path:
+        return self.path("/var/lib/redis")
+
+    @property
+    def sentinel_dir(self) -> Path:
+        return self.path("/var/lib/redis-sentinel")
+
+    @property
+    def redis_pidfile(self) -> Path:
+        return self.path("/run/redis/redis-server.pid")
+
+    @property
+    def sentinel_pidfile(self) -> Path:
+        return self.path("/run/sentinel/redis-sentinel.pid")
+
+    @property
+    def log_dir(self) -> Path:
+        return self.path("/var/log/redwarden")
+
+    @property
+    def redis_address(self) -> str:
+        return f"{self.address}:{self.redis_port}"
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_redis_conf(layout: NodeLayout, password: str, master: str | None) -> str:
+    """redis.conf for a master (`master` None) or a replica of `master` ("ip:port")."""
+    lines = [
+        "# Written by redwarden-agent bootstrap. Redis and Sentinel rewrite parts of it at run time.",
+        f"bind {layout.address}",
+        f"port {layout.redis_port}",
+        "daemonize no",
+        "supervised auto",
+        f"pidfile {layout.redis_pidfile}",
+        'logfile ""',
+        f"dir {layout.redis_data_dir}",
+        'proc-title-template "{title} {listen-addr} {server-mode} {config-file}"',
+        f"requirepass {_quote(password)}",
+        f"masterauth {_quote(password)}",
+        f"replica-announce-ip {layout.address}",
+        f"min-replicas-to-write {layout.min_replicas_to_write}",
+        f"min-replicas-max-lag {layout.min_replicas_max_lag_s}",
+        "appendonly yes",
+        "save 60 1000",
+    ]
+    if master is not None:
+        host, port = master.rsplit(":", 1)
+        lines.append(f"replicaof {host} {port}")
+    return "\n".join(lines) + "\n"
+
+
+def render_sentinel_conf(layout: NodeLayout, password: str, master: str) -> str:
+    host, port = master.rsplit(":", 1)
+    name = layout.master_name
+    return "\n".join([
+        "# Written by redwarden-agent bootstrap: one monitor line, no myid (Sentinel generates its own).",
+        f"bind {layout.address}",
+        f"port {layout.sentinel_port}",
+        "daemonize no",
+        "supervised auto",
+        f"pidfile {layout.sentinel_pidfile}",
+        'logfile ""',
+        f"dir {layout.sentinel_dir}",
+        'proc-title-template "{title} {listen-addr} {server-mode} {config-file}"',
+        f"sentinel announce-ip {layout.address}",
+        "sentinel resolve-hostnames no",
+        f"sentinel monitor {name} {host} {port} {layout.quorum}",
+        f"sentinel auth-pass {name} {_quote(password)}",
+        f"sentinel down-after-milliseconds {name} {layout.down_after_ms}",
+        f"sentinel failover-timeout {name} {layout.failover_timeout_ms}",
+        f"sentinel parallel-syncs {name} {layout.parallel_syncs}",
+    ]) + "\n"

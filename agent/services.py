@@ -1,0 +1,107 @@
+"""Starting and restarting a droplet's services: one interface, two implementations.
+
+Layer: adapter. On a real droplet the services are systemd units (`redis-server`, `redis-sentinel`,
+`redwarden-agent`); the agent, which runs unprivileged, goes through `sudo -n systemctl` for exactly
+those units (see packaging/). In the sandbox they are processes under the droplet's own directory,
+run by `sandbox.runner`. The agent's directives and the bootstrap only see `Services`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Protocol
+
+from agent.layout import SERVICES, NodeLayout
+
+UNITS = {"redis": "redis-server", "sentinel": "redis-sentinel", "agent": "redwarden-agent"}
+
+
+class ServiceError(Exception):
+    """A service could not be started, stopped or restarted."""
+
+
+class Services(Protocol):
+    def start(self, service: str) -> None: ...
+    def restart(self, service: str) -> None: ...
+    def stop(self, service: str) -> None: ...
+    def running(self, service: str) -> bool: ...
+
+
+def _check(service: str) -> None:
+    if service not in SERVICES:
+        raise ServiceError(f"unknown service {service!r} (known: {', '.join(SERVICES)})")
+
+
+class SystemdServices:
+    def __init__(self) -> None:
+        self._prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
+
+    def _systemctl(self, action: str, service: str) -> None:
+        _check(service)
+        argv = [*self._prefix, "systemctl", action, UNITS[service]]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        if proc.returncode != 0:
+            raise ServiceError(f"systemctl {action} {UNITS[service]} failed: {proc.stderr.strip()[:300]}")
+
+    def start(self, service: str) -> None:
+        self._systemctl("enable", service)
+        self._systemctl("start", service)
+
+    def restart(self, service: str) -> None:
+        self._systemctl("restart", service)
+
+    def stop(self, service: str) -> None:
+        self._systemctl("stop", service)
+
+    def running(self, service: str) -> bool:
+        _check(service)
+        proc = subprocess.run(["systemctl", "is-active", "--quiet", UNITS[service]], check=False, timeout=10)
+        return proc.returncode == 0
+
+
+class SandboxServices:
+    """Processes under the droplet's directory, started detached with pidfiles (sandbox.runner)."""
+
+    def __init__(self, layout: NodeLayout, agent_config: Path) -> None:
+        from sandbox.runner import ServiceSpec
+
+        logs = layout.log_dir
+        redis_server = os.environ.get("REDWARDEN_REDIS_SERVER") or shutil.which("redis-server") or "redis-server"
+        redis_sentinel = (
+            os.environ.get("REDWARDEN_REDIS_SENTINEL") or shutil.which("redis-sentinel") or "redis-sentinel"
+        )
+        self.specs = {
+            "redis": ServiceSpec("redis", (redis_server, str(layout.redis_conf)), layout.redis_pidfile,
+                                 logs / "redis-server.log", str(layout.redis_conf), cwd=layout.redis_data_dir),
+            "sentinel": ServiceSpec("sentinel", (redis_sentinel, str(layout.sentinel_conf)), layout.sentinel_pidfile,
+                                    logs / "redis-sentinel.log", str(layout.sentinel_conf), cwd=layout.sentinel_dir),
+            "agent": ServiceSpec("agent", (sys.executable, "-m", "agent.cli", "run", "--config", str(agent_config)),
+                                 layout.path("/run/redwarden/agent.pid"), logs / "agent.log", str(agent_config),
+                                 cwd=layout.path("/")),
+        }
+
+    def start(self, service: str) -> None:
+        from sandbox import runner
+
+        _check(service)
+        runner.start(self.specs[service])
+
+    def stop(self, service: str) -> None:
+        from sandbox import runner
+
+        _check(service)
+        runner.stop_all([self.specs[service]])
+
+    def restart(self, service: str) -> None:
+        self.stop(service)
+        self.start(service)
+
+    def running(self, service: str) -> bool:
+        from sandbox import runner
+
+        _check(service)
+        return runner.pid_of(self.specs[service]) is not None

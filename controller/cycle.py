@@ -1,0 +1,104 @@
+"""The controller's watch cycle: view -> findings -> incidents -> alerts, for every cluster.
+
+Layer: application. One `run_cycle` reads like a paragraph and returns its sentence; the decisions are
+the pure core's (`check`, `track`), the effects are the adapters' (incident log, outbox). A background
+thread runs it every `cycle_interval_s`; one bad cycle is logged once and the next one runs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import structlog
+
+from controller.alerts import AlertEvent
+from controller.app import Controller
+from controller.checks import check, cluster_health
+from controller.findings import Finding
+from controller.incident_store import IncidentLog
+from controller.incidents import Incident, track
+
+log = structlog.get_logger("redwarden.controller")
+
+
+class AlertSink(Protocol):
+    def enqueue(self, events: Sequence[AlertEvent]) -> object: ...
+
+
+class Watcher:
+    def __init__(
+        self,
+        ctl: Controller,
+        incidents: IncidentLog,
+        alerts: AlertSink,
+        clock: Callable[[], float],
+    ) -> None:
+        self.ctl = ctl
+        self.incidents = incidents
+        self.alerts = alerts
+        self.clock = clock
+        self._active: dict[str, tuple[Incident, ...]] = {}
+        for inc in incidents.load_active():
+            self._active[inc.cluster] = (*self._active.get(inc.cluster, ()), inc)
+        self._last_sentence: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_cycle(self, now: float) -> str:
+        sentences = []
+        for name in sorted(self.ctl.config.clusters):
+            view = self.ctl.view(name, now)
+            policy = self.ctl.policy_for(name)
+            findings = check(view, policy, now)
+            tracked = track(self._active.get(name, ()), findings, policy, now)
+            self.alerts.enqueue(tracked.events)  # first: a crash after this loses no alert
+            self.incidents.save(tracked.changed)
+            self._active[name] = tracked.incidents
+            self.ctl.latest_findings[name] = findings
+            self._log_changes(name, tracked.events)
+            sentences.append(self._sentence(name, findings, tracked.incidents))
+        return "; ".join(sentences)
+
+    def _sentence(self, cluster: str, findings: Sequence[Finding], active: Sequence[Incident]) -> str:
+        health = cluster_health(tuple(findings))
+        opened = [i for i in active if i.opened_at is not None]
+        if not findings and not opened:
+            sentence = f"{cluster}: healthy, no incident"
+        else:
+            codes = ", ".join(sorted({str(f.code) for f in findings})) or "none"
+            sentence = f"{cluster}: {health}; findings {codes}; {len(opened)} open incident(s)"
+        if self._last_sentence.get(cluster) != sentence:
+            log.info("cycle.changed", cluster=cluster, summary=sentence)
+            self._last_sentence[cluster] = sentence
+        return sentence
+
+    @staticmethod
+    def _log_changes(cluster: str, events: Sequence[AlertEvent]) -> None:
+        for e in events:
+            log.warning(
+                "incident.triggered" if e.action == "trigger" else "incident.resolved",
+                cluster=cluster,
+                code=e.code,
+                severity=e.severity,
+                subject=e.subject,
+                summary=e.summary,
+            )
+
+    # -- the thread ----------------------------------------------------------------------------
+    def start(self, interval_s: float) -> None:
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
+                try:
+                    self.run_cycle(self.clock())
+                except Exception:
+                    log.exception("cycle.failed")
+
+        self._thread = threading.Thread(target=loop, name="watch-cycle", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
