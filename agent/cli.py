@@ -9,9 +9,10 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from agent import __version__
-from agent.config import load_config, load_secrets
+from agent.config import AgentConfig, load_config, load_secrets
 from agent.logs import configure_logging
 from agent.report import report_to_dict
 from agent.settings import ConfigError
@@ -25,10 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--config", required=True, help="agent TOML file (e.g. /etc/redwarden/agent.toml)")
     once = sub.add_parser("collect", help="collect one report and print it as JSON (no push)")
     once.add_argument("--config", required=True)
+    boot = sub.add_parser("bootstrap", help="join this new node to its cluster and start its services")
+    boot.add_argument("--config", required=True)
+    start = sub.add_parser("start-services", help="start redis, sentinel and the agent as bootstrap left them")
+    start.add_argument("--config", required=True)
     args = parser.parse_args(argv)
 
     try:
         config = load_config(args.config)
+        if args.command in ("bootstrap", "start-services"):
+            return _setup(args.command, config, Path(args.config))
         secrets = load_secrets(config, dict(os.environ))
     except ConfigError as e:
         print(f"redwarden-agent: configuration error: {e}", file=sys.stderr)
@@ -45,6 +52,20 @@ def main(argv: list[str] | None = None) -> int:
             agent.close()
         return 0
     run_forever(agent)
+    return 0
+
+
+def _setup(command: str, config: AgentConfig, config_path: Path) -> int:
+    from agent.bootstrap import BootstrapError, bootstrap, start_services
+    from agent.services import ServiceError
+
+    configure_logging(config.log_format, config.log_level)
+    try:
+        sentence = bootstrap(config, config_path) if command == "bootstrap" else start_services(config, config_path)
+    except (BootstrapError, ServiceError) as e:
+        print(f"redwarden-agent {command}: {e}", file=sys.stderr)
+        return 1
+    print(sentence)
     return 0
 
 

@@ -1,8 +1,9 @@
 """Starting and restarting a droplet's services: one interface, two implementations.
 
 Layer: adapter. On a real droplet the services are systemd units (`redis-server`, `redis-sentinel`,
-`redwarden-agent`); the agent, which runs unprivileged, goes through `sudo -n systemctl` for exactly
-those units (see packaging/). In the sandbox they are processes under the droplet's own directory,
+`redwarden-agent`); the agent runs unprivileged (and with NoNewPrivileges, so no sudo) and asks
+systemd over D-Bus, where a polkit rule from the package allows the `redwarden` user to start, stop
+and restart exactly those units (see packaging/). In the sandbox they are processes under the droplet's own directory,
 run by `sandbox.runner`. The agent's directives and the bootstrap only see `Services`.
 """
 
@@ -37,12 +38,9 @@ def _check(service: str) -> None:
 
 
 class SystemdServices:
-    def __init__(self) -> None:
-        self._prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
-
     def _systemctl(self, action: str, service: str) -> None:
         _check(service)
-        argv = [*self._prefix, "systemctl", action, UNITS[service]]
+        argv = ["systemctl", "--no-ask-password", action, UNITS[service]]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         if proc.returncode != 0:
             raise ServiceError(f"systemctl {action} {UNITS[service]} failed: {proc.stderr.strip()[:300]}")

@@ -1,0 +1,170 @@
+"""`redwarden-agent bootstrap`: make a new droplet a member of its cluster.
+
+Layer: application. Steps, each logged:
+  1. secrets: read the Redis password and the cluster secret; if they are not there yet and a one-time
+     enrollment token is, trade it with the controller for them (see `enroll`);
+  2. ask the configured Sentinels who the master is (`SENTINEL GET-MASTER-ADDR-BY-NAME`); a strict
+     majority of those that answer decides; nobody answers: this is the first node, it is the master;
+  3. write redis.conf (replica of that master, auth both ways, announce address) and sentinel.conf
+     (exactly one monitor line, no myid), never over a running service's config;
+  4. start redis-server, redis-sentinel, then the agent (systemd on a droplet, the sandbox runner there),
+     and leave a boot script so a rebooted sandbox droplet starts them again (systemd units are enabled).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import redis
+import requests
+import structlog
+
+from agent.config import AgentConfig
+from agent.layout import NodeLayout, render_redis_conf, render_sentinel_conf
+from agent.services import SandboxServices, Services, SystemdServices
+from agent.settings import ConfigError, read_secret
+
+log = structlog.get_logger("redwarden.bootstrap")
+
+
+class BootstrapError(Exception):
+    """The node could not join its cluster; the message says why."""
+
+
+def decide_master(answers: Sequence[str | None]) -> str | None:
+    """The address a strict majority of the answering Sentinels name, else None. Pure."""
+    named = [a for a in answers if a]
+    if not named:
+        return None
+    address, count = Counter(named).most_common(1)[0]
+    return address if count * 2 > len(named) else None
+
+
+def ask_sentinels(
+    sentinels: Sequence[str], master_name: str, password: str | None, timeout_s: float
+) -> list[str | None]:
+    """Each Sentinel's answer to GET-MASTER-ADDR-BY-NAME ("ip:port"), None where it did not answer."""
+    answers: list[str | None] = []
+    for peer in sentinels:
+        host, port = peer.rsplit(":", 1)
+        client = redis.Redis(host=host, port=int(port), password=password, socket_timeout=timeout_s,
+                             socket_connect_timeout=timeout_s, decode_responses=True)
+        try:
+            reply = client.execute_command(  # type: ignore[no-untyped-call]
+                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", master_name
+            )
+            answers.append(f"{reply[0]}:{reply[1]}" if reply else None)
+        except (redis.RedisError, OSError, IndexError, TypeError):
+            answers.append(None)
+        finally:
+            client.close()
+    return answers
+
+
+def enroll(config: AgentConfig, token: str) -> tuple[str, str]:
+    """Trade a one-time enrollment token for (redis password, cluster secret) at the controller."""
+    url = config.controller_url.rstrip("/") + "/v1/enroll"
+    try:
+        resp = requests.post(url, json={"cluster": config.cluster, "node": config.node, "token": token},
+                             timeout=config.push_timeout_s)
+    except requests.RequestException as e:
+        raise BootstrapError(f"enrollment failed: controller unreachable ({type(e).__name__})") from None
+    if resp.status_code != 200:
+        raise BootstrapError(f"enrollment refused: HTTP {resp.status_code} {resp.text[:200]}")
+    body = resp.json()
+    return str(body["redis_password"]), str(body["cluster_secret"])
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def load_or_enroll_secrets(config: AgentConfig) -> str:
+    """The Redis password, enrolling first when only a token is at hand."""
+    password = os.environ.get("REDWARDEN_AGENT_REDIS_PASSWORD") or _maybe_read(config.redis_password_file)
+    if password and (os.environ.get("REDWARDEN_AGENT_CLUSTER_SECRET") or _maybe_read(config.cluster_secret_file)):
+        return password
+    token = _maybe_read(config.enroll_token_file)
+    if not token:
+        raise BootstrapError("no redis password and cluster secret, and no enroll_token_file to fetch them with")
+    if not config.redis_password_file or not config.cluster_secret_file:
+        raise BootstrapError("enrollment needs redis_password_file and cluster_secret_file to store the secrets")
+    password, secret = enroll(config, token)
+    _write_private(Path(config.redis_password_file), password + "\n")
+    _write_private(Path(config.cluster_secret_file), secret + "\n")
+    Path(config.enroll_token_file or "").unlink(missing_ok=True)  # single use: nothing left to steal
+    log.info("bootstrap.enrolled", node=config.node)
+    return password
+
+
+def _maybe_read(path: str | None) -> str | None:
+    if not path or not Path(path).exists():
+        return None
+    return read_secret(path, "secret file")
+
+
+def services_for(config: AgentConfig, config_path: Path) -> Services:
+    if config.services == "sandbox":
+        return SandboxServices(config.layout(), config_path)
+    return SystemdServices()
+
+
+def write_configs(layout: NodeLayout, password: str, master: str | None) -> None:
+    for d in (layout.redis_data_dir, layout.sentinel_dir, layout.redis_pidfile.parent,
+              layout.sentinel_pidfile.parent, layout.log_dir, layout.redis_conf.parent):
+        d.mkdir(parents=True, exist_ok=True)
+    _write_private(layout.redis_conf, render_redis_conf(layout, password, master))
+    _write_private(layout.sentinel_conf, render_sentinel_conf(layout, password, master or layout.redis_address))
+
+
+def install_boot_script(layout: NodeLayout, config_path: Path) -> Path:
+    """A boot.d script that starts the services again after a (sandbox) reboot."""
+    script = layout.path("/etc/redwarden/boot.d/50-redwarden")
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(f'#!/bin/sh\nexec redwarden-agent start-services --config "{config_path}"\n')
+    script.chmod(0o755)
+    return script
+
+
+def bootstrap(config: AgentConfig, config_path: Path, services: Services | None = None) -> str:
+    layout = config.layout()
+    if services is None:
+        services = services_for(config, config_path)
+    password = load_or_enroll_secrets(config)
+    if services.running("redis") or services.running("sentinel"):
+        raise BootstrapError("redis-server or redis-sentinel is already running here: bootstrap is for new nodes")
+    peers = [s for s in config.sentinels if s != f"{config.address}:{config.sentinel_port}"]
+    sentinel_password = os.environ.get("REDWARDEN_AGENT_SENTINEL_PASSWORD") or _maybe_read(
+        config.sentinel_password_file
+    )
+    answers = ask_sentinels(peers, config.master_name, sentinel_password, config.timeout_s)
+    master = decide_master(answers)
+    if master is None and any(answers):
+        raise BootstrapError(f"the Sentinels do not agree on a master ({answers}); refusing to guess")
+    if master == layout.redis_address:
+        raise BootstrapError(f"the Sentinels name this node's own address {master} as master; refusing to guess")
+    role = "master (first node)" if master is None else f"replica of {master}"
+    log.info("bootstrap.decided", node=config.node, role=role, sentinels_answering=sum(1 for a in answers if a))
+    write_configs(layout, password, master)
+    for service in ("redis", "sentinel", "agent"):
+        services.start(service)
+        log.info("bootstrap.started", service=service)
+    if config.services == "sandbox":
+        install_boot_script(layout, config_path)
+    return f"{config.node} joined {config.cluster} as {role}"
+
+
+def start_services(config: AgentConfig, config_path: Path) -> str:
+    """After a reboot: start what bootstrap set up, with the configs as Redis and Sentinel left them."""
+    if not config.layout().redis_conf.exists():
+        raise ConfigError(f"{config.layout().redis_conf} does not exist: run `redwarden-agent bootstrap` first")
+    services = services_for(config, config_path)
+    for service in ("redis", "sentinel", "agent"):
+        services.start(service)
+    return f"{config.node}: redis, sentinel and agent started"
