@@ -88,6 +88,10 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             down_after_ms=args.down_after_ms,
             failover_timeout_ms=args.failover_timeout_ms,
             report_interval_s=args.report_interval_s,
+            slack_webhook=args.slack_webhook,
+            pagerduty_url=args.pagerduty_url,
+            pagerduty_routing_key=args.pagerduty_routing_key,
+            webhook_url=args.webhook_url,
         )
         state = sb.up(root, opts, timeout_s=args.timeout, progress=lambda m: print(f"  {m}", file=sys.stderr))
         print(state["controller_url"])
@@ -146,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--failover-timeout-ms", type=int, default=60000)
     up.add_argument("--report-interval-s", type=float, default=1.0)
     up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for health")
+    up.add_argument("--slack-webhook", metavar="URL", help="Slack incoming webhook for the controller's alerts")
+    up.add_argument("--pagerduty-url", metavar="URL", help="PagerDuty Events API v2 URL (e.g. a local receiver)")
+    up.add_argument("--pagerduty-routing-key", metavar="KEY", help="PagerDuty routing key")
+    up.add_argument("--webhook-url", metavar="URL", help="generic JSON webhook for every alert")
     sbs = sb_sub.add_parser("status", help="addresses and pids of the sandbox's processes")
     sbs.add_argument("--dir", required=True)
     sbs.add_argument("--json", action="store_true")

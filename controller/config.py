@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.settings import ConfigError, load_settings, read_secret
+from controller.notify_config import NotifyConfig
 
 ENV_PREFIX = "REDWARDEN_"
 
@@ -45,13 +46,17 @@ class ControllerConfig:
     log_format: str = "json"
     log_level: str = "info"
     max_report_bytes: int = 1_048_576
+    cycle_interval_s: float = 0.25  # how often findings, incidents and alerts are re-derived
     clusters: dict[str, ClusterConfig] = field(default_factory=dict)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     def __post_init__(self) -> None:
         if not 0 < self.listen_port < 65536:
             raise ValueError("listen_port must be between 1 and 65535")
         if self.log_format not in ("json", "console"):
             raise ValueError("log_format must be 'json' or 'console'")
+        if self.cycle_interval_s <= 0:
+            raise ValueError("cycle_interval_s must be > 0")
 
 
 def load_config(path: str | Path | None) -> ControllerConfig:

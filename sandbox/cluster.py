@@ -51,6 +51,11 @@ class SandboxOptions:
     report_interval_s: float = 1.0
     redis_server: str = "redis-server"
     redis_sentinel: str = "redis-sentinel"
+    # alert destinations, handed to the sandbox's controller (written as secret files, never logged)
+    slack_webhook: str | None = None
+    pagerduty_url: str | None = None
+    pagerduty_routing_key: str | None = None
+    webhook_url: str | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.nodes <= 50:
@@ -61,6 +66,8 @@ class SandboxOptions:
             raise SandboxError("--failover-timeout-ms must be >= 1000")
         if self.report_interval_s <= 0:
             raise SandboxError("--report-interval-s must be > 0")
+        if (self.pagerduty_url is None) != (self.pagerduty_routing_key is None):
+            raise SandboxError("--pagerduty-url and --pagerduty-routing-key go together")
 
     @property
     def quorum(self) -> int:
@@ -154,6 +161,23 @@ def agent_toml(root: Path, droplet: Path, name: str, address: str, controller_ur
     ]) + "\n"
 
 
+def notify_toml(root: Path, opts: SandboxOptions) -> list[str]:
+    """[notify.*] sections; the URLs and the routing key go to files under secrets/."""
+    lines: list[str] = []
+    secrets_dir = root / "secrets"
+    if opts.slack_webhook:
+        _write_secret(secrets_dir / "slack.url", opts.slack_webhook)
+        lines += ["[notify.slack]", f'webhook_url_file = "{secrets_dir / "slack.url"}"', 'min_severity = "warning"', ""]
+    if opts.pagerduty_url and opts.pagerduty_routing_key:
+        _write_secret(secrets_dir / "pagerduty.key", opts.pagerduty_routing_key)
+        lines += ["[notify.pagerduty]", f'routing_key_file = "{secrets_dir / "pagerduty.key"}"',
+                  f'events_url = "{opts.pagerduty_url}"', 'min_severity = "critical"', ""]
+    if opts.webhook_url:
+        _write_secret(secrets_dir / "webhook.url", opts.webhook_url)
+        lines += ["[notify.webhook]", f'url_file = "{secrets_dir / "webhook.url"}"', 'min_severity = "info"', ""]
+    return lines
+
+
 def controller_toml(root: Path, address: str, opts: SandboxOptions) -> str:
     return "\n".join([
         f'listen_host = "{address}"',
@@ -165,6 +189,8 @@ def controller_toml(root: Path, address: str, opts: SandboxOptions) -> str:
         f'master_name = "{opts.master_name}"',
         f"expected_nodes = {opts.nodes}",
         f"report_interval_s = {opts.report_interval_s}",
+        "",
+        *notify_toml(root, opts),
     ]) + "\n"
 
 
