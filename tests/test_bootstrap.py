@@ -83,9 +83,9 @@ def test_first_node_bootstraps_as_master_second_as_its_replica(two_nodes: list[t
         if name == "n1":
             assert "as master (first node)" in out.stdout
             r1 = redis.Redis(host=a1, password=PASSWORD, decode_responses=True)
-            wait_until(lambda: r1.ping(), 10, "n1 redis up")
+            wait_until(r1.ping, 10, "n1 redis up")
             s1 = redis.Redis(host=a1, port=26379, decode_responses=True)
-            wait_until(lambda: s1.ping(), 10, "n1 sentinel up")
+            wait_until(s1.ping, 10, "n1 sentinel up")
         else:
             assert f"as replica of {a1}:6379" in out.stdout
     r2 = redis.Redis(host=a2, password=PASSWORD, decode_responses=True)
