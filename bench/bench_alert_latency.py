@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sandbox.receiver import Receiver  # noqa: E402
+from sandbox.receiver import Receiver
 
 REDWARDEN = [sys.executable, "-m", "controller.cli"]
 
@@ -61,9 +61,10 @@ def main() -> None:
                 seen = len(receiver.accepted("pagerduty"))
                 t0 = time.time()
                 cli("sandbox", "fault", "--dir", str(root), master, "redis", "kill")
-                page = wait(lambda: next((r for r in receiver.accepted("pagerduty")[seen:]
-                                          if r.body.get("event_action") == "trigger"
-                                          and "MASTER_DOWN" in r.body.get("dedup_key", "")), None), 30, "a page")
+                page = wait(lambda seen=seen: next((r for r in receiver.accepted("pagerduty")[seen:]
+                                                    if r.body.get("event_action") == "trigger"
+                                                    and "MASTER_DOWN" in r.body.get("dedup_key", "")), None),
+                            30, "a page")
                 results.append(page.at - t0)
                 print(f"run {run + 1}: first PagerDuty trigger {page.at - t0:.2f} s after SIGKILL of {master}'s redis")
                 cli("sandbox", "fault", "--dir", str(root), master, "redis", "start")
