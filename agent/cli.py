@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from agent.runtime import Agent, run_forever  # heavy imports after the config is known good
 
-    agent = Agent(config, secrets)
+    agent = Agent(config, secrets, config_path=Path(args.config))
     if args.command == "collect":
         try:
             print(json.dumps(report_to_dict(agent.collect()), indent=2))

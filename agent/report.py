@@ -185,6 +185,17 @@ class Identity:
 
 
 @dataclass(frozen=True, slots=True)
+class DirectiveAck:
+    """The agent's answer to a directive the controller sent with an earlier push's response."""
+
+    id: str
+    kind: str
+    ok: bool
+    error: str | None = None
+    at: float = 0.0  # Unix seconds, when it finished
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     """One push: the latest health of one droplet."""
 
@@ -195,6 +206,7 @@ class Report:
     sentinel: SentinelHealth
     host: HostHealth
     collect_ms: float | None = None
+    acks: tuple[DirectiveAck, ...] = ()
     schema: int = SCHEMA_VERSION
 
 

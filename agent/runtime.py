@@ -10,15 +10,18 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import requests
 import structlog
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from agent import __version__
+from agent.bootstrap import services_for
 from agent.collect_host import collect_host
 from agent.collect_redis import collect_redis, collect_sentinel, raw_client
 from agent.config import AgentConfig, AgentSecrets
+from agent.directives import DirectiveRunner
 from agent.push import Pusher
 from agent.report import Identity, Report, report_to_json
 
@@ -29,7 +32,11 @@ METADATA_RETRY_S = 60.0
 
 class Agent:
     def __init__(
-        self, config: AgentConfig, secrets: AgentSecrets, clock: Callable[[], float] = time.time
+        self,
+        config: AgentConfig,
+        secrets: AgentSecrets,
+        clock: Callable[[], float] = time.time,
+        config_path: Path | None = None,
     ) -> None:
         self.config = config
         self._clock = clock
@@ -41,6 +48,7 @@ class Agent:
             config.controller_url, config.cluster, secrets.cluster_secret, config.push_timeout_s,
             config.max_backoff_s, clock=clock,
         )
+        self._directives = DirectiveRunner(services_for(config, config_path)) if config_path else None
         self._seq = 0
         self._droplet_id = config.droplet_id
         self._metadata_tried_at: float | None = None
@@ -76,6 +84,7 @@ class Agent:
             sentinel=sentinel,
             host=host,
             collect_ms=round((time.perf_counter() - started) * 1000, 3),
+            acks=self._directives.acks() if self._directives else (),
         )
 
     def run_cycle(self) -> str:
@@ -83,6 +92,11 @@ class Agent:
         if not self._pusher.due(self._clock()):
             return f"report {report.seq} kept: controller backoff until {self._pusher.next_attempt_at:.1f}"
         result = self._pusher.push(report_to_json(report))
+        if result.ok and self._directives is not None:
+            self._directives.delivered(report.acks)
+            directives = (result.body or {}).get("directives") or []
+            if isinstance(directives, list) and directives:
+                self._directives.run(directives)
         if result.ok != self._last_push_ok:  # log transitions, not every second
             if result.ok:
                 log.info("push.recovered" if self._last_push_ok is False else "push.started", seq=report.seq)

@@ -22,6 +22,7 @@ from agent.signing import HEADER_CLUSTER, HEADER_SIGNATURE, HEADER_TIMESTAMP, ve
 from controller import __version__
 from controller.checks import check, cluster_health
 from controller.config import ControllerConfig
+from controller.directives import DirectiveQueue
 from controller.findings import Finding
 from controller.incident_store import IncidentLog
 from controller.policy import Policy
@@ -61,6 +62,7 @@ class Controller:
         self.clock = clock
         self.policy = policy or Policy()
         self.incident_log = incident_log
+        self.directives = DirectiveQueue()
         # written by the watch cycle; read by the API (a dict assignment is atomic under the GIL)
         self.latest_findings: dict[str, tuple[Finding, ...]] = {}
 
@@ -132,7 +134,8 @@ def create_app(ctl: Controller) -> FastAPI:
             return _error(422, f"identity.cluster {report.identity.cluster!r} does not match the signed "
                           f"cluster {cluster!r}", loc="identity.cluster")
         ctl.store.put_report(report, now, raw=body)
-        return JSONResponse({"accepted": True, "directives": []})
+        ctl.directives.acknowledge(cluster, report.identity.node, report.acks)
+        return JSONResponse({"accepted": True, "directives": ctl.directives.for_node(cluster, report.identity.node)})
 
     @app.get("/v1/clusters")
     def list_clusters() -> dict[str, Any]:

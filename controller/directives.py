@@ -1,0 +1,51 @@
+"""Directives waiting for an agent: sent with every push's response until the agent acknowledges them.
+
+Layer: adapter (in-memory state shared by the API and the executor). The agent executes each id once,
+so re-sending until acknowledged is safe; an acknowledgement closes the directive and is handed to
+whoever waits for it (the executor's audit log).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from agent.report import DirectiveAck
+
+AckHandler = Callable[[str, str, DirectiveAck], None]  # (cluster, node, ack)
+
+
+class DirectiveQueue:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        self._handlers: list[AckHandler] = []
+
+    def on_ack(self, handler: AckHandler) -> None:
+        self._handlers.append(handler)
+
+    def send(self, cluster: str, node: str, directive: dict[str, Any]) -> None:
+        with self._lock:
+            self._pending.setdefault((cluster, node), {})[str(directive["id"])] = directive
+
+    def for_node(self, cluster: str, node: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._pending.get((cluster, node), {}).values())
+
+    def pending(self, cluster: str) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            return [(n, d) for (c, n), ds in self._pending.items() if c == cluster for d in ds.values()]
+
+    def acknowledge(self, cluster: str, node: str, acks: tuple[DirectiveAck, ...]) -> None:
+        if not acks:
+            return
+        closed = []
+        with self._lock:
+            waiting = self._pending.get((cluster, node), {})
+            for ack in acks:
+                if waiting.pop(ack.id, None) is not None:
+                    closed.append(ack)
+        for ack in closed:
+            for handler in self._handlers:
+                handler(cluster, node, ack)
