@@ -28,7 +28,7 @@ ROOTED_FIELDS = (
 class AgentConfig:
     cluster: str
     node: str
-    address: str  # the address this node's Redis and Sentinel announce
+    address: str  # the address Redis and Sentinel announce; "" = this droplet's private IP (env or metadata)
     controller_url: str
     master_name: str = "mymaster"
     report_interval_s: float = 1.0
@@ -109,6 +109,7 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
     """Load and validate; under a droplet root (sandbox) every absolute path setting is rooted there."""
     env = os.environ if environ is None else environ
     config = load_settings(AgentConfig, path, ENV_PREFIX, env)
+    config = _identify(config, env)
     root = config.root or env.get(ROOT_ENV, "")
     if not root:
         return config
@@ -118,6 +119,32 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
         if isinstance(value := getattr(config, name), str) and value.startswith("/") and not value.startswith(root)
     }
     return dataclasses.replace(config, root=root, **rooted)
+
+
+def _identify(config: AgentConfig, env: Mapping[str, str]) -> AgentConfig:
+    """Fill an empty `address` and a missing `droplet_id` from the droplet: the sandbox's local
+    DigitalOcean sets REDWARDEN_DROPLET_*; a real droplet answers on its metadata service."""
+    address, droplet_id = config.address, config.droplet_id
+    if not address:
+        address = env.get("REDWARDEN_DROPLET_ADDRESS", "")
+    if not address and config.metadata_url:
+        address = _metadata(config.metadata_url, "/interfaces/private/0/ipv4/address", config.timeout_s) or ""
+    if not address:
+        raise ConfigError("address is empty and neither REDWARDEN_DROPLET_ADDRESS nor metadata_url gives it")
+    if droplet_id is None and env.get("REDWARDEN_DROPLET_ID", "").isdigit():
+        droplet_id = int(env["REDWARDEN_DROPLET_ID"])
+    return dataclasses.replace(config, address=address, droplet_id=droplet_id)
+
+
+def _metadata(base_url: str, path: str, timeout_s: float) -> str | None:
+    import requests
+
+    try:
+        resp = requests.get(base_url.rstrip("/") + path, timeout=timeout_s)
+        resp.raise_for_status()
+        return resp.text.strip() or None
+    except requests.RequestException:
+        return None
 
 
 def load_secrets(config: AgentConfig, environ: dict[str, str]) -> AgentSecrets:

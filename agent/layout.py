@@ -80,7 +80,7 @@ def render_redis_conf(layout: NodeLayout, password: str, master: str | None) -> 
         f"pidfile {layout.redis_pidfile}",
         'logfile ""',
         f"dir {layout.redis_data_dir}",
-        'proc-title-template "{title} {listen-addr} {server-mode} {config-file}"',
+        "set-proc-title no",  # keep argv and environ intact: the sandbox finds its processes by them
         f"requirepass {_quote(password)}",
         f"masterauth {_quote(password)}",
         f"replica-announce-ip {layout.address}",
@@ -107,7 +107,7 @@ def render_sentinel_conf(layout: NodeLayout, password: str, master: str) -> str:
         f"pidfile {layout.sentinel_pidfile}",
         'logfile ""',
         f"dir {layout.sentinel_dir}",
-        'proc-title-template "{title} {listen-addr} {server-mode} {config-file}"',
+        "set-proc-title no",  # keep argv and environ intact: the sandbox finds its processes by them
         f"sentinel announce-ip {layout.address}",
         "sentinel resolve-hostnames no",
         f"sentinel monitor {name} {host} {port} {layout.quorum}",

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -64,9 +65,11 @@ class SystemdServices:
 class SandboxServices:
     """Processes under the droplet's directory, started detached with pidfiles (sandbox.runner)."""
 
-    def __init__(self, layout: NodeLayout, agent_config: Path) -> None:
+    def __init__(self, layout: NodeLayout, agent_config: Path, env: Mapping[str, str] | None = None) -> None:
+        """`env`: extra environment for the processes (the droplet's markers when started from outside it)."""
         from sandbox.runner import ServiceSpec
 
+        extra = dict(env or {})
         logs = layout.log_dir
         redis_server = os.environ.get("REDWARDEN_REDIS_SERVER") or shutil.which("redis-server") or "redis-server"
         redis_sentinel = (
@@ -74,12 +77,14 @@ class SandboxServices:
         )
         self.specs = {
             "redis": ServiceSpec("redis", (redis_server, str(layout.redis_conf)), layout.redis_pidfile,
-                                 logs / "redis-server.log", str(layout.redis_conf), cwd=layout.redis_data_dir),
+                                 logs / "redis-server.log", str(layout.redis_conf), cwd=layout.redis_data_dir,
+                                 env=extra),
             "sentinel": ServiceSpec("sentinel", (redis_sentinel, str(layout.sentinel_conf)), layout.sentinel_pidfile,
-                                    logs / "redis-sentinel.log", str(layout.sentinel_conf), cwd=layout.sentinel_dir),
+                                    logs / "redis-sentinel.log", str(layout.sentinel_conf), cwd=layout.sentinel_dir,
+                                    env=extra),
             "agent": ServiceSpec("agent", (sys.executable, "-m", "agent.cli", "run", "--config", str(agent_config)),
                                  layout.path("/run/redwarden/agent.pid"), logs / "agent.log", str(agent_config),
-                                 cwd=layout.path("/")),
+                                 cwd=layout.path("/"), env=extra),
         }
 
     def start(self, service: str) -> None:

@@ -8,26 +8,34 @@ frozen `Report` handed to the store. Invalid input gets a 4xx whose body names t
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from agent.report import Report
 from agent.signing import HEADER_CLUSTER, HEADER_SIGNATURE, HEADER_TIMESTAMP, verify
 from controller import __version__
 from controller.checks import check, cluster_health
-from controller.config import ControllerConfig
+from controller.config import ControllerConfig, cluster_redis_password
 from controller.directives import DirectiveQueue
+from controller.do_adapter import ProviderError
+from controller.enroll import Enrollments
 from controller.findings import Finding
+from controller.heal_store import HealStore
 from controller.incident_store import IncidentLog
 from controller.policy import Policy
 from controller.store import REPORT_ADAPTER, StateStore
 from controller.view import ClusterView, cluster_status
+
+if TYPE_CHECKING:
+    from controller.healing import Healer
 
 log = structlog.get_logger("redwarden.controller")
 
@@ -63,6 +71,10 @@ class Controller:
         self.policy = policy or Policy()
         self.incident_log = incident_log
         self.directives = DirectiveQueue()
+        self.healer: Healer | None = None  # set by the service when healing is wired
+        self.heal_store: HealStore | None = None
+        self.enrollments: Enrollments | None = None
+        self.admin_token: str | None = None
         # written by the watch cycle; read by the API (a dict assignment is atomic under the GIL)
         self.latest_findings: dict[str, tuple[Finding, ...]] = {}
 
@@ -91,6 +103,8 @@ class Controller:
             findings = check(view, self.policy_for(cluster), now)
         out = cluster_status(view)
         out["health"] = cluster_health(findings)
+        if self.healer is not None:
+            out["heal"] = self.healer.status(cluster)
         out["findings"] = [
             {"code": str(f.code), "severity": str(f.severity), "subject": f.subject, "message": f.message,
              "key": f.key}
@@ -156,5 +170,101 @@ def create_app(ctl: Controller) -> FastAPI:
             return _error(422, "limit must be between 1 and 10000", loc="query.limit")
         incidents = ctl.incident_log.history(cluster, limit) if ctl.incident_log else []
         return JSONResponse({"incidents": incidents})
+
+    @app.get("/v1/actions")
+    def list_actions(cluster: str | None = None, limit: int = 100) -> Response:
+        if cluster is not None and cluster not in ctl.config.clusters:
+            return _error(404, f"no cluster named {cluster!r}", loc="query.cluster")
+        if not 1 <= limit <= 10_000:
+            return _error(422, "limit must be between 1 and 10000", loc="query.limit")
+        actions = ctl.heal_store.history(cluster, limit) if ctl.heal_store else []
+        return JSONResponse({"actions": actions})
+
+    @app.post("/v1/enroll", responses={403: {}, 404: {}, 422: {}})
+    async def enroll(request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(422, "body is not JSON", loc="body")
+        if not isinstance(body, dict):
+            return _error(422, "body must be an object", loc="body")
+        for key in ("cluster", "node", "token"):
+            if not isinstance(body.get(key), str) or not body[key]:
+                return _error(422, f"{key} is required (a string)", loc=key)
+        cluster = body["cluster"]
+        if cluster not in ctl.config.clusters or ctl.enrollments is None:
+            return _error(404, f"no cluster named {cluster!r} accepts enrollments", loc="cluster")
+        reason = ctl.enrollments.redeem(cluster, body["node"], body["token"], ctl.clock())
+        if reason is not None:
+            log.warning("enroll.refused", cluster=cluster, node=body["node"], reason=reason)
+            return _error(403, reason, loc="token")
+        password = cluster_redis_password(cluster, ctl.config.clusters[cluster])
+        if not password:
+            return _error(404, f"clusters.{cluster}.redis_password_file is not set on the controller")
+        log.info("enroll.accepted", cluster=cluster, node=body["node"])
+        return JSONResponse({"redis_password": password, "cluster_secret": ctl.secrets[cluster].decode()})
+
+    def _admin(request: Request, cluster: str) -> Response | None:
+        if cluster not in ctl.config.clusters:
+            return _error(404, f"no cluster named {cluster!r}", loc="path.cluster")
+        if ctl.healer is None:
+            return _error(409, "healing is not running on this controller")
+        if ctl.admin_token is not None:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given, f"Bearer {ctl.admin_token}"):
+                return _error(401, "admin token required (Authorization: Bearer ...)", loc="header.Authorization")
+        return None
+
+    @app.post("/v1/clusters/{cluster}/pause")
+    def pause(request: Request, cluster: str, node: str | None = None) -> Response:
+        if (refused := _admin(request, cluster)) is not None:
+            return refused
+        assert ctl.healer is not None
+        ctl.healer.pause(cluster, node)
+        log.warning("heal.paused", cluster=cluster, node=node)
+        return JSONResponse(ctl.healer.status(cluster))
+
+    @app.post("/v1/clusters/{cluster}/resume")
+    def resume(request: Request, cluster: str, node: str | None = None) -> Response:
+        if (refused := _admin(request, cluster)) is not None:
+            return refused
+        assert ctl.healer is not None
+        ctl.healer.resume(cluster, node)
+        log.warning("heal.resumed", cluster=cluster, node=node)
+        return JSONResponse(ctl.healer.status(cluster))
+
+    @app.post("/v1/clusters/{cluster}/ack")
+    def ack(request: Request, cluster: str) -> Response:
+        if (refused := _admin(request, cluster)) is not None:
+            return refused
+        assert ctl.healer is not None
+        ctl.healer.ack(cluster)
+        log.warning("heal.budget_acknowledged", cluster=cluster)
+        return JSONResponse(ctl.healer.status(cluster))
+
+    @app.post("/v1/clusters/{cluster}/nodes", responses={401: {}, 404: {}, 409: {}, 422: {}, 502: {}})
+    async def create_node(request: Request, cluster: str) -> Response:
+        """Create one Redis droplet that bootstraps into the cluster (admin; used by `redwarden cluster create`)."""
+        if (refused := _admin(request, cluster)) is not None:
+            return refused
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(422, "body is not JSON", loc="body")
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"]:
+            return _error(422, "name is required (a string)", loc="name")
+        sentinels = body.get("sentinels", [])
+        if not isinstance(sentinels, list) or not all(isinstance(x, str) for x in sentinels):
+            return _error(422, "sentinels must be a list of ip:port strings", loc="sentinels")
+        assert ctl.healer is not None
+        try:
+            if body.get("firewall"):
+                ctl.healer.executor.ensure_firewall(cluster, ctl.config.listen_host)
+            droplet = await run_in_threadpool(ctl.healer.executor.create_node, cluster, body["name"],
+                                              tuple(sentinels))
+        except ProviderError as e:
+            return _error(502, str(e))
+        return JSONResponse({"droplet": {"id": droplet.id, "name": droplet.name, "status": droplet.status}},
+                            status_code=202)
 
     return app

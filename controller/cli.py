@@ -78,6 +78,42 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_token(args: argparse.Namespace) -> str | None:
+    from agent.settings import read_secret
+
+    return os.environ.get("REDWARDEN_ADMIN_TOKEN") or read_secret(args.admin_token_file, "--admin-token-file")
+
+
+def cmd_cluster_create(args: argparse.Namespace) -> int:
+    from controller.provision import ControllerClient, create_cluster
+
+    client = ControllerClient(_controller_url(args), _admin_token(args))
+    cluster = create_cluster(client, args.name, args.nodes, prefix=args.prefix, timeout_s=args.timeout,
+                             progress=lambda m: print(f"  {m}", file=sys.stderr))
+    print(f"cluster {args.name} is healthy: master {cluster['master']}, {len(cluster['nodes'])} nodes")
+    return 0
+
+
+def _switch(args: argparse.Namespace, verb: str) -> int:
+    import requests as rq
+
+    url = f"{_controller_url(args)}/v1/clusters/{args.cluster}/{verb}"
+    params = {"node": args.node} if getattr(args, "node", None) else {}
+    token = _admin_token(args)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        resp = rq.post(url, params=params, headers=headers, timeout=10)
+    except rq.RequestException as e:
+        raise RuntimeError(f"cannot reach the controller: {type(e).__name__}") from None
+    if resp.status_code != 200:
+        raise RuntimeError(f"{verb} refused: HTTP {resp.status_code} {resp.text[:200]}")
+    heal = resp.json()
+    target = f"{args.cluster}/{args.node}" if getattr(args, "node", None) else args.cluster
+    print(f"{target}: {verb} done; paused={heal['paused']} paused_nodes={heal['paused_nodes']} "
+          f"budget {heal['budget']['used_today']}/{heal['budget']['per_day']} acked={heal['budget']['acked']}")
+    return 0
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from sandbox import cluster as sb
 
@@ -88,6 +124,10 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             down_after_ms=args.down_after_ms,
             failover_timeout_ms=args.failover_timeout_ms,
             report_interval_s=args.report_interval_s,
+            heal=not args.no_heal,
+            dry_run=args.dry_run,
+            fast_failover=not args.no_fast_failover,
+            sentinel_reset_interval_s=args.sentinel_reset_interval_s,
             slack_webhook=args.slack_webhook,
             pagerduty_url=args.pagerduty_url,
             pagerduty_routing_key=args.pagerduty_routing_key,
@@ -141,6 +181,28 @@ def build_parser() -> argparse.ArgumentParser:
     hi.add_argument("--controller", help="controller URL (env REDWARDEN_CONTROLLER_URL)")
     hi.set_defaults(func=cmd_history)
 
+    cl = sub.add_parser("cluster", help="create clusters through the controller")
+    cl_sub = cl.add_subparsers(dest="cluster_command", required=True)
+    cc = cl_sub.add_parser("create", help="provision a new cluster and wait until it is healthy")
+    cc.add_argument("--name", required=True)
+    cc.add_argument("--nodes", type=int, default=3)
+    cc.add_argument("--prefix", default="redis", help="droplet names: PREFIX-1, PREFIX-2, ...")
+    cc.add_argument("--timeout", type=float, default=900.0)
+    cc.add_argument("--controller", help="controller URL (env REDWARDEN_CONTROLLER_URL)")
+    cc.add_argument("--admin-token-file", help="file with the controller's admin token (env REDWARDEN_ADMIN_TOKEN)")
+    cc.set_defaults(func=cmd_cluster_create)
+
+    for verb, text in (("pause", "maintenance: the controller alerts but acts on nothing in CLUSTER (or NODE)"),
+                       ("resume", "end maintenance"),
+                       ("ack", "acknowledge an exhausted daily action budget: the controller may act again")):
+        sw = sub.add_parser(verb, help=text)
+        sw.add_argument("cluster")
+        if verb != "ack":
+            sw.add_argument("node", nargs="?")
+        sw.add_argument("--controller", help="controller URL (env REDWARDEN_CONTROLLER_URL)")
+        sw.add_argument("--admin-token-file", help="file with the controller's admin token")
+        sw.set_defaults(func=lambda a, v=verb: _switch(a, v))
+
     sb = sub.add_parser("sandbox", help="a local cluster of real Redis and Sentinel processes")
     sb_sub = sb.add_subparsers(dest="sandbox_command", required=True)
     up = sb_sub.add_parser("up", help="start a cluster and return once it is healthy")
@@ -149,7 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--down-after-ms", type=int, default=5000)
     up.add_argument("--failover-timeout-ms", type=int, default=60000)
     up.add_argument("--report-interval-s", type=float, default=1.0)
-    up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for health")
+    up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for health")
+    up.add_argument("--no-heal", action="store_true", help="the controller watches and alerts but never acts")
+    up.add_argument("--dry-run", action="store_true", help="the controller plans and logs actions, takes none")
+    up.add_argument("--no-fast-failover", action="store_true", help="leave a dead master to Sentinel's timer")
+    up.add_argument("--sentinel-reset-interval-s", type=float, default=5.0,
+                    help="between two SENTINEL RESETs (production: >= 30)")
     up.add_argument("--slack-webhook", metavar="URL", help="Slack incoming webhook for the controller's alerts")
     up.add_argument("--pagerduty-url", metavar="URL", help="PagerDuty Events API v2 URL (e.g. a local receiver)")
     up.add_argument("--pagerduty-routing-key", metavar="KEY", help="PagerDuty routing key")
@@ -179,9 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:
+        from controller.provision import ProvisionError
         from sandbox.cluster import SandboxError
 
-        if isinstance(e, SandboxError | RuntimeError):
+        if isinstance(e, SandboxError | RuntimeError | ProvisionError):
             print(f"redwarden: {e}", file=sys.stderr)
             return 1
         raise

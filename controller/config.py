@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.settings import ConfigError, load_settings, read_secret
+from controller.heal import HealPolicy
 from controller.notify_config import NotifyConfig
 
 ENV_PREFIX = "REDWARDEN_"
@@ -24,6 +25,24 @@ class ClusterConfig:
     expected_nodes: int = 3
     report_interval_s: float = 1.0
     stale_after_intervals: int = 3  # a node whose report is older than this many intervals is silent
+    # the Sentinel settings a new cluster is created with (replacements copy the live Sentinels')
+    quorum: int | None = None  # None: a majority of expected_nodes
+    down_after_ms: int = 5000
+    failover_timeout_ms: int = 60000
+    # what the controller itself needs to heal: REPLICAOF needs the Redis password
+    redis_password_file: str | None = None  # or REDWARDEN_CLUSTER_<NAME>_REDIS_PASSWORD
+    sentinel_password_file: str | None = None
+    # how replacement droplets are made (same region, size, image, VPC and tag as the cluster's)
+    region: str | None = None
+    size: str | None = None
+    image: str | None = None
+    vpc_uuid: str | None = None
+    ssh_keys: tuple[str, ...] = ()
+    tag: str | None = None  # the cluster's droplet tag; default "redwarden-<name>"
+    agent_deb_url: str | None = None  # where a fresh droplet fetches the agent package (None: in the image)
+    metadata_url: str | None = "http://169.254.169.254/metadata/v1"
+    services: str = "systemd"  # "sandbox" in the sandbox
+    user_data_template: str | None = None  # default: controller/templates/user-data.tmpl
 
     def __post_init__(self) -> None:
         if self.expected_nodes < 1:
@@ -32,6 +51,8 @@ class ClusterConfig:
             raise ValueError("report_interval_s must be > 0")
         if self.stale_after_intervals < 1:
             raise ValueError("stale_after_intervals must be >= 1")
+        if self.services not in ("systemd", "sandbox"):
+            raise ValueError("services must be 'systemd' or 'sandbox'")
 
     @property
     def stale_after_s(self) -> float:
@@ -47,8 +68,15 @@ class ControllerConfig:
     log_level: str = "info"
     max_report_bytes: int = 1_048_576
     cycle_interval_s: float = 0.25  # how often findings, incidents and alerts are re-derived
+    public_url: str | None = None  # how agents reach this controller (for new droplets); default from listen_*
+    admin_token_file: str | None = None  # when set, pause/resume/ack need `Authorization: Bearer <token>`
+    do_api_url: str = "https://api.digitalocean.com"
+    do_token_file: str | None = None  # or REDWARDEN_DO_TOKEN; no token: no cloud actions (alert only)
+    do_ca_file: str | None = None  # a private CA for do_api_url (the sandbox's)
+    cloud_poll_s: float = 5.0
     clusters: dict[str, ClusterConfig] = field(default_factory=dict)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    heal: HealPolicy = field(default_factory=HealPolicy)
 
     def __post_init__(self) -> None:
         if not 0 < self.listen_port < 65536:
@@ -76,3 +104,9 @@ def load_cluster_secrets(config: ControllerConfig, environ: Mapping[str, str] | 
             raise ConfigError(f"clusters.{name}.secret_file is not set (nor {secret_env_name(name)})")
         secrets[name] = value.encode()
     return secrets
+
+
+def cluster_redis_password(name: str, cluster: ClusterConfig, environ: Mapping[str, str] | None = None) -> str | None:
+    env = os.environ if environ is None else environ
+    key = f"REDWARDEN_CLUSTER_{name.upper().replace('-', '_')}_REDIS_PASSWORD"
+    return env.get(key) or read_secret(cluster.redis_password_file, f"clusters.{name}.redis_password_file")

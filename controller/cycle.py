@@ -1,4 +1,4 @@
-"""The controller's watch cycle: view -> findings -> incidents -> alerts, for every cluster.
+"""The controller's watch cycle: view -> findings -> incidents -> alerts -> heal, for every cluster.
 
 Layer: application. One `run_cycle` reads like a paragraph and returns its sentence; the decisions are
 the pure core's (`check`, `track`), the effects are the adapters' (incident log, outbox). A background
@@ -17,6 +17,7 @@ from controller.alerts import AlertEvent
 from controller.app import Controller
 from controller.checks import check, cluster_health
 from controller.findings import Finding
+from controller.healing import Healer
 from controller.incident_store import IncidentLog
 from controller.incidents import Incident, track
 
@@ -34,8 +35,10 @@ class Watcher:
         incidents: IncidentLog,
         alerts: AlertSink,
         clock: Callable[[], float],
+        healer: Healer | None = None,
     ) -> None:
         self.ctl = ctl
+        self.healer = healer
         self.incidents = incidents
         self.alerts = alerts
         self.clock = clock
@@ -58,7 +61,13 @@ class Watcher:
             self._active[name] = tracked.incidents
             self.ctl.latest_findings[name] = findings
             self._log_changes(name, tracked.events)
-            sentences.append(self._sentence(name, findings, tracked.incidents))
+            sentence = self._sentence(name, findings, tracked.incidents)
+            if self.healer is not None:
+                # heal only what is confirmed (an open incident), never a blip inside its window
+                confirmed_keys = {i.key for i in tracked.incidents if i.opened_at is not None}
+                confirmed = tuple(f for f in findings if f.key in confirmed_keys)
+                sentence += "; " + self.healer.step(view, confirmed, now)
+            sentences.append(sentence)
         return "; ".join(sentences)
 
     def _sentence(self, cluster: str, findings: Sequence[Finding], active: Sequence[Incident]) -> str:

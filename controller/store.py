@@ -71,6 +71,14 @@ class StateStore:
             self._latest[key] = NodeState(report, received_at)
             self._dirty[key] = body
 
+    def forget(self, cluster: str, node: str) -> None:
+        """Drop a node that no longer exists (replaced): its last report must not haunt the view."""
+        with self._lock:
+            self._latest.pop((cluster, node), None)
+            self._dirty.pop((cluster, node), None)
+        with self._db_lock:
+            self._db.execute("DELETE FROM node_reports WHERE cluster = ? AND node = ?", (cluster, node))
+
     def nodes(self, cluster: str) -> tuple[NodeState, ...]:
         with self._lock:
             states = [s for (c, _), s in self._latest.items() if c == cluster]

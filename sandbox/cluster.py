@@ -1,15 +1,18 @@
-"""A local Redis Sentinel cluster: one "droplet" per loopback address, real processes, an agent each.
+"""A local Redis Sentinel cluster on the production path: droplets created through a local DigitalOcean.
 
-Layer: application (sandbox). Layout of a sandbox dir:
+Layer: application (sandbox). `up` starts, on one claimed loopback address, the local DigitalOcean API
+(`sandbox.doapi`, HTTPS with its own CA) and the controller (configured with that API, pydo and all);
+then it runs `redwarden cluster create` against the controller, which creates each droplet through the
+API with the same user_data a real droplet gets; each droplet boots on its own `127.0.0.N`, runs
+`redwarden-agent bootstrap` (Redis on :6379 and Sentinel on :26379 bound to and announcing that address,
+`requirepass`/`masterauth` everywhere, `sentinel auth-pass`, master name `mymaster`, quorum a majority)
+and starts its agent. Layout of a sandbox dir:
 
-    sandbox.json                 what `status` reads: addresses, controller URL, droplets
-    secrets/                     redis.pass, cluster.secret (mode 0600)
+    sandbox.json                 what `status` reads
+    secrets/                     redis.pass, cluster.secret, do.token, alert URLs (mode 0600)
     controller/                  controller.toml, state.db, controller.log
-    droplets/<name>/             redis.conf, sentinel.conf, agent.toml, data/, run/*.pid, *.log
-
-Node configs follow the production layout: Redis on :6379 and Sentinel on :26379 bound to and
-announcing the droplet's own address, `requirepass` and `masterauth` on every node, `sentinel auth-pass`,
-master name `mymaster`, quorum 2 (a majority), parallel-syncs 1.
+    doapi/                       the local DigitalOcean's state, TLS files and log
+    droplets/<name>-<id>/root/   each droplet's filesystem (etc/redis, var/lib/redis, var/log/redwarden ...)
 """
 
 from __future__ import annotations
@@ -26,13 +29,16 @@ from typing import Any
 
 import requests
 
+from agent.layout import NodeLayout
+from agent.services import SandboxServices
 from sandbox import runner
 from sandbox.addresses import claim_addresses, release_addresses
 from sandbox.runner import ServiceSpec
 
+CONTROLLER_PORT = 8787
+DOAPI_PORT = 8443
 REDIS_PORT = 6379
 SENTINEL_PORT = 26379
-CONTROLLER_PORT = 8787
 SERVICES = ("redis", "sentinel", "agent")
 ACTIONS = ("kill", "freeze", "thaw", "start")
 
@@ -49,8 +55,10 @@ class SandboxOptions:
     down_after_ms: int = 5000
     failover_timeout_ms: int = 60000
     report_interval_s: float = 1.0
-    redis_server: str = "redis-server"
-    redis_sentinel: str = "redis-sentinel"
+    sentinel_reset_interval_s: float = 5.0  # production wants >= 30 s; the sandbox's timings are short
+    heal: bool = True
+    dry_run: bool = False
+    fast_failover: bool = True
     # alert destinations, handed to the sandbox's controller (written as secret files, never logged)
     slack_webhook: str | None = None
     pagerduty_url: str | None = None
@@ -98,67 +106,21 @@ def _write_secret(path: Path, value: str) -> None:
     path.write_text(value + "\n")
 
 
-# -- configs -----------------------------------------------------------------------------------
+# -- the control plane: local DigitalOcean and controller -------------------------------------------
 
-def redis_conf(droplet: Path, address: str, password: str, master: str | None) -> str:
-    lines = [
-        f"bind {address}",
-        f"port {REDIS_PORT}",
-        "daemonize no",
-        f"pidfile {droplet / 'run' / 'redis.pid'}",
-        'logfile ""',
-        f"dir {droplet / 'data'}",
-        'proc-title-template "{title} {listen-addr} {server-mode} {config-file}"',
-        f"requirepass {password}",
-        f"masterauth {password}",
-        f"replica-announce-ip {address}",
-        "min-replicas-to-write 1",
-        "min-replicas-max-lag 10",
-        "appendonly yes",
-        "save 60 1000",
-    ]
-    if master:
-        lines.append(f"replicaof {master} {REDIS_PORT}")
-    return "\n".join(lines) + "\n"
+def doapi_spec(root: Path, address: str) -> ServiceSpec:
+    d = root / "doapi"
+    token = root / "secrets" / "do.token"
+    return ServiceSpec("doapi", (sys.executable, "-m", "sandbox.doapi", "--dir", str(root), "--host", address,
+                                 "--port", str(DOAPI_PORT), "--token-file", str(token), "--log-format", "json"),
+                       d / "doapi.pid", d / "doapi.log", str(token), cwd=root)
 
 
-def sentinel_conf(droplet: Path, address: str, password: str, master: str, opts: SandboxOptions) -> str:
-    name = opts.master_name
-    return "\n".join([
-        f"bind {address}",
-        f"port {SENTINEL_PORT}",
-        "daemonize no",
-        f"pidfile {droplet / 'run' / 'sentinel.pid'}",
-        'logfile ""',
-        f"dir {droplet / 'sentinel'}",
-        'proc-title-template "{title} {listen-addr} {server-mode} {config-file}"',
-        f"sentinel announce-ip {address}",
-        "sentinel resolve-hostnames no",
-        f"sentinel monitor {name} {master} {REDIS_PORT} {opts.quorum}",
-        f"sentinel auth-pass {name} {password}",
-        f"sentinel down-after-milliseconds {name} {opts.down_after_ms}",
-        f"sentinel failover-timeout {name} {opts.failover_timeout_ms}",
-        f"sentinel parallel-syncs {name} 1",
-    ]) + "\n"
-
-
-def agent_toml(root: Path, droplet: Path, name: str, address: str, controller_url: str, opts: SandboxOptions) -> str:
-    return "\n".join([
-        f'cluster = "{opts.cluster}"',
-        f'node = "{name}"',
-        f'address = "{address}"',
-        f'controller_url = "{controller_url}"',
-        f'master_name = "{opts.master_name}"',
-        f"report_interval_s = {opts.report_interval_s}",
-        f'redis_password_file = "{root / "secrets" / "redis.pass"}"',
-        f'cluster_secret_file = "{root / "secrets" / "cluster.secret"}"',
-        f'redis_pidfile = "{droplet / "run" / "redis.pid"}"',
-        f'sentinel_pidfile = "{droplet / "run" / "sentinel.pid"}"',
-        f'redis_data_dir = "{droplet / "data"}"',
-        f"timeout_s = {min(1.0, max(0.2, opts.report_interval_s))}",
-        f"push_timeout_s = {max(1.0, opts.report_interval_s * 2)}",
-        "max_backoff_s = 5.0",
-    ]) + "\n"
+def controller_spec(root: Path) -> ServiceSpec:
+    c = root / "controller"
+    conf = c / "controller.toml"
+    return ServiceSpec("controller", (sys.executable, "-m", "controller.cli", "controller", "run", "--config",
+                                      str(conf)), c / "controller.pid", c / "controller.log", str(conf), cwd=c)
 
 
 def notify_toml(root: Path, opts: SandboxOptions) -> list[str]:
@@ -178,172 +140,164 @@ def notify_toml(root: Path, opts: SandboxOptions) -> list[str]:
     return lines
 
 
-def controller_toml(root: Path, address: str, opts: SandboxOptions) -> str:
+def controller_toml(root: Path, address: str, do_api_url: str, opts: SandboxOptions) -> str:
+    s = root / "secrets"
     return "\n".join([
         f'listen_host = "{address}"',
         f"listen_port = {CONTROLLER_PORT}",
         f'state_path = "{root / "controller" / "state.db"}"',
+        f'do_api_url = "{do_api_url}"',
+        f'do_token_file = "{s / "do.token"}"',
+        f'do_ca_file = "{root / "doapi" / "tls" / "ca.pem"}"',
+        "cloud_poll_s = 1.0",
         "",
         f"[clusters.{opts.cluster}]",
-        f'secret_file = "{root / "secrets" / "cluster.secret"}"',
+        f'secret_file = "{s / "cluster.secret"}"',
+        f'redis_password_file = "{s / "redis.pass"}"',
         f'master_name = "{opts.master_name}"',
         f"expected_nodes = {opts.nodes}",
         f"report_interval_s = {opts.report_interval_s}",
+        f"quorum = {opts.quorum}",
+        f"down_after_ms = {opts.down_after_ms}",
+        f"failover_timeout_ms = {opts.failover_timeout_ms}",
+        'region = "nyc3"',
+        'size = "s-1vcpu-1gb"',
+        'image = "debian-12-x64"',
+        'services = "sandbox"',
+        'metadata_url = ""',
+        "",
+        "[heal]",
+        f"enabled = {'true' if opts.heal else 'false'}",
+        f"dry_run = {'true' if opts.dry_run else 'false'}",
+        f"fast_failover = {'true' if opts.fast_failover else 'false'}",
+        f"sentinel_reset_interval_s = {opts.sentinel_reset_interval_s}",
+        f"restart_wait_s = {max(2.0, 4 * opts.report_interval_s)}",
+        f"power_cycle_wait_s = {max(10.0, opts.down_after_ms / 1000 * 3)}",
+        "reprovision_boot_timeout_s = 180",
         "",
         *notify_toml(root, opts),
     ]) + "\n"
 
 
-# -- services ----------------------------------------------------------------------------------
-
-def droplet_specs(root: Path, name: str, state: dict[str, Any]) -> dict[str, ServiceSpec]:
-    d = root / "droplets" / name
-    redis_server = state.get("redis_server", "redis-server")
-    redis_sentinel = state.get("redis_sentinel", "redis-sentinel")
-    return {
-        "redis": ServiceSpec("redis", (redis_server, str(d / "redis.conf")), d / "run" / "redis.pid",
-                             d / "redis.log", str(d / "redis.conf"), cwd=d),
-        "sentinel": ServiceSpec("sentinel", (redis_sentinel, str(d / "sentinel.conf")),
-                                d / "run" / "sentinel.pid", d / "sentinel.log", str(d / "sentinel.conf"), cwd=d),
-        "agent": ServiceSpec("agent", (sys.executable, "-m", "agent.cli", "run", "--config", str(d / "agent.toml")),
-                             d / "run" / "agent.pid", d / "agent.log", str(d / "agent.toml"), cwd=d),
-    }
+def _wait_http(url: str, timeout_s: float, what: str, ca: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if ca is None or ca.exists():
+                requests.get(url, timeout=1, verify=str(ca) if ca else True)
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise SandboxError(f"{what} did not answer on {url} within {timeout_s:.0f} s")
 
 
-def controller_spec(root: Path) -> ServiceSpec:
-    c = root / "controller"
-    conf = c / "controller.toml"
-    return ServiceSpec("controller", (sys.executable, "-m", "controller.cli", "controller", "run", "--config",
-                                      str(conf)), c / "controller.pid", c / "controller.log", str(conf), cwd=c)
+# -- droplets ------------------------------------------------------------------------------------------
+
+def droplets(root: Path) -> list[dict[str, Any]]:
+    """The local DigitalOcean's droplets (from its state file, so it works while the API is down)."""
+    try:
+        state = json.loads((root / "doapi" / "state.json").read_text())
+    except (OSError, ValueError):
+        return []
+    out = []
+    for d in sorted(state.get("droplets", {}).values(), key=lambda d: d["id"]):
+        out.append({"id": d["id"], "name": d["name"], "status": d["status"], "address": d.get("address"),
+                    "root": str(root / str(d["dir"]) / "root")})
+    return out
 
 
-def all_specs(root: Path, state: dict[str, Any]) -> list[ServiceSpec]:
-    specs = []
-    for d in state.get("droplets", []):
-        s = droplet_specs(root, d["name"], state)
-        specs.extend([s["agent"], s["sentinel"], s["redis"]])
-    specs.append(controller_spec(root))
-    return specs
+def droplet_services(d: dict[str, Any]) -> SandboxServices:
+    """The droplet's services, started from outside it with its markers (so the local DigitalOcean's
+    power_off finds them, and the agent learns its address as it would at boot)."""
+    from sandbox.doapi import droplet_env
+
+    droot = Path(d["root"])
+    env = droplet_env({}, droot, int(d["id"]), str(d["name"]), str(d["address"] or ""))
+    return SandboxServices(NodeLayout(address=d["address"] or "", root=str(droot)),
+                           droot / "etc" / "redwarden" / "agent.toml", env=env)
 
 
-def any_running(root: Path, state: dict[str, Any]) -> bool:
-    return any(runner.pid_of(s) is not None for s in all_specs(root, state))
+# -- up / down / status / fault ------------------------------------------------------------------------
 
+def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
+       progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    from controller.provision import ControllerClient, ProvisionError, create_cluster
 
-# -- up / down / status / fault ----------------------------------------------------------------
-
-def up(
-    root: Path,
-    opts: SandboxOptions,
-    timeout_s: float = 90.0,
-    progress: Callable[[str], None] = lambda _: None,
-) -> dict[str, Any]:
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     if _state_path(root).exists():
         old = load_state(root)
-        if any_running(root, old):
+        if old.get("up") and any_running(root):
             raise SandboxError(f"a sandbox is already running in {root} (run `redwarden sandbox down` first)")
+        for stale in ("doapi/state.json", "controller/state.db"):
+            (root / stale).unlink(missing_ok=True)
         release_addresses(root)
     _save_state(root, {"up": True, "starting": True})  # our claims count as held from here on
-    addresses = claim_addresses(root, opts.nodes + 1, (REDIS_PORT, SENTINEL_PORT, CONTROLLER_PORT))
-    controller_address, node_addresses = addresses[0], addresses[1:]
-    controller_url = f"http://{controller_address}:{CONTROLLER_PORT}"
+    (address,) = claim_addresses(root, 1, (CONTROLLER_PORT, DOAPI_PORT))
     password = secrets.token_hex(16)
+    do_token = secrets.token_hex(32)
     _write_secret(root / "secrets" / "redis.pass", password)
     _write_secret(root / "secrets" / "cluster.secret", secrets.token_hex(32))
-    droplets = [{"name": f"redis-{i + 1}", "address": a} for i, a in enumerate(node_addresses)]
+    _write_secret(root / "secrets" / "do.token", do_token)
+    controller_url = f"http://{address}:{CONTROLLER_PORT}"
+    do_api_url = f"https://{address}:{DOAPI_PORT}"
     state: dict[str, Any] = {
         "up": True,
         "cluster": opts.cluster,
         "master_name": opts.master_name,
         "controller_url": controller_url,
-        "controller_address": controller_address,
-        "addresses": addresses,
-        "redis_password": password,
-        "droplets": droplets,
-        "redis_server": opts.redis_server,
-        "redis_sentinel": opts.redis_sentinel,
-        "options": {
-            "down_after_ms": opts.down_after_ms,
-            "failover_timeout_ms": opts.failover_timeout_ms,
-            "report_interval_s": opts.report_interval_s,
-        },
+        "control_address": address,
+        "do_api_url": do_api_url,
+        "do_ca_cert": str(root / "doapi" / "tls" / "ca.pem"),
+        "options": {"nodes": opts.nodes, "down_after_ms": opts.down_after_ms,
+                    "failover_timeout_ms": opts.failover_timeout_ms, "report_interval_s": opts.report_interval_s},
     }
     _save_state(root, state)
     try:
+        runner.start(doapi_spec(root, address))
+        _wait_http(f"{do_api_url}/v2/regions", 30, "the local DigitalOcean API", ca=root / "doapi" / "tls" / "ca.pem")
+        progress(f"local DigitalOcean API on {do_api_url}")
         c = root / "controller"
         c.mkdir(parents=True, exist_ok=True)
-        (c / "controller.toml").write_text(controller_toml(root, controller_address, opts))
+        (c / "controller.toml").write_text(controller_toml(root, address, do_api_url, opts))
         runner.start(controller_spec(root))
+        _wait_http(f"{controller_url}/healthz", 30, "the controller")
         progress(f"controller on {controller_url}")
-        master = node_addresses[0]
-        for d in droplets:
-            path = root / "droplets" / d["name"]
-            for sub in ("data", "run", "sentinel"):
-                (path / sub).mkdir(parents=True, exist_ok=True)
-            is_master = d["address"] == master
-            (path / "redis.conf").write_text(redis_conf(path, d["address"], password, None if is_master else master))
-            (path / "sentinel.conf").write_text(sentinel_conf(path, d["address"], password, master, opts))
-            (path / "agent.toml").write_text(agent_toml(root, path, d["name"], d["address"], controller_url, opts))
-            specs = droplet_specs(root, d["name"], state)
-            for service in ("redis", "sentinel", "agent"):
-                runner.start(specs[service])
-            progress(f"droplet {d['name']} on {d['address']} ({'master' if is_master else 'replica'})")
-        wait_healthy(controller_url, opts, timeout_s, progress)
+        create_cluster(ControllerClient(controller_url), opts.cluster, opts.nodes, timeout_s=timeout_s,
+                       progress=progress)
+    except ProvisionError as e:
+        down(root)
+        raise SandboxError(f"{e} (logs: {root}/controller/controller.log, {root}/droplets/*/)") from None
     except BaseException:
         down(root)
         raise
     return state
 
 
-def _healthy_problem(cluster: dict[str, Any], opts: SandboxOptions) -> str | None:
-    """None when the cluster looks healthy, else what is still missing."""
-    nodes = cluster["nodes"]
-    if len(nodes) < opts.nodes:
-        return f"{len(nodes)}/{opts.nodes} agents reporting"
-    if cluster["master"] is None:
-        return "no agreed master yet"
-    if not all(n["redis_up"] and n["sentinel_up"] for n in nodes):
-        return "not every redis and sentinel is up"
-    replicas = [n for n in nodes if n["role"] == "replica"]
-    if len(replicas) != opts.nodes - 1 or any(n["link"] != "up" for n in replicas):
-        return "replicas still syncing"
-    s = cluster["sentinels"]
-    if s["reachable"] != opts.nodes or not s["agree"]:
-        return f"sentinels {s['reachable']}/{opts.nodes} reachable, agree={s['agree']}"
-    others = opts.nodes - 1
-    if any(n["sentinel_known_sentinels"] != others or n["sentinel_known_replicas"] != others for n in nodes):
-        return "sentinels still discovering each other"
-    return None
-
-
-def wait_healthy(controller_url: str, opts: SandboxOptions, timeout_s: float,
-                 progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    problem = "controller not answering"
-    last_said = ""
-    session = requests.Session()
-    while time.monotonic() < deadline:
-        try:
-            cluster: dict[str, Any] = session.get(f"{controller_url}/v1/clusters/{opts.cluster}", timeout=2).json()
-            found = _healthy_problem(cluster, opts)
-            if found is None:
-                return cluster
-            problem = found
-        except (requests.RequestException, ValueError, KeyError):
-            problem = "controller not answering"
-        if problem != last_said:
-            progress(f"waiting: {problem}")
-            last_said = problem
-        time.sleep(0.2)
-    raise SandboxError(f"cluster not healthy after {timeout_s:.0f} s: {problem}")
+def any_running(root: Path) -> bool:
+    state = load_state(root)
+    specs = [controller_spec(root)]
+    if state.get("control_address"):
+        specs.append(doapi_spec(root, state["control_address"]))
+    if any(runner.pid_of(s) is not None for s in specs):
+        return True
+    return any(droplet_services(d).running(s) for d in droplets(root) if d["address"] for s in SERVICES)
 
 
 def down(root: Path) -> None:
+    from sandbox.doapi import kill_droplet_processes
+
     root = root.resolve()
     state = load_state(root)
-    runner.stop_all(all_specs(root, state))
+    specs = [controller_spec(root)]
+    if state.get("control_address"):
+        specs.append(doapi_spec(root, state["control_address"]))
+    runner.stop_all(specs)  # first the controller, so nothing heals what we stop
+    for d in droplets(root):  # by pidfile, then whatever else carries a droplet's marker
+        if d["address"]:
+            runner.stop_all(list(droplet_services(d).specs.values()), timeout_s=5.0)
+    kill_droplet_processes(root)
     release_addresses(root)
     state["up"] = False
     _save_state(root, state)
@@ -352,39 +306,42 @@ def down(root: Path) -> None:
 def status(root: Path) -> dict[str, Any]:
     root = root.resolve()
     state = load_state(root)
-    droplets = []
-    for d in state.get("droplets", []):
-        specs = droplet_specs(root, d["name"], state)
-        droplets.append({
-            "name": d["name"],
-            "address": d["address"],
-            "pids": {service: runner.pid_of(specs[service]) for service in SERVICES},
-        })
+    rows = []
+    for d in droplets(root):
+        services = droplet_services(d) if d["address"] else None
+        pids: dict[str, int | None] = {s: None for s in SERVICES}
+        if services is not None:
+            pids = {s: runner.pid_of(services.specs[s]) for s in SERVICES}
+        rows.append({"id": d["id"], "name": d["name"], "status": d["status"], "address": d["address"],
+                     "root": d["root"], "pids": pids})
+    token_file = root / "secrets" / "do.token"
     return {
         "dir": str(root),
         "up": bool(state.get("up")),
-        "cluster": state["cluster"],
-        "controller_url": state["controller_url"],
+        "cluster": state.get("cluster"),
+        "controller_url": state.get("controller_url"),
         "controller_pid": runner.pid_of(controller_spec(root)),
-        "master_name": state["master_name"],
-        "redis_password": state["redis_password"],
+        "master_name": state.get("master_name"),
+        "redis_password": (root / "secrets" / "redis.pass").read_text().strip(),
         "redis_port": REDIS_PORT,
         "sentinel_port": SENTINEL_PORT,
-        "droplets": droplets,
+        "do_api_url": state.get("do_api_url"),
+        "do_token": token_file.read_text().strip() if token_file.exists() else None,
+        "do_ca_cert": state.get("do_ca_cert"),
+        "droplets": rows,
     }
 
 
 def fault(root: Path, node: str, service: str, action: str) -> str:
     root = root.resolve()
-    state = load_state(root)
-    names = [d["name"] for d in state.get("droplets", [])]
-    if node not in names:
-        raise SandboxError(f"no droplet named {node!r} (droplets: {', '.join(names)})")
+    found = {d["name"]: d for d in droplets(root) if d["address"]}
+    if node not in found:
+        raise SandboxError(f"no droplet named {node!r} (droplets: {', '.join(sorted(found))})")
     if service not in SERVICES:
         raise SandboxError(f"SERVICE must be one of {', '.join(SERVICES)}, not {service!r}")
     if action not in ACTIONS:
         raise SandboxError(f"ACTION must be one of {', '.join(ACTIONS)}, not {action!r}")
-    spec = droplet_specs(root, node, state)[service]
+    spec = droplet_services(found[node]).specs[service]
     if action == "start":
         started = runner.start(spec)
         return f"{node} {service} running (pid {started})"

@@ -71,9 +71,10 @@ def start_sandbox(root: Path, *extra: str) -> Sandbox:
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    """A 3-node cluster reporting every 0.5 s; module-scoped so scenarios share the boot cost."""
+    """A 3-node cluster reporting every 0.5 s, watched but not healed (faults stay until undone);
+    module-scoped so scenarios share the boot cost."""
     root = tmp_path_factory.mktemp("sandbox")
-    sb = start_sandbox(root, "--report-interval-s", "0.5")
+    sb = start_sandbox(root, "--report-interval-s", "0.5", "--no-heal")
     try:
         yield sb
     finally:

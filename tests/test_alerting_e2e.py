@@ -31,7 +31,7 @@ def receiver() -> Iterator[Receiver]:
 def alerting(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Sandbox]:
     root = tmp_path_factory.mktemp("alerting")
     sb = start_sandbox(
-        root, "--report-interval-s", "0.5", "--down-after-ms", "2000", "--failover-timeout-ms", "6000",
+        root, "--report-interval-s", "0.5", "--down-after-ms", "2000", "--failover-timeout-ms", "6000", "--no-heal",
         "--slack-webhook", f"{receiver.url}/slack/T000/B000/XXXXSECRETXXXX",
         "--pagerduty-url", f"{receiver.url}/pagerduty/v2/enqueue",
         "--pagerduty-routing-key", ROUTING_KEY,

@@ -89,5 +89,5 @@ def test_controller_config_nested_clusters(tmp_path: Path) -> None:
     assert load_cluster_secrets(cfg, {"REDWARDEN_CLUSTER_SHOP_EU_SECRET": "k"}) == {"shop-eu": b"k"}
     with pytest.raises(ConfigError, match="clusters.shop-eu.secret_file is not set"):
         load_cluster_secrets(cfg, {})
-    with pytest.raises(ConfigError, match="unknown setting clusters.shop-eu.quorum"):
-        load_settings(ControllerConfig, _write(tmp_path, "[clusters.shop-eu]\nquorum = 2\n"), "R_", environ={})
+    with pytest.raises(ConfigError, match="unknown setting clusters.shop-eu.colour"):
+        load_settings(ControllerConfig, _write(tmp_path, "[clusters.shop-eu]\ncolour = 2\n"), "R_", environ={})

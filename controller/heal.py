@@ -1,0 +1,642 @@
+"""Healing: the plan for a cluster, from its findings, its view, its droplets and what was done before.
+
+Layer: pure core. `plan_heal(snapshot, policy, now)` returns a `Plan`: typed actions, each with its
+reason, plus the actions held back and why (a safety rail, a cooldown, a pause). No I/O, no clock; the
+executor carries the plan out and records every step, then `apply_results` folds what happened into the
+next cycle's `HealState`.
+
+Safety rails (each visible as a hold reason):
+  * never act on a node while the master is undecided or a failover is in progress;
+  * never power-cycle, rebuild or destroy the current master: a dead master is Sentinel's to fail over;
+  * never act without a majority of Sentinels reachable, unless the policy says so;
+  * at most one reprovision in flight per cluster; cooldowns per node and per cluster; a daily budget,
+    after which only alerts go out until `redwarden ack CLUSTER`;
+  * maintenance pauses (cluster or node) and dry-run (plans, logs, alerts; acts on nothing).
+Escalation ladder per node: restart the service -> power-cycle the droplet -> reprovision it.
+A reprovision is a persisted state machine: create -> boot (active, reporting as an in-sync replica)
+-> Sentinel reset sequence -> destroy the old droplet -> done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from controller.findings import Code, Finding
+from controller.view import ClusterView, NodeState
+
+# -- the policy ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HealPolicy:
+    """How far the controller may go on its own. Loaded from `[heal]` in controller.toml."""
+
+    enabled: bool = True
+    dry_run: bool = False  # plan, log and alert; act on nothing
+    fast_failover: bool = True  # SENTINEL FAILOVER at once when the master's own host confirms it dead
+    act_without_majority: bool = False
+    restart_attempts: int = 2  # service restarts before the droplet is power-cycled
+    restart_wait_s: float = 10.0  # after a restart, before the next rung
+    power_cycle_wait_s: float = 90.0  # after a power-cycle, before reprovisioning
+    node_cooldown_s: float = 5.0  # between two actions on one node (the ladder's waits come on top)
+    cluster_cooldown_s: float = 2.0  # between two actions in one cluster
+    failover_cooldown_s: float = 60.0  # between two fast failovers
+    daily_budget: int = 30  # actions per cluster per UTC day before the controller only alerts
+    sentinel_reset_interval_s: float = 30.0  # Redis's docs: >= 30 s between resets on production timings
+    sentinel_settle_s: float = 2.0  # a reset Sentinel must list its peers again for this long
+    replicaof_after_s: float = 15.0  # a replica on the wrong master this long gets REPLICAOF
+    reprovision_boot_timeout_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        for name in ("restart_wait_s", "power_cycle_wait_s", "node_cooldown_s", "cluster_cooldown_s",
+                     "failover_cooldown_s", "sentinel_reset_interval_s", "sentinel_settle_s",
+                     "replicaof_after_s", "reprovision_boot_timeout_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.restart_attempts < 0:
+            raise ValueError("restart_attempts must be >= 0")
+        if self.daily_budget < 0:
+            raise ValueError("daily_budget must be >= 0")
+
+
+# -- actions: a plan is data -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RestartService:
+    node: str
+    service: Literal["redis", "sentinel"]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Replicaof:
+    node: str
+    master: str  # "ip:port"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResetSentinel:
+    node: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failover:
+    via_node: str  # whose Sentinel is asked
+    old_master: str  # "ip:port"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PowerCycle:
+    node: str
+    droplet_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartReprovision:
+    node: str
+    droplet_id: int | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreateReplacement:
+    job_id: str
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DestroyDroplet:
+    node: str
+    droplet_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetNode:
+    node: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FinishReprovision:
+    job_id: str
+    ok: bool
+    reason: str
+
+
+Action = (
+    RestartService | Replicaof | ResetSentinel | Failover | PowerCycle | StartReprovision | CreateReplacement
+    | DestroyDroplet | ForgetNode | FinishReprovision
+)
+# bookkeeping steps of a running reprovision: not counted against cooldowns and budget
+FREE_ACTIONS = (ForgetNode, FinishReprovision, CreateReplacement, DestroyDroplet)
+
+
+def describe(action: Action) -> str:
+    """A short human name: "restart redis on redis-2", "reset sentinel on redis-3"."""
+    match action:
+        case RestartService(node=n, service=s):
+            return f"restart {s} on {n}"
+        case Replicaof(node=n, master=m):
+            return f"REPLICAOF {m} on {n}"
+        case ResetSentinel(node=n):
+            return f"SENTINEL RESET on {n}"
+        case Failover(via_node=n, old_master=m):
+            return f"SENTINEL FAILOVER (via {n}, master {m})"
+        case PowerCycle(node=n, droplet_id=d):
+            return f"power-cycle droplet {d} ({n})"
+        case StartReprovision(node=n):
+            return f"reprovision {n}"
+        case CreateReplacement(name=name):
+            return f"create replacement droplet {name}"
+        case DestroyDroplet(node=n, droplet_id=d):
+            return f"destroy droplet {d} ({n})"
+        case ForgetNode(node=n):
+            return f"forget {n}"
+        case FinishReprovision(job_id=j, ok=ok):
+            return f"finish reprovision {j} ({'done' if ok else 'failed'})"
+    raise AssertionError(action)  # pragma: no cover
+
+
+def action_node(action: Action) -> str | None:
+    return getattr(action, "node", None) or getattr(action, "via_node", None)
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    what: str  # describe(action), or a class of actions ("any action")
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    actions: tuple[Action, ...]
+    held: tuple[Held, ...]
+    dry_run: bool
+    summary: str
+
+
+# -- state that survives cycles and restarts ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NodeHealth:
+    """What was done to one node lately (for the escalation ladder and cooldowns)."""
+
+    restarts: int = 0  # restarts since the node was last healthy
+    last_restart_at: float | None = None
+    power_cycled_at: float | None = None
+    last_action_at: float | None = None
+    wrong_master_since: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reprovision:
+    """A persisted reprovision: survives a controller restart at any step."""
+
+    job_id: str
+    old_node: str
+    old_droplet_id: int | None
+    new_name: str
+    step: Literal["create", "boot", "reset", "destroy_old"]
+    started_at: float
+    step_at: float
+    new_droplet_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResetSequence:
+    pending: tuple[str, ...]  # nodes whose Sentinel is still to be reset, in order
+    last_node: str | None = None
+    last_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HealState:
+    cluster: str
+    paused: bool = False
+    paused_nodes: tuple[str, ...] = ()
+    budget_day: str = ""  # UTC date the counter counts
+    actions_today: int = 0
+    budget_acked: bool = False  # `redwarden ack` lifts an exhausted budget for the rest of the day
+    last_action_at: float | None = None
+    last_failover_at: float | None = None
+    nodes: tuple[tuple[str, NodeHealth], ...] = ()
+    reset: ResetSequence | None = None
+    reprovision: Reprovision | None = None
+    next_node_number: int = 0  # for replacement names; 0: derived from the names seen
+
+    def node(self, name: str) -> NodeHealth:
+        return dict(self.nodes).get(name, NodeHealth())
+
+    def with_node(self, name: str, health: NodeHealth) -> HealState:
+        nodes = dict(self.nodes)
+        nodes[name] = health
+        return dataclasses.replace(self, nodes=tuple(sorted(nodes.items())))
+
+
+@dataclass(frozen=True, slots=True)
+class Droplet:
+    """The cloud's view of one droplet of the cluster (the adapter's result, reduced)."""
+
+    id: int
+    name: str
+    status: str  # "new", "active", "off", "archive"
+    private_ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HealSnapshot:
+    view: ClusterView
+    findings: tuple[Finding, ...]
+    state: HealState
+    droplets: tuple[Droplet, ...] | None  # None: no cloud adapter configured
+    sentinel_reachable_majority: bool = field(default=True)
+
+
+# -- the planner ----------------------------------------------------------------------------------
+
+UNDECIDED = (Code.NO_MASTER, Code.SPLIT_BRAIN, Code.FAILOVER_IN_PROGRESS)
+
+
+def utc_day(now: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(now))
+
+
+def _codes(findings: Sequence[Finding], subject: str | None = None) -> set[Code]:
+    return {f.code for f in findings if subject is None or f.subject_name == subject}
+
+
+def _sentinel_majority(view: ClusterView) -> bool:
+    return len(view.sentinel_views()) * 2 > view.expected_sentinels
+
+
+def _in_sync_replica(view: ClusterView, node: NodeState, master: str | None) -> bool:
+    redis = node.report.redis
+    return (
+        view.redis_up(node) and redis.role == "replica" and redis.master_link_status == "up"
+        and master is not None and redis.master_address == master and not bool(redis.master_sync_in_progress)
+    )
+
+
+def _next_name(snapshot: HealSnapshot, old: str) -> str:
+    """A fresh, unique node name for a replacement: the old name's stem with the next free number."""
+    stem = old.rstrip("0123456789").rstrip("-") or "redis"
+    taken = {n.name for n in snapshot.view.nodes} | {d.name for d in snapshot.droplets or ()}
+    numbers = [int(n[len(stem) + 1:]) for n in taken if n.startswith(stem + "-") and n[len(stem) + 1:].isdigit()]
+    k = max([snapshot.state.next_node_number - 1, *numbers, 0]) + 1
+    while f"{stem}-{k}" in taken:
+        k += 1
+    return f"{stem}-{k}"
+
+
+def _droplet_of(snapshot: HealSnapshot, node: NodeState) -> Droplet | None:
+    droplet_id = node.report.identity.droplet_id
+    for d in snapshot.droplets or ():
+        if d.id == droplet_id or (droplet_id is None and d.name == node.name):
+            return d
+    return None
+
+
+def plan_heal(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> Plan:
+    view, state, findings = snapshot.view, snapshot.state, snapshot.findings
+    actions: list[Action] = []
+    held: list[Held] = []
+
+    def done(summary: str) -> Plan:
+        return Plan(tuple(actions), tuple(held), policy.dry_run, summary)
+
+    if not policy.enabled:
+        return done("healing disabled by policy: alerting only")
+    if state.paused:
+        held.append(Held("any action", "cluster paused for maintenance (`redwarden resume` to act again)"))
+        return done("no action: cluster paused")
+
+    codes = _codes(findings)
+    master = view.master_address()
+    undecided = master is None or bool(codes & set(UNDECIDED))
+    majority = _sentinel_majority(view)
+    budget_used = state.actions_today if state.budget_day == utc_day(now) else 0
+    budget_left = policy.daily_budget - budget_used
+    cluster_cool = state.last_action_at is not None and now - state.last_action_at < policy.cluster_cooldown_s
+
+    # the reprovision state machine goes first: it must finish what it started
+    job = state.reprovision
+    if job is not None:
+        job_actions, job_held = _advance_reprovision(snapshot, job, policy, now, master, undecided)
+        actions += job_actions
+        held += job_held
+
+    if undecided:
+        why = "failover in progress" if Code.FAILOVER_IN_PROGRESS in codes else "master undecided"
+        if codes & {Code.MASTER_DOWN, Code.AGENT_SILENT, Code.REPLICA_DOWN, Code.SENTINEL_DOWN}:
+            held.append(Held("node actions", f"{why}: nothing is touched until Sentinel settles it"))
+        return done(f"no action: {why}" if not actions else f"{len(actions)} reprovision step(s); {why}")
+    if not majority and not policy.act_without_majority:
+        held.append(Held("any action", f"only {len(view.sentinel_views())} of {view.expected_sentinels} Sentinels "
+                                       "reachable: no majority, acting could make things worse"))
+        return done("no action: no Sentinel majority")
+
+    wanted: list[Action] = []
+    master_node = view.master_node()
+
+    # fast failover: the master's own host says its redis-server is gone
+    fast = _fast_failover(snapshot, policy, now, master, master_node)
+    if isinstance(fast, Failover):
+        wanted.append(fast)
+    elif isinstance(fast, Held):
+        held.append(fast)
+
+    for node in view.nodes:
+        if master_node is not None and node.name == master_node.name:
+            if not view.is_fresh(node) or Code.MASTER_DOWN in _codes(findings, node.name):
+                held.append(Held(f"power-cycle or rebuild {node.name}",
+                                 "it is the current master: a dead master is Sentinel's to fail over first"))
+            continue
+        if job is not None and node.name in (job.old_node, job.new_name):
+            continue  # the reprovision owns these
+        if node.name in state.paused_nodes:
+            held.append(Held(f"any action on {node.name}", "node paused for maintenance"))
+            continue
+        wanted += _node_ladder(snapshot, node, policy, now, master, held)
+
+    reset = _sentinel_reset(snapshot, policy, now)
+    if isinstance(reset, ResetSentinel):
+        wanted.append(reset)
+    elif isinstance(reset, Held):
+        held.append(reset)
+
+    # rails that apply to everything wanted
+    reprovisions = sum(1 for a in wanted if isinstance(a, StartReprovision))
+    for action in wanted:
+        if isinstance(action, StartReprovision) and (job is not None or reprovisions > 1):
+            held.append(Held(describe(action), "another reprovision is in flight in this cluster (one at a time)"))
+            reprovisions -= 1
+            continue
+        if budget_left <= 0 and not state.budget_acked:
+            held.append(Held(describe(action), f"daily budget of {policy.daily_budget} actions used: alerting only "
+                                               "until `redwarden ack` or tomorrow (UTC)"))
+            continue
+        subject = action_node(action)
+        last = state.node(subject).last_action_at if subject else None
+        if not isinstance(action, Failover):
+            if cluster_cool:
+                held.append(Held(describe(action), f"cluster cooldown ({policy.cluster_cooldown_s:.0f} s)"))
+                continue
+            if last is not None and now - last < policy.node_cooldown_s:
+                held.append(Held(describe(action), f"node cooldown ({policy.node_cooldown_s:.0f} s)"))
+                continue
+        actions.append(action)
+        budget_left -= 1
+        cluster_cool = True  # one new action per cluster per cycle: the next cycle sees its effect
+
+    if not actions:
+        return done("no action: " + (held[0].reason if held else "nothing to heal"))
+    return done("; ".join(f"{describe(a)}: {a.reason}" for a in actions))
+
+
+def _fast_failover(
+    snapshot: HealSnapshot, policy: HealPolicy, now: float, master: str | None, master_node: NodeState | None
+) -> Failover | Held | None:
+    view = snapshot.view
+    if master is None or master_node is None or Code.MASTER_DOWN not in _codes(snapshot.findings):
+        return None
+    redis = master_node.report.redis
+    own_host_confirms = view.is_fresh(master_node) and (
+        not master_node.report.host.redis_process.alive or "refused" in (redis.error or "").lower()
+    )
+    if not own_host_confirms:
+        return Held("fast failover", "the master's own host does not confirm its redis-server gone "
+                                     "(hung or unreachable): Sentinel's own timer applies")
+    if not policy.fast_failover:
+        return Held("fast failover", "fast failover is off in the policy: Sentinel's own timer applies")
+    state = snapshot.state
+    if state.last_failover_at is not None and now - state.last_failover_at < policy.failover_cooldown_s:
+        return Held("fast failover", "a failover was asked for less than "
+                                     f"{policy.failover_cooldown_s:.0f} s ago")
+    candidates = [n for n, v in view.sentinel_views() if n.name != master_node.name]
+    replicas = [n for n in view.fresh_nodes() if _in_sync_replica(view, n, master) or (
+        view.redis_up(n) and n.report.redis.role == "replica")]
+    if not candidates or not replicas:
+        return Held("fast failover", "no other Sentinel or no replica to promote")
+    return Failover(candidates[0].name, master, "the master's own agent confirms its redis-server is gone "
+                    f"({redis.error or 'process not running'}); failing over now instead of after down-after")
+
+
+def _node_ladder(
+    snapshot: HealSnapshot, node: NodeState, policy: HealPolicy, now: float, master: str | None,
+    held: list[Held],
+) -> list[Action]:
+    """restart the service -> power-cycle the droplet -> reprovision it."""
+    view, state = snapshot.view, snapshot.state
+    health = state.node(node.name)
+    droplet = _droplet_of(snapshot, node)
+    droplet_id = droplet.id if droplet else node.report.identity.droplet_id
+    if not view.is_fresh(node):  # agent and (as far as we know) redis silent: the droplet itself
+        if snapshot.droplets is None:
+            held.append(Held(f"power-cycle {node.name}", "no DigitalOcean adapter configured"))
+            return []
+        if droplet is None:
+            return [StartReprovision(node.name, droplet_id, f"{node.name}'s droplet no longer exists")]
+        if health.power_cycled_at is None:
+            return [PowerCycle(node.name, droplet.id, f"{node.name}'s agent has been silent for "
+                               f"{view.age_s(node):.0f} s")]
+        if now - health.power_cycled_at >= policy.power_cycle_wait_s:
+            return [StartReprovision(node.name, droplet.id, f"still silent {now - health.power_cycled_at:.0f} s "
+                                     "after a power-cycle")]
+        return []
+    report = node.report
+    out: list[Action] = []
+    if not report.redis.reachable:
+        if health.restarts < policy.restart_attempts:
+            if health.last_restart_at is None or now - health.last_restart_at >= policy.restart_wait_s:
+                out.append(RestartService(node.name, "redis", f"redis-server unreachable on {node.name}: "
+                                          f"{report.redis.error or 'down'} (restart {health.restarts + 1} of "
+                                          f"{policy.restart_attempts})"))
+        elif health.last_restart_at is not None and now - health.last_restart_at < policy.restart_wait_s:
+            pass  # give the last restart its time
+        elif droplet is not None and health.power_cycled_at is None:
+            out.append(PowerCycle(node.name, droplet.id, f"redis-server still down after {health.restarts} restarts"))
+        elif droplet is not None and health.power_cycled_at is not None:
+            if now - health.power_cycled_at >= policy.power_cycle_wait_s:
+                out.append(StartReprovision(node.name, droplet.id, "redis-server still down after a power-cycle"))
+        else:
+            held.append(Held(f"power-cycle {node.name}", "restarts did not help and no droplet is known for it"))
+    if not report.sentinel.reachable:
+        out.append(RestartService(node.name, "sentinel", f"redis-sentinel unreachable on {node.name}: "
+                                  f"{report.sentinel.error or 'down'}"))
+    redis = report.redis
+    if (
+        redis.reachable and redis.role == "replica" and master is not None and redis.master_address != master
+        and health.wrong_master_since is not None and now - health.wrong_master_since >= policy.replicaof_after_s
+    ):
+        out.append(Replicaof(node.name, master, f"{node.name} replicates {redis.master_address}, not the master "
+                             f"{master}, for {now - health.wrong_master_since:.0f} s"))
+    return out
+
+
+def _sentinel_reset(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> ResetSentinel | Held | None:
+    view, state = snapshot.view, snapshot.state
+    seq = state.reset
+    if seq is None:
+        stale = _codes(snapshot.findings) & {Code.SENTINEL_STALE_ENTRIES, Code.SENTINEL_COUNT_MISMATCH}
+        if not stale:
+            return None
+        order = tuple(n.name for n, _ in view.sentinel_views())
+        if not order:
+            return None
+        return ResetSentinel(order[0], f"Sentinels list entries that no longer exist ({', '.join(sorted(stale))}): "
+                             f"reset one at a time, {order[0]} first")
+    if not seq.pending:
+        return None
+    if seq.last_node is not None and not _rediscovered(view, seq.last_node):
+        return Held(f"SENTINEL RESET on {seq.pending[0]}", f"waiting for {seq.last_node}'s Sentinel to rediscover "
+                                                            "its peers")
+    if seq.last_at is not None and now - seq.last_at < policy.sentinel_reset_interval_s:
+        return Held(f"SENTINEL RESET on {seq.pending[0]}", f"{policy.sentinel_reset_interval_s:.0f} s between "
+                                                            "resets")
+    return ResetSentinel(seq.pending[0], "continuing the Sentinel reset sequence")
+
+
+def _rediscovered(view: ClusterView, node_name: str) -> bool:
+    node = view.node(node_name)
+    if node is None or not view.sentinel_up(node):
+        return False
+    sv = node.report.sentinel.master(view.master_name)
+    live = len([n for n in view.nodes if view.is_fresh(n)])
+    return sv is not None and (sv.num_other_sentinels or 0) >= live - 1 and len(sv.replicas) >= live - 1
+
+
+def _advance_reprovision(
+    snapshot: HealSnapshot, job: Reprovision, policy: HealPolicy, now: float, master: str | None, undecided: bool
+) -> tuple[list[Action], list[Held]]:
+    view = snapshot.view
+    if now - job.started_at > policy.reprovision_boot_timeout_s and job.step in ("create", "boot"):
+        return [FinishReprovision(job.job_id, False, f"the replacement did not join within "
+                                  f"{policy.reprovision_boot_timeout_s:.0f} s")], []
+    if job.step == "create":
+        if undecided:
+            return [], [Held(f"create {job.new_name}", "master undecided: the replacement waits")]
+        return [CreateReplacement(job.job_id, job.new_name, f"replacing {job.old_node}")], []
+    if job.step == "boot":
+        new = view.node(job.new_name)
+        if new is not None and _in_sync_replica(view, new, master):
+            return [], [Held(f"reprovision {job.job_id}", "replacement in sync; Sentinel reset sequence next")]
+        return [], [Held(f"reprovision {job.job_id}", f"waiting for {job.new_name} to boot and sync")]
+    if job.step == "reset":
+        return [], [Held(f"reprovision {job.job_id}", "Sentinel reset sequence running")]
+    # destroy_old
+    if undecided:
+        return [], [Held(f"destroy {job.old_node}", "master undecided")]
+    old = view.node(job.old_node)
+    if old is not None and master is not None and old.report.identity.redis_address == master:
+        return [], [Held(f"destroy {job.old_node}", "it is the current master: never destroyed")]
+    steps: list[Action] = []
+    if job.old_droplet_id is not None and any(d.id == job.old_droplet_id for d in snapshot.droplets or ()):
+        steps.append(DestroyDroplet(job.old_node, job.old_droplet_id, f"replaced by {job.new_name}"))
+    steps.append(ForgetNode(job.old_node, f"replaced by {job.new_name}"))
+    steps.append(FinishReprovision(job.job_id, True, f"{job.old_node} replaced by {job.new_name}"))
+    return steps, []
+
+
+def start_reprovision(snapshot: HealSnapshot, action: StartReprovision, now: float) -> Reprovision:
+    """The job a StartReprovision opens (the executor persists it; the next cycles advance it)."""
+    name = _next_name(snapshot, action.node)
+    return Reprovision(job_id=f"{snapshot.view.name}-{name}-{int(now)}", old_node=action.node,
+                       old_droplet_id=action.droplet_id, new_name=name, step="create", started_at=now, step_at=now)
+
+
+def observe(snapshot: HealSnapshot, now: float) -> HealState:
+    """Fold what the view shows into the state before planning: healed nodes forget their ladder, wrong
+    masters start their clock, a booted replacement moves its reprovision on, a finished reset sequence ends."""
+    view, state = snapshot.view, snapshot.state
+    master = view.master_address()
+    for node in view.nodes:
+        h = state.node(node.name)
+        r = node.report.redis
+        healthy = view.redis_up(node) and view.sentinel_up(node)
+        new = h
+        if healthy and (h.restarts or h.power_cycled_at is not None):
+            new = dataclasses.replace(new, restarts=0, last_restart_at=None, power_cycled_at=None)
+        wrong = (view.redis_up(node) and r.role == "replica" and master is not None and r.master_address != master)
+        if wrong and h.wrong_master_since is None:
+            new = dataclasses.replace(new, wrong_master_since=now)
+        elif not wrong and h.wrong_master_since is not None:
+            new = dataclasses.replace(new, wrong_master_since=None)
+        if new != h:
+            state = state.with_node(node.name, new)
+    if state.budget_day != utc_day(now):
+        state = dataclasses.replace(state, budget_day=utc_day(now), actions_today=0, budget_acked=False)
+    job = state.reprovision
+    if job is not None and job.step == "boot":
+        new_node = view.node(job.new_name)
+        if new_node is not None and _in_sync_replica(view, new_node, master):
+            order = tuple(n.name for n, _ in view.sentinel_views() if n.name != job.old_node)
+            state = dataclasses.replace(state, reprovision=dataclasses.replace(job, step="reset", step_at=now),
+                                        reset=ResetSequence(pending=order))
+    seq = state.reset
+    if seq is not None and not seq.pending and (seq.last_node is None or _rediscovered(view, seq.last_node)):
+        state = dataclasses.replace(state, reset=None)
+        job = state.reprovision
+        if job is not None and job.step == "reset":
+            state = dataclasses.replace(state, reprovision=dataclasses.replace(job, step="destroy_old", step_at=now))
+    return state
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    ok: bool
+    detail: str = ""
+    droplet_id: int | None = None  # CreateReplacement: the new droplet
+
+
+def apply_result(snapshot: HealSnapshot, state: HealState, action: Action, result: ActionResult,
+                 now: float) -> HealState:
+    """Fold one executed action into the state. Pure; a failed action still counts (it was tried)."""
+    if not isinstance(action, FREE_ACTIONS):
+        day = utc_day(now)
+        used = state.actions_today if state.budget_day == day else 0
+        state = dataclasses.replace(state, budget_day=day, actions_today=used + 1, last_action_at=now)
+    node = action_node(action)
+    if node is not None and not isinstance(action, FREE_ACTIONS):
+        h = state.node(node)
+        state = state.with_node(node, dataclasses.replace(h, last_action_at=now))
+    match action:
+        case RestartService(node=n, service="redis"):
+            h = state.node(n)
+            state = state.with_node(n, dataclasses.replace(h, restarts=h.restarts + 1, last_restart_at=now))
+        case PowerCycle(node=n):
+            state = state.with_node(n, dataclasses.replace(state.node(n), power_cycled_at=now))
+        case Failover():
+            state = dataclasses.replace(state, last_failover_at=now)
+        case ResetSentinel(node=n):
+            seq = state.reset
+            if seq is None:
+                rest = tuple(x.name for x, _ in snapshot.view.sentinel_views() if x.name != n)
+                seq = ResetSequence(pending=rest, last_node=n, last_at=now)
+            else:
+                seq = ResetSequence(pending=tuple(x for x in seq.pending if x != n), last_node=n, last_at=now)
+            state = dataclasses.replace(state, reset=seq)
+        case StartReprovision():
+            if result.ok and state.reprovision is None:
+                state = dataclasses.replace(state, reprovision=start_reprovision(snapshot, action, now))
+        case CreateReplacement():
+            job = state.reprovision
+            if result.ok and job is not None and result.droplet_id is not None:
+                state = dataclasses.replace(state, reprovision=dataclasses.replace(
+                    job, step="boot", step_at=now, new_droplet_id=result.droplet_id))
+        case ForgetNode(node=n):
+            state = dataclasses.replace(state, nodes=tuple((k, v) for k, v in state.nodes if k != n))
+        case FinishReprovision():
+            state = dataclasses.replace(state, reprovision=None)
+    return state

@@ -1,0 +1,54 @@
+"""The controller's own Redis and Sentinel commands: SENTINEL FAILOVER, SENTINEL RESET, REPLICAOF.
+
+Layer: adapter. Short timeouts, no retries: the next cycle decides again from fresh facts. Errors come
+back as `OpsError` with the address and the server's message, never a password.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import redis
+
+
+class OpsError(Exception):
+    """A Redis or Sentinel command failed."""
+
+
+class RedisOps(Protocol):
+    def failover(self, sentinel: str, master_name: str) -> str: ...
+    def reset_sentinel(self, sentinel: str, master_name: str) -> str: ...
+    def replicaof(self, node: str, master: str) -> str: ...
+
+
+class DirectRedisOps:
+    def __init__(self, redis_password: str | None, sentinel_password: str | None = None, timeout_s: float = 2.0):
+        self._redis_password = redis_password
+        self._sentinel_password = sentinel_password
+        self._timeout_s = timeout_s
+
+    def _run(self, address: str, password: str | None, *command: str) -> str:
+        host, port = address.rsplit(":", 1)
+        client = redis.Redis(host=host, port=int(port), password=password, socket_timeout=self._timeout_s,
+                             socket_connect_timeout=self._timeout_s, decode_responses=True)
+        try:
+            reply = client.execute_command(*command)  # type: ignore[no-untyped-call]
+        except (redis.RedisError, OSError) as e:
+            text = str(e)
+            for secret in (self._redis_password, self._sentinel_password):
+                if secret:
+                    text = text.replace(secret, "<redacted>")
+            raise OpsError(f"{' '.join(command[:2])} on {address} failed: {type(e).__name__}: {text[:200]}") from None
+        finally:
+            client.close()
+        return str(reply)
+
+    def failover(self, sentinel: str, master_name: str) -> str:
+        return self._run(sentinel, self._sentinel_password, "SENTINEL", "FAILOVER", master_name)
+
+    def reset_sentinel(self, sentinel: str, master_name: str) -> str:
+        return self._run(sentinel, self._sentinel_password, "SENTINEL", "RESET", master_name)
+
+    def replicaof(self, node: str, master: str) -> str:
+        host, port = master.rsplit(":", 1)
+        return self._run(node, self._redis_password, "REPLICAOF", host, port)

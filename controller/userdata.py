@@ -1,0 +1,79 @@
+"""Renders the user_data a new Redis droplet boots with (cloud-config), from a template users can read
+and override (`user_data_template` in a cluster's settings; default `controller/templates/user-data.tmpl`).
+
+Layer: pure (the template text is read by the caller). The document is JSON after `#cloud-config`
+(JSON is YAML, so real cloud-init reads it too). It writes the agent's settings and a one-time
+enrollment token, installs the agent package when the image does not have it, and runs
+`redwarden-agent bootstrap`. It carries no password and no cluster secret (see controller/enroll.py).
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_TEMPLATE = Path(__file__).parent / "templates" / "user-data.tmpl"
+MAX_USER_DATA_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class NodeBoot:
+    cluster: str
+    node: str
+    controller_url: str
+    master_name: str
+    sentinels: tuple[str, ...]
+    quorum: int
+    down_after_ms: int
+    failover_timeout_ms: int
+    report_interval_s: float
+    services: str  # "systemd" on droplets, "sandbox" in the sandbox
+    agent_deb_url: str | None = None  # where to get the agent package when the image lacks it
+    metadata_url: str | None = None  # the droplet's metadata service (gives its private IP and id)
+
+
+def agent_toml(boot: NodeBoot) -> str:
+    sentinels = ", ".join(json.dumps(s) for s in boot.sentinels)
+    return "\n".join([
+        "# Written by the controller for this droplet (user_data). address and droplet_id come from the droplet.",
+        f"cluster = {json.dumps(boot.cluster)}",
+        f"node = {json.dumps(boot.node)}",
+        'address = ""',
+        f"controller_url = {json.dumps(boot.controller_url)}",
+        f"master_name = {json.dumps(boot.master_name)}",
+        f"report_interval_s = {boot.report_interval_s}",
+        f"sentinels = [{sentinels}]",
+        f"quorum = {boot.quorum}",
+        f"down_after_ms = {boot.down_after_ms}",
+        f"failover_timeout_ms = {boot.failover_timeout_ms}",
+        f"services = {json.dumps(boot.services)}",
+        f"metadata_url = {json.dumps(boot.metadata_url)}" if boot.metadata_url else "",
+        'redis_password_file = "/etc/redwarden/redis.pass"',
+        'cluster_secret_file = "/etc/redwarden/cluster.secret"',
+        'enroll_token_file = "/etc/redwarden/enroll.token"',
+        "",
+    ])
+
+
+def render_user_data(template: str, boot: NodeBoot, enroll_token: str) -> str:
+    if boot.agent_deb_url:
+        install = (f"command -v redwarden-agent >/dev/null 2>&1 || {{ curl -fsSL {json.dumps(boot.agent_deb_url)} "
+                   "-o /tmp/redwarden-agent.deb && apt-get install -y /tmp/redwarden-agent.deb; }")
+    else:
+        install = "command -v redwarden-agent >/dev/null 2>&1 || { echo 'redwarden-agent missing' >&2; exit 1; }"
+    text = string.Template(template).substitute(
+        agent_toml=json.dumps(agent_toml(boot)),
+        enroll_token=json.dumps(enroll_token + "\n"),
+        install_agent=json.dumps(install),
+    )
+    size = len(text.encode())
+    if size > MAX_USER_DATA_BYTES:
+        raise ValueError(f"user_data is {size} bytes, DigitalOcean's limit is {MAX_USER_DATA_BYTES}")
+    return text
+
+
+def sentinel_addresses(addresses: Sequence[str], port: int = 26379) -> tuple[str, ...]:
+    return tuple(f"{a}:{port}" for a in addresses)

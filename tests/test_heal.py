@@ -1,0 +1,262 @@
+"""The healing planner: plans as data, and every safety rail, over recorded reports. Pure, no patching."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.checks import check
+from controller.heal import (
+    ActionResult,
+    CreateReplacement,
+    DestroyDroplet,
+    Droplet,
+    Failover,
+    FinishReprovision,
+    ForgetNode,
+    HealPolicy,
+    HealSnapshot,
+    HealState,
+    PowerCycle,
+    ResetSentinel,
+    RestartService,
+    StartReprovision,
+    apply_result,
+    observe,
+    plan_heal,
+)
+from controller.policy import Policy
+from controller.view import ClusterView
+from tests.factories import kill_redis, kill_sentinel, scenario_view, with_age, with_sentinel_master
+
+POLICY = HealPolicy()
+DROPLETS = (Droplet(101, "redis-1", "active"), Droplet(102, "redis-2", "active"), Droplet(103, "redis-3", "active"))
+
+
+def snap(view: ClusterView, state: HealState | None = None, droplets: tuple[Droplet, ...] | None = DROPLETS,
+         ) -> HealSnapshot:
+    findings = check(view, Policy(), view.now)
+    s = HealSnapshot(view, findings, state or HealState(cluster=view.name), droplets)
+    return dataclasses.replace(s, state=observe(s, view.now))
+
+
+def plan(view: ClusterView, state: HealState | None = None, policy: HealPolicy = POLICY,
+         droplets: tuple[Droplet, ...] | None = DROPLETS):  # type: ignore[no-untyped-def]
+    s = snap(view, state, droplets)
+    return plan_heal(s, policy, view.now)
+
+
+def healthy() -> ClusterView:
+    return scenario_view("healthy")
+
+
+def test_a_healthy_cluster_needs_nothing() -> None:
+    p = plan(healthy())
+    assert p.actions == () and p.summary == "no action: nothing to heal"
+
+
+def test_a_dead_replica_redis_is_restarted_by_its_agent() -> None:
+    p = plan(kill_redis(healthy(), "redis-2"))
+    assert p.actions == (RestartService("redis-2", "redis", p.actions[0].reason),)  # type: ignore[union-attr]
+    assert "restart 1 of 2" in p.actions[0].reason
+
+
+def test_the_ladder_restart_restart_power_cycle_reprovision() -> None:
+    fast = HealPolicy(restart_wait_s=0, power_cycle_wait_s=0, node_cooldown_s=0, cluster_cooldown_s=0)
+    view = kill_redis(healthy(), "redis-2")
+    state = HealState(cluster="sandbox")
+    kinds = []
+    for step in range(5):
+        v = dataclasses.replace(view, now=view.now + step * 0.1)  # reports stay fresh
+        s = snap(v, state)
+        for a in plan_heal(s, fast, v.now).actions:
+            kinds.append(type(a).__name__)
+            state = apply_result(s, s.state, a, ActionResult(True), v.now)
+    assert kinds[:4] == ["RestartService", "RestartService", "PowerCycle", "StartReprovision"]
+
+
+def test_a_silent_replica_droplet_is_power_cycled_then_replaced() -> None:
+    view = with_age(healthy(), "redis-3", 30.0)
+    p = plan(view)
+    assert [type(a) for a in p.actions] == [PowerCycle]
+    assert p.actions[0].droplet_id == 103  # type: ignore[union-attr]
+    # a destroyed droplet is replaced without a power-cycle
+    p = plan(view, droplets=DROPLETS[:2])
+    assert [type(a) for a in p.actions] == [StartReprovision]
+
+
+def test_never_power_cycle_or_rebuild_the_master() -> None:
+    view = with_age(healthy(), "redis-1", 30.0)  # the master's agent and redis silent
+    p = plan(view)
+    assert not any(isinstance(a, PowerCycle | StartReprovision) for a in p.actions)
+    assert any("current master" in h.reason for h in p.held) or "undecided" in p.summary
+
+
+def test_fast_failover_when_the_masters_own_host_confirms_redis_gone() -> None:
+    p = plan(kill_redis(healthy(), "redis-1"))
+    assert [type(a) for a in p.actions] == [Failover]
+    assert p.actions[0].old_master == "127.0.0.3:6379"  # type: ignore[union-attr]
+    off = plan(kill_redis(healthy(), "redis-1"), policy=HealPolicy(fast_failover=False))
+    assert not any(isinstance(a, Failover) for a in off.actions)
+    assert any("fast failover is off" in h.reason for h in off.held)
+
+
+def test_a_hung_master_is_not_confirmed_gone() -> None:
+    from tests.factories import with_redis
+
+    view = with_redis(healthy(), "redis-1", reachable=False, error="TimeoutError: Timeout reading from socket")
+    p = plan(view)
+    assert not any(isinstance(a, Failover) for a in p.actions)
+
+
+def test_no_action_while_a_failover_is_in_progress() -> None:
+    view = kill_redis(healthy(), "redis-2")
+    for node in ("redis-1", "redis-2", "redis-3"):
+        view = with_sentinel_master(view, node, failover_in_progress=True, flags=("master", "failover_in_progress"))
+    p = plan(view)
+    assert p.actions == () and "failover in progress" in p.summary
+
+
+def test_no_action_without_a_sentinel_majority_unless_the_policy_says_so() -> None:
+    view = kill_redis(kill_sentinel(kill_sentinel(healthy(), "redis-2"), "redis-3"), "redis-3")
+    p = plan(view)
+    assert p.actions == () and "no Sentinel majority" in p.summary
+    p = plan(view, policy=HealPolicy(act_without_majority=True))
+    assert p.actions
+
+
+def test_paused_cluster_and_paused_node() -> None:
+    view = kill_redis(healthy(), "redis-2")
+    p = plan(view, HealState(cluster="sandbox", paused=True))
+    assert p.actions == () and "paused" in p.summary
+    p = plan(view, HealState(cluster="sandbox", paused_nodes=("redis-2",)))
+    assert p.actions == () and any("node paused" in h.reason for h in p.held)
+
+
+def test_dry_run_plans_but_marks_it() -> None:
+    p = plan(kill_redis(healthy(), "redis-2"), policy=HealPolicy(dry_run=True))
+    assert p.dry_run and p.actions
+
+
+def test_budget_exhausted_holds_until_acknowledged() -> None:
+    view = kill_redis(healthy(), "redis-2")
+    from controller.heal import utc_day
+
+    spent = HealState(cluster="sandbox", budget_day=utc_day(view.now), actions_today=3)
+    p = plan(view, spent, policy=HealPolicy(daily_budget=3))
+    assert p.actions == () and any("daily budget of 3" in h.reason for h in p.held)
+    p = plan(view, dataclasses.replace(spent, budget_acked=True), policy=HealPolicy(daily_budget=3))
+    assert p.actions
+
+
+def test_one_reprovision_at_a_time() -> None:
+    view = with_age(with_age(healthy(), "redis-2", 30.0), "redis-3", 30.0)
+    p = plan(view, droplets=DROPLETS[:1])
+    assert p.actions == () and "no Sentinel majority" in p.summary  # two of three gone: hands off
+    p = plan(view, droplets=DROPLETS[:1], policy=HealPolicy(act_without_majority=True))
+    assert sum(isinstance(a, StartReprovision) for a in p.actions) == 1
+    assert any("one at a time" in h.reason or "cooldown" in h.reason for h in p.held)
+
+
+def test_reprovision_state_machine_create_boot_reset_destroy() -> None:
+    view = with_age(healthy(), "redis-3", 30.0)
+    s = snap(view, droplets=DROPLETS[:2])
+    start = plan_heal(s, POLICY, view.now).actions[0]
+    assert isinstance(start, StartReprovision)
+    state = apply_result(s, s.state, start, ActionResult(True), view.now)
+    assert state.reprovision is not None and state.reprovision.step == "create"
+    assert state.reprovision.new_name == "redis-4"
+    # create (again after a restart at this step: the same job, the same name)
+    s = snap(view, state, DROPLETS[:2])
+    create = plan_heal(s, POLICY, view.now + 1).actions
+    assert [type(a) for a in create] == [CreateReplacement]
+    state = apply_result(s, state, create[0], ActionResult(True, droplet_id=104), view.now + 1)
+    assert state.reprovision is not None and state.reprovision.step == "boot"
+    # while it boots: nothing but waiting (and no second reprovision of redis-3)
+    p = plan_heal(snap(view, state, DROPLETS[:2]), POLICY, view.now + 2)
+    assert p.actions == ()
+    # destroy_old: the old droplet (if it still exists) goes, the node is forgotten, the job ends
+    # (a droplet destroyed from outside: only forget it)
+    state = dataclasses.replace(state, reprovision=dataclasses.replace(state.reprovision, step="destroy_old"))
+    p = plan_heal(snap(view, state, DROPLETS[:2]), POLICY, view.now + 3)
+    assert [type(a) for a in p.actions] == [ForgetNode, FinishReprovision]
+    # (a broken but existing droplet: destroy it too)
+    state = dataclasses.replace(state, reprovision=dataclasses.replace(state.reprovision, old_droplet_id=103))
+    p = plan_heal(snap(view, state, DROPLETS), POLICY, view.now + 3)
+    assert [type(a) for a in p.actions] == [DestroyDroplet, ForgetNode, FinishReprovision]
+
+
+def test_stale_sentinel_entries_reset_one_sentinel_at_a_time() -> None:
+    from agent.report import SentinelPeer
+    from tests.factories import with_sentinel_master as wsm
+
+    view = healthy()
+    for node in ("redis-1", "redis-2", "redis-3"):
+        sv = next(n for n in view.nodes if n.name == node).report.sentinel.masters[0]
+        view = wsm(view, node, replicas=(*sv.replicas, SentinelPeer("127.0.0.99:6379", ("slave", "s_down"))))
+    s = snap(view)
+    p = plan_heal(s, POLICY, view.now)
+    resets = [a for a in p.actions if isinstance(a, ResetSentinel)]
+    assert len(resets) == 1
+    state = apply_result(s, s.state, resets[0], ActionResult(True), view.now)
+    assert state.reset is not None and len(state.reset.pending) == 2
+    # the next one waits for the interval
+    p = plan_heal(snap(view, state), POLICY, view.now + 1)
+    assert not any(isinstance(a, ResetSentinel) for a in p.actions)
+
+
+# -- properties of the rails ----------------------------------------------------------------------
+
+NODES = ("redis-1", "redis-2", "redis-3")
+faults = st.lists(st.tuples(st.sampled_from(("kill_redis", "kill_sentinel", "silent")), st.sampled_from(NODES)),
+                  max_size=4)
+
+
+def faulty(fs: list[tuple[str, str]]) -> ClusterView:
+    view = healthy()
+    for kind, node in fs:
+        if kind == "kill_redis":
+            view = kill_redis(view, node)
+        elif kind == "kill_sentinel":
+            view = kill_sentinel(view, node)
+        else:
+            view = with_age(view, node, 60.0)
+    return view
+
+
+@settings(max_examples=150, deadline=None)
+@given(faults, st.booleans(), st.booleans())
+def test_rails_hold_for_any_faults(fs: list[tuple[str, str]], paused: bool, dry_run: bool) -> None:
+    view = faulty(fs)
+    s = snap(view, HealState(cluster="sandbox", paused=paused))
+    p = plan_heal(s, HealPolicy(dry_run=dry_run), view.now)
+    master = view.master_address()
+    master_node = view.master_node()
+    if paused:
+        assert p.actions == ()
+    if dry_run:
+        assert p.dry_run or not p.actions
+    # never power-cycle, rebuild or destroy the current master
+    for a in p.actions:
+        if isinstance(a, PowerCycle | StartReprovision | DestroyDroplet):
+            assert master_node is None or a.node != master_node.name
+    # nothing but a failover without a decided master or Sentinel majority
+    if master is None or len(view.sentinel_views()) * 2 <= view.expected_sentinels:
+        assert all(isinstance(a, Failover) for a in p.actions) or p.actions == ()
+    # at most one reprovision, one new cooling action per cycle
+    assert sum(isinstance(a, StartReprovision) for a in p.actions) <= 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(faults)
+def test_plans_are_deterministic(fs: list[tuple[str, str]]) -> None:
+    view = faulty(fs)
+    assert plan_heal(snap(view), POLICY, view.now) == plan_heal(snap(view), POLICY, view.now)
+
+
+@pytest.mark.parametrize("policy", [HealPolicy(enabled=False), HealPolicy(daily_budget=0)])
+def test_disabled_or_zero_budget_acts_on_nothing(policy: HealPolicy) -> None:
+    assert plan(kill_redis(healthy(), "redis-2"), policy=policy).actions == ()
