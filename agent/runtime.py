@@ -48,7 +48,9 @@ class Agent:
             config.controller_url, config.cluster, secrets.cluster_secret, config.push_timeout_s,
             config.max_backoff_s, clock=clock,
         )
-        self._directives = DirectiveRunner(services_for(config, config_path)) if config_path else None
+        self._directives = (
+            DirectiveRunner(services_for(config, config_path), config.layout().redis_conf) if config_path else None
+        )
         self._seq = 0
         self._droplet_id = config.droplet_id
         self._metadata_tried_at: float | None = None

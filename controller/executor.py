@@ -119,10 +119,12 @@ class Executor:
         cluster = view.name
         try:
             match action:
-                case RestartService(node=n, service=service):
+                case RestartService(node=n, service=service, replicaof=replicaof):
                     directive_id = f"{cluster}-{n}-{service}-{uuid.uuid4().hex[:8]}"
-                    self.ctl.directives.send(cluster, n, {"id": directive_id, "kind": "restart_service",
-                                                          "service": service})
+                    directive = {"id": directive_id, "kind": "restart_service", "service": service}
+                    if replicaof is not None:
+                        directive["replicaof"] = replicaof
+                    self.ctl.directives.send(cluster, n, directive)
                     return ActionResult(True, "directive sent to the agent"), directive_id
                 case Failover(via_node=n):
                     reply = self.ops_for(cluster).failover(self._sentinel(snapshot, n), view.master_name)

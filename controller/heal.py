@@ -71,6 +71,7 @@ class RestartService:
     node: str
     service: Literal["redis", "sentinel"]
     reason: str
+    replicaof: str | None = None  # redis on a non-master: come back as a replica of the current master
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,7 +463,7 @@ def _node_ladder(
             if health.last_restart_at is None or now - health.last_restart_at >= policy.restart_wait_s:
                 out.append(RestartService(node.name, "redis", f"redis-server unreachable on {node.name}: "
                                           f"{report.redis.error or 'down'} (restart {health.restarts + 1} of "
-                                          f"{policy.restart_attempts})"))
+                                          f"{policy.restart_attempts}, as a replica of {master})", master))
         elif health.last_restart_at is not None and now - health.last_restart_at < policy.restart_wait_s:
             pass  # give the last restart its time
         elif droplet is not None and health.power_cycled_at is None:

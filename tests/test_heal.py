@@ -60,7 +60,7 @@ def test_a_healthy_cluster_needs_nothing() -> None:
 
 def test_a_dead_replica_redis_is_restarted_by_its_agent() -> None:
     p = plan(kill_redis(healthy(), "redis-2"))
-    assert p.actions == (RestartService("redis-2", "redis", p.actions[0].reason),)  # type: ignore[union-attr]
+    assert p.actions == (RestartService("redis-2", "redis", p.actions[0].reason, "127.0.0.3:6379"),)
     assert "restart 1 of 2" in p.actions[0].reason
 
 
