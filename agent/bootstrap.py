@@ -14,8 +14,9 @@ Layer: application. Steps, each logged:
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import redis
@@ -64,18 +65,32 @@ def ask_sentinels(
     return answers
 
 
-def enroll(config: AgentConfig, token: str) -> tuple[str, str]:
-    """Trade a one-time enrollment token for (redis password, cluster secret) at the controller."""
+def enroll(config: AgentConfig, token: str, timeout_s: float = 300.0,
+           sleep: Callable[[float], None] = time.sleep) -> tuple[str, str]:
+    """Trade a one-time enrollment token for (redis password, cluster secret) at the controller.
+
+    The controller may be restarting while this droplet boots: unreachable and 5xx answers are retried
+    with backoff for `timeout_s`; a refusal (403, 404, 422) is final."""
     url = config.controller_url.rstrip("/") + "/v1/enroll"
-    try:
-        resp = requests.post(url, json={"cluster": config.cluster, "node": config.node, "token": token},
-                             timeout=config.push_timeout_s)
-    except requests.RequestException as e:
-        raise BootstrapError(f"enrollment failed: controller unreachable ({type(e).__name__})") from None
-    if resp.status_code != 200:
-        raise BootstrapError(f"enrollment refused: HTTP {resp.status_code} {resp.text[:200]}")
-    body = resp.json()
-    return str(body["redis_password"]), str(body["cluster_secret"])
+    deadline = time.monotonic() + timeout_s
+    delay = 0.5
+    while True:
+        try:
+            resp = requests.post(url, json={"cluster": config.cluster, "node": config.node, "token": token},
+                                 timeout=config.push_timeout_s)
+            if resp.status_code == 200:
+                body = resp.json()
+                return str(body["redis_password"]), str(body["cluster_secret"])
+            if resp.status_code < 500:
+                raise BootstrapError(f"enrollment refused: HTTP {resp.status_code} {resp.text[:200]}")
+            problem = f"HTTP {resp.status_code}"
+        except requests.RequestException as e:
+            problem = f"controller unreachable ({type(e).__name__})"
+        if time.monotonic() + delay > deadline:
+            raise BootstrapError(f"enrollment failed for {timeout_s:.0f} s: {problem}")
+        log.warning("bootstrap.enroll_retrying", problem=problem, retry_in_s=delay)
+        sleep(delay)
+        delay = min(delay * 2, 10.0)
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -128,6 +128,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             fast_failover=not args.no_fast_failover,
             sentinel_reset_interval_s=args.sentinel_reset_interval_s,
+            daily_budget=args.daily_budget,
             slack_webhook=args.slack_webhook,
             pagerduty_url=args.pagerduty_url,
             pagerduty_routing_key=args.pagerduty_routing_key,
@@ -155,6 +156,33 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         print(sb.fault(root, args.node, args.service, args.action))
         return 0
     raise AssertionError(args.sandbox_command)  # pragma: no cover
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    from controller.drill import main as drill_main
+
+    return drill_main(args)
+
+
+def _add_drill_parser(sub: Any) -> None:
+    dr = sub.add_parser("drill", help="a failover drill with a writer running through it, and its timeline")
+    dr.add_argument("cluster")
+    dr.add_argument("--fault", required=True, choices=("kill-master", "stop-master", "destroy-replica",
+                                                       "destroy-master"))
+    dr.add_argument("--sandbox", metavar="DIR", help="drill on the sandbox in DIR")
+    dr.add_argument("--runs", type=int, default=1, help="repeat, each from a healthy cluster; prints a summary")
+    dr.add_argument("--between", type=float, default=0.0, metavar="S", help="at least S seconds between two faults")
+    dr.add_argument("--timeout", type=float, default=300.0, metavar="S", help="per run, from the fault")
+    dr.add_argument("--json", action="store_true", help="machine-readable output")
+    dr.add_argument("--controller", help="controller URL (default: the sandbox's)")
+    dr.add_argument("--i-know-this-is-production", action="store_true", help="allow a drill on a real cluster")
+    dr.add_argument("--sentinel", action="append", metavar="HOST:PORT", help="real cluster: a Sentinel (repeat)")
+    dr.add_argument("--master-name", default="mymaster", help="real cluster: the Sentinel master name")
+    dr.add_argument("--redis-password-file", help="real cluster: file with the Redis password")
+    dr.add_argument("--do-token-file", help="real cluster: file with a DigitalOcean API token")
+    dr.add_argument("--do-api-url", help="real cluster: https://api.digitalocean.com")
+    dr.add_argument("--do-ca-file", help="real cluster: a private CA for --do-api-url")
+    dr.set_defaults(func=cmd_drill)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-heal", action="store_true", help="the controller watches and alerts but never acts")
     up.add_argument("--dry-run", action="store_true", help="the controller plans and logs actions, takes none")
     up.add_argument("--no-fast-failover", action="store_true", help="leave a dead master to Sentinel's timer")
+    up.add_argument("--daily-budget", type=int, default=30, help="healing actions per day before alert-only")
     up.add_argument("--sentinel-reset-interval-s", type=float, default=5.0,
                     help="between two SENTINEL RESETs (production: >= 30)")
     up.add_argument("--slack-webhook", metavar="URL", help="Slack incoming webhook for the controller's alerts")
@@ -232,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("service", choices=("redis", "sentinel", "agent"))
     ft.add_argument("action", choices=("kill", "freeze", "thaw", "start"))
     sb.set_defaults(func=cmd_sandbox)
+    _add_drill_parser(sub)
     return parser
 
 

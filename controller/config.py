@@ -42,7 +42,7 @@ class ClusterConfig:
     agent_deb_url: str | None = None  # where a fresh droplet fetches the agent package (None: in the image)
     metadata_url: str | None = "http://169.254.169.254/metadata/v1"
     services: str = "systemd"  # "sandbox" in the sandbox
-    user_data_template: str | None = None  # default: controller/templates/user-data.tmpl
+    user_data_template: str | None = None  # default: controller/templates/user-data-<droplet|sandbox>.tmpl
 
     def __post_init__(self) -> None:
         if self.expected_nodes < 1:

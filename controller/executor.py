@@ -40,7 +40,7 @@ from controller.heal import (
 )
 from controller.heal_store import HealStore
 from controller.redis_ops import OpsError, RedisOps
-from controller.userdata import DEFAULT_TEMPLATE, NodeBoot, render_user_data
+from controller.userdata import DEFAULT_TEMPLATES, NodeBoot, render_user_data
 
 log = structlog.get_logger("redwarden.controller")
 
@@ -209,7 +209,7 @@ class Executor:
                         failover_timeout_ms=failover_timeout_ms or cfg.failover_timeout_ms,
                         report_interval_s=cfg.report_interval_s, services=prov.services,
                         agent_deb_url=prov.agent_deb_url, metadata_url=prov.metadata_url)
-        template = Path(prov.user_data_template or DEFAULT_TEMPLATE).read_text()
+        template = Path(prov.user_data_template or DEFAULT_TEMPLATES[prov.services]).read_text()
         token = self.enrollments.issue(cluster, name, self.clock())
         spec = DropletSpec(name=name, region=prov.region, size=prov.size, image=prov.image, vpc_uuid=prov.vpc_uuid,
                            ssh_keys=prov.ssh_keys, tags=(prov.tag,), user_data=render_user_data(template, boot, token),

@@ -523,8 +523,11 @@ def _advance_reprovision(
 ) -> tuple[list[Action], list[Held]]:
     view = snapshot.view
     if now - job.started_at > policy.reprovision_boot_timeout_s and job.step in ("create", "boot"):
-        return [FinishReprovision(job.job_id, False, f"the replacement did not join within "
-                                  f"{policy.reprovision_boot_timeout_s:.0f} s")], []
+        why = f"the replacement {job.new_name} did not join within {policy.reprovision_boot_timeout_s:.0f} s"
+        cleanup: list[Action] = []
+        if job.new_droplet_id is not None and any(d.id == job.new_droplet_id for d in snapshot.droplets or ()):
+            cleanup.append(DestroyDroplet(job.new_name, job.new_droplet_id, f"{why}: no orphan droplets"))
+        return [*cleanup, FinishReprovision(job.job_id, False, why)], []
     if job.step == "create":
         if undecided:
             return [], [Held(f"create {job.new_name}", "master undecided: the replacement waits")]

@@ -1,10 +1,12 @@
 """Renders the user_data a new Redis droplet boots with (cloud-config), from a template users can read
-and override (`user_data_template` in a cluster's settings; default `controller/templates/user-data.tmpl`).
+and override (`user_data_template` in a cluster's settings). Defaults: `templates/user-data-droplet.tmpl`
+for real droplets (installs the agent package, keeps the stock Redis units from starting, runs the
+bootstrap), `templates/user-data-sandbox.tmpl` for the sandbox's (no apt, no systemd: JSON after
+`#cloud-config`, which is YAML too).
 
-Layer: pure (the template text is read by the caller). The document is JSON after `#cloud-config`
-(JSON is YAML, so real cloud-init reads it too). It writes the agent's settings and a one-time
-enrollment token, installs the agent package when the image does not have it, and runs
-`redwarden-agent bootstrap`. It carries no password and no cluster secret (see controller/enroll.py).
+Layer: pure (the template text is read by the caller). Placeholders: `${agent_toml}`, `${enroll_token}`,
+`${install_agent}`, each rendered as a JSON string. The result carries no password and no cluster
+secret, only a one-time enrollment token (see controller/enroll.py).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_TEMPLATE = Path(__file__).parent / "templates" / "user-data.tmpl"
+TEMPLATES = Path(__file__).parent / "templates"
+DEFAULT_TEMPLATES = {"systemd": TEMPLATES / "user-data-droplet.tmpl", "sandbox": TEMPLATES / "user-data-sandbox.tmpl"}
 MAX_USER_DATA_BYTES = 64 * 1024
 
 

@@ -59,6 +59,7 @@ class SandboxOptions:
     heal: bool = True
     dry_run: bool = False
     fast_failover: bool = True
+    daily_budget: int = 30
     # alert destinations, handed to the sandbox's controller (written as secret files, never logged)
     slack_webhook: str | None = None
     pagerduty_url: str | None = None
@@ -171,6 +172,7 @@ def controller_toml(root: Path, address: str, do_api_url: str, opts: SandboxOpti
         f"dry_run = {'true' if opts.dry_run else 'false'}",
         f"fast_failover = {'true' if opts.fast_failover else 'false'}",
         f"sentinel_reset_interval_s = {opts.sentinel_reset_interval_s}",
+        f"daily_budget = {opts.daily_budget}",
         f"restart_wait_s = {max(2.0, 4 * opts.report_interval_s)}",
         f"power_cycle_wait_s = {max(10.0, opts.down_after_ms / 1000 * 3)}",
         "reprovision_boot_timeout_s = 180",
