@@ -129,6 +129,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             fast_failover=not args.no_fast_failover,
             sentinel_reset_interval_s=args.sentinel_reset_interval_s,
             daily_budget=args.daily_budget,
+            reserved_ip=args.reserved_ip,
             slack_webhook=args.slack_webhook,
             pagerduty_url=args.pagerduty_url,
             pagerduty_routing_key=args.pagerduty_routing_key,
@@ -244,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--dry-run", action="store_true", help="the controller plans and logs actions, takes none")
     up.add_argument("--no-fast-failover", action="store_true", help="leave a dead master to Sentinel's timer")
     up.add_argument("--daily-budget", type=int, default=30, help="healing actions per day before alert-only")
+    up.add_argument("--reserved-ip", action="store_true",
+                    help="create a reserved IP the controller keeps on the master's droplet")
     up.add_argument("--sentinel-reset-interval-s", type=float, default=5.0,
                     help="between two SENTINEL RESETs (production: >= 30)")
     up.add_argument("--slack-webhook", metavar="URL", help="Slack incoming webhook for the controller's alerts")

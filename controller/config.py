@@ -39,6 +39,7 @@ class ClusterConfig:
     vpc_uuid: str | None = None
     ssh_keys: tuple[str, ...] = ()
     tag: str | None = None  # the cluster's droplet tag; default "redwarden-<name>"
+    reserved_ip: str | None = None  # moved to the master's droplet after a failover (clients without Sentinel)
     agent_deb_url: str | None = None  # where a fresh droplet fetches the agent package (None: in the image)
     metadata_url: str | None = "http://169.254.169.254/metadata/v1"
     services: str = "systemd"  # "sandbox" in the sandbox

@@ -28,6 +28,7 @@ from controller.heal import (
     ForgetNode,
     HealSnapshot,
     HealState,
+    MoveReservedIp,
     Plan,
     PowerCycle,
     Replicaof,
@@ -156,6 +157,10 @@ class Executor:
                     return ActionResult(True, f"{n} forgotten"), None
                 case FinishReprovision(ok=ok, reason=reason):
                     return ActionResult(ok, reason), None
+                case MoveReservedIp(ip=ip, droplet_id=d):
+                    result = self._cloud().assign_reserved_ip(ip, d)
+                    return ActionResult(result.ok or not result.done, f"assign_ip action {result.id} "
+                                        f"{result.status}"), None
         except (OpsError, ProviderError) as e:
             return ActionResult(False, str(e)), None
         raise AssertionError(action)  # pragma: no cover

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from controller.findings import Code, Finding
@@ -129,6 +129,14 @@ class ForgetNode:
 
 
 @dataclass(frozen=True, slots=True)
+class MoveReservedIp:
+    ip: str
+    droplet_id: int
+    node: str  # the master it follows
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class FinishReprovision:
     job_id: str
     ok: bool
@@ -137,7 +145,7 @@ class FinishReprovision:
 
 Action = (
     RestartService | Replicaof | ResetSentinel | Failover | PowerCycle | StartReprovision | CreateReplacement
-    | DestroyDroplet | ForgetNode | FinishReprovision
+    | DestroyDroplet | ForgetNode | FinishReprovision | MoveReservedIp
 )
 # bookkeeping steps of a running reprovision: not counted against cooldowns and budget
 FREE_ACTIONS = (ForgetNode, FinishReprovision, CreateReplacement, DestroyDroplet)
@@ -166,6 +174,8 @@ def describe(action: Action) -> str:
             return f"forget {n}"
         case FinishReprovision(job_id=j, ok=ok):
             return f"finish reprovision {j} ({'done' if ok else 'failed'})"
+        case MoveReservedIp(ip=ip, node=n, droplet_id=d):
+            return f"move reserved IP {ip} to {n} (droplet {d})"
     raise AssertionError(action)  # pragma: no cover
 
 
@@ -262,7 +272,7 @@ class HealSnapshot:
     findings: tuple[Finding, ...]
     state: HealState
     droplets: tuple[Droplet, ...] | None  # None: no cloud adapter configured
-    sentinel_reachable_majority: bool = field(default=True)
+    reserved_ip: tuple[str, int | None] | None = None  # (ip, the droplet it is assigned to), when configured
 
 
 # -- the planner ----------------------------------------------------------------------------------
@@ -370,6 +380,15 @@ def plan_heal(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> Plan:
             held.append(Held(f"any action on {node.name}", "node paused for maintenance"))
             continue
         wanted += _node_ladder(snapshot, node, policy, now, master, held)
+
+    # the reserved IP follows the master, for clients that cannot speak Sentinel
+    if snapshot.reserved_ip is not None and master_node is not None and view.redis_up(master_node):
+        ip, assigned = snapshot.reserved_ip
+        droplet = _droplet_of(snapshot, master_node)
+        if droplet is not None and assigned != droplet.id:
+            wanted.append(MoveReservedIp(ip, droplet.id, master_node.name,
+                                         f"the master is {master_node.name}; {ip} points at "
+                                         f"{'droplet ' + str(assigned) if assigned else 'no droplet'}"))
 
     reset = _sentinel_reset(snapshot, policy, now)
     if isinstance(reset, ResetSentinel):

@@ -33,6 +33,7 @@ class Healer:
         cloud: Cloud | None,
         cluster_tags: dict[str, str],
         clock: Callable[[], float],
+        reserved_ips: dict[str, str] | None = None,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -43,6 +44,8 @@ class Healer:
         self._lock = threading.RLock()
         self._states: dict[str, HealState] = {c: store.load(c) for c in cluster_tags}
         self._droplets: dict[str, tuple[Droplet, ...]] = {}
+        self.reserved_ips = reserved_ips or {}
+        self._reserved: dict[str, tuple[str, int | None]] = {}
         self.latest: dict[str, Plan] = {}
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -55,7 +58,7 @@ class Healer:
             if self.cloud is not None and droplets is None:
                 return "no action: the droplet list is not known yet"
             state = self._states.get(cluster) or HealState(cluster=cluster)
-            snapshot = HealSnapshot(view, tuple(findings), state, droplets)
+            snapshot = HealSnapshot(view, tuple(findings), state, droplets, self._reserved.get(cluster))
             state = observe(snapshot, now)
             snapshot = dataclasses.replace(snapshot, state=state)
             plan = plan_heal(snapshot, self.policy, now)
@@ -124,8 +127,17 @@ class Healer:
                 log.warning("cloud.poll_failed", cluster=cluster, error=str(e))
                 continue
             droplets = tuple(Droplet(d.id, d.name, d.status, d.private_ip) for d in found)
+            reserved = None
+            if cluster in self.reserved_ips:
+                try:
+                    rip = self.cloud.get_reserved_ip(self.reserved_ips[cluster])
+                    reserved = (rip.ip, rip.droplet_id) if rip is not None else None
+                except ProviderError as e:
+                    log.warning("cloud.poll_failed", cluster=cluster, error=str(e))
             with self._lock:
                 self._droplets[cluster] = droplets
+                if reserved is not None:
+                    self._reserved[cluster] = reserved
 
     def start(self, interval_s: float) -> None:
         if self.cloud is None:

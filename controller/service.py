@@ -61,7 +61,8 @@ def build_healer(config: ControllerConfig, ctl: Controller) -> Healer:
                             user_data_template=c.user_data_template)
 
     executor = Executor(ctl, heal_store, ops_for, cloud, enrollments, provisioning, ctl.clock)
-    healer = Healer(config.heal, heal_store, executor, cloud, tags, ctl.clock)
+    reserved = {name: c.reserved_ip for name, c in config.clusters.items() if c.reserved_ip}
+    healer = Healer(config.heal, heal_store, executor, cloud, tags, ctl.clock, reserved_ips=reserved)
     ctl.healer = healer
     return healer
 

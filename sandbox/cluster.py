@@ -60,6 +60,7 @@ class SandboxOptions:
     dry_run: bool = False
     fast_failover: bool = True
     daily_budget: int = 30
+    reserved_ip: bool = False  # create a reserved IP that the controller keeps on the master's droplet
     # alert destinations, handed to the sandbox's controller (written as secret files, never logged)
     slack_webhook: str | None = None
     pagerduty_url: str | None = None
@@ -141,7 +142,8 @@ def notify_toml(root: Path, opts: SandboxOptions) -> list[str]:
     return lines
 
 
-def controller_toml(root: Path, address: str, do_api_url: str, opts: SandboxOptions) -> str:
+def controller_toml(root: Path, address: str, do_api_url: str, opts: SandboxOptions,
+                    reserved_ip: str | None = None) -> str:
     s = root / "secrets"
     return "\n".join([
         f'listen_host = "{address}"',
@@ -166,6 +168,7 @@ def controller_toml(root: Path, address: str, do_api_url: str, opts: SandboxOpti
         'image = "debian-12-x64"',
         'services = "sandbox"',
         'metadata_url = ""',
+        f'reserved_ip = "{reserved_ip}"' if reserved_ip else "",
         "",
         "[heal]",
         f"enabled = {'true' if opts.heal else 'false'}",
@@ -192,6 +195,17 @@ def _wait_http(url: str, timeout_s: float, what: str, ca: Path | None = None) ->
             pass
         time.sleep(0.1)
     raise SandboxError(f"{what} did not answer on {url} within {timeout_s:.0f} s")
+
+
+def _create_reserved_ip(do_api_url: str, token: str, root: Path) -> str:
+    session = requests.Session()
+    session.trust_env = False  # REQUESTS_CA_BUNDLE would override `verify`
+    resp = session.post(f"{do_api_url}/v2/reserved_ips", json={"region": "nyc3"}, timeout=10,
+                        headers={"Authorization": f"Bearer {token}"}, verify=str(root / "doapi" / "tls" / "ca.pem"))
+    if resp.status_code not in (200, 201, 202):
+        raise SandboxError(f"creating a reserved IP failed: HTTP {resp.status_code} {resp.text[:200]}")
+    ip: str = resp.json()["reserved_ip"]["ip"]
+    return ip
 
 
 # -- droplets ------------------------------------------------------------------------------------------
@@ -260,9 +274,14 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
         runner.start(doapi_spec(root, address))
         _wait_http(f"{do_api_url}/v2/regions", 30, "the local DigitalOcean API", ca=root / "doapi" / "tls" / "ca.pem")
         progress(f"local DigitalOcean API on {do_api_url}")
+        reserved_ip = _create_reserved_ip(do_api_url, do_token, root) if opts.reserved_ip else None
+        if reserved_ip:
+            state["reserved_ip"] = reserved_ip
+            _save_state(root, state)
+            progress(f"reserved IP {reserved_ip}")
         c = root / "controller"
         c.mkdir(parents=True, exist_ok=True)
-        (c / "controller.toml").write_text(controller_toml(root, address, do_api_url, opts))
+        (c / "controller.toml").write_text(controller_toml(root, address, do_api_url, opts, reserved_ip))
         runner.start(controller_spec(root))
         _wait_http(f"{controller_url}/healthz", 30, "the controller")
         progress(f"controller on {controller_url}")
@@ -330,6 +349,7 @@ def status(root: Path) -> dict[str, Any]:
         "do_api_url": state.get("do_api_url"),
         "do_token": token_file.read_text().strip() if token_file.exists() else None,
         "do_ca_cert": state.get("do_ca_cert"),
+        "reserved_ip": state.get("reserved_ip"),
         "droplets": rows,
     }
 

@@ -260,3 +260,13 @@ def test_plans_are_deterministic(fs: list[tuple[str, str]]) -> None:
 @pytest.mark.parametrize("policy", [HealPolicy(enabled=False), HealPolicy(daily_budget=0)])
 def test_disabled_or_zero_budget_acts_on_nothing(policy: HealPolicy) -> None:
     assert plan(kill_redis(healthy(), "redis-2"), policy=policy).actions == ()
+
+
+def test_the_reserved_ip_follows_the_master() -> None:
+    from controller.heal import MoveReservedIp
+
+    s = dataclasses.replace(snap(healthy()), reserved_ip=("127.0.0.50", 102))
+    p = plan_heal(s, POLICY, s.view.now)
+    assert [(type(a), a.droplet_id) for a in p.actions] == [(MoveReservedIp, 101)]  # type: ignore[union-attr]
+    s = dataclasses.replace(snap(healthy()), reserved_ip=("127.0.0.50", 101))
+    assert plan_heal(s, POLICY, s.view.now).actions == ()

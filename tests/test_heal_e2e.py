@@ -33,7 +33,7 @@ FAST = ("--report-interval-s", "0.5", "--down-after-ms", "2000", "--failover-tim
 @pytest.fixture(scope="module")
 def healing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     root = tmp_path_factory.mktemp("healing")
-    sb = start_sandbox(root, *FAST)
+    sb = start_sandbox(root, *FAST, "--reserved-ip")
     try:
         yield sb
     finally:
@@ -104,6 +104,34 @@ def tables_exact(sb: Sandbox) -> bool:
 def actions(sb: Sandbox, kind: str | None = None) -> list[dict[str, Any]]:
     got: list[dict[str, Any]] = requests.get(f"{sb.controller_url}/v1/actions?limit=500", timeout=5).json()["actions"]
     return [a for a in got if kind is None or a["kind"] == kind]
+
+
+def reserved_ip_droplet(sb: Sandbox) -> int | None:
+    rip = cloud(sb).get_reserved_ip(sb.status()["reserved_ip"])
+    return rip.droplet_id if rip else None
+
+
+def master_droplet(sb: Sandbox) -> int | None:
+    c = sb.cluster()
+    name = next((n["name"] for n in c["nodes"] if n["address"] == c["master"]), None)
+    return next((d["id"] for d in sb.status()["droplets"] if d["name"] == name), None)
+
+
+def test_the_reserved_ip_follows_the_master_through_a_fast_failover(healing: Sandbox) -> None:
+    wait_until(lambda: fully_healthy(healing), 90, "a fully healthy cluster")
+    first = wait_until(lambda: d if (d := reserved_ip_droplet(healing)) == master_droplet(healing) else None, 30,
+                       "the reserved IP on the master's droplet")
+    old = healing.cluster()
+    old_master = next(n for n in old["nodes"] if n["address"] == old["master"])
+    healing.fault(old_master["name"], "redis", "kill")
+    wait_until(lambda: healing.cluster()["master"] not in (None, old["master"]), 30, "a new master")
+    moved = wait_until(lambda: d if (d := reserved_ip_droplet(healing)) not in (None, first)
+                       and d == master_droplet(healing) else None, 30, "the reserved IP on the new master's droplet")
+    assert moved != first
+    failover = [a for a in actions(healing, "Failover") if a["status"] == "succeeded"]
+    assert failover, "fast failover asked Sentinel at once"
+    wait_until(lambda: healing.node(old_master["name"])["role"] == "replica", 60, "the old master back as a replica")
+    wait_until(lambda: fully_healthy(healing), 90, "healthy again")
 
 
 def test_destroyed_master_droplet_fails_over_then_is_replaced(healing: Sandbox) -> None:

@@ -1,0 +1,53 @@
+"""Enrollment tokens and the user_data a new droplet boots with: no secret in it, one use, expiry."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from controller.enroll import Enrollments
+from controller.userdata import DEFAULT_TEMPLATES, MAX_USER_DATA_BYTES, NodeBoot, render_user_data
+
+BOOT = NodeBoot(cluster="shop", node="redis-4", controller_url="http://10.0.0.2:8787", master_name="mymaster",
+                sentinels=("10.0.0.5:26379", "10.0.0.6:26379"), quorum=2, down_after_ms=5000,
+                failover_timeout_ms=60000, report_interval_s=1.0, services="systemd",
+                agent_deb_url="https://example.invalid/redwarden-agent.deb", metadata_url="http://metadata.invalid/v1")
+
+
+def test_tokens_are_single_use_bound_and_expiring(tmp_path: Path) -> None:
+    e = Enrollments(tmp_path / "state.db")
+    token = e.issue("shop", "redis-4", now=100.0, ttl_s=60)
+    assert e.redeem("shop", "redis-5", token, now=110) == "token issued for another node"
+    assert e.redeem("shop", "redis-4", "guess", now=110) == "unknown token"
+    assert e.redeem("shop", "redis-4", token, now=110) is None
+    assert e.redeem("shop", "redis-4", token, now=111) == "token already used"
+    late = e.issue("shop", "redis-6", now=100.0, ttl_s=60)
+    assert e.redeem("shop", "redis-6", late, now=161) == "token expired"
+    e.close()
+
+
+@pytest.mark.parametrize("services", ["systemd", "sandbox"])
+def test_user_data_carries_settings_and_token_but_no_secret(services: str) -> None:
+    boot = dataclasses.replace(BOOT, services=services)
+    text = render_user_data(DEFAULT_TEMPLATES[services].read_text(), boot, "ONE-TIME-TOKEN")
+    assert text.startswith("#cloud-config")
+    assert len(text.encode()) < MAX_USER_DATA_BYTES
+    assert "ONE-TIME-TOKEN" in text
+    # the secrets are only ever files the bootstrap fills after enrolling, never values here
+    assert "redis_password =" not in text and "cluster_secret =" not in text and "requirepass" not in text
+    assert 'sentinels = [\\"10.0.0.5:26379\\", \\"10.0.0.6:26379\\"]' in text or \
+        'sentinels = ["10.0.0.5:26379", "10.0.0.6:26379"]' in text
+    assert "redwarden-agent bootstrap --config" in text
+    if services == "sandbox":
+        doc = json.loads(text.split("\n", 1)[1])
+        paths = [f["path"] for f in doc["write_files"]]
+        assert paths == ["/etc/redwarden/agent.toml", "/etc/redwarden/enroll.token"]
+
+
+def test_oversized_user_data_is_refused() -> None:
+    with pytest.raises(ValueError, match="limit is 65536"):
+        render_user_data("#cloud-config\n" + "x" * MAX_USER_DATA_BYTES + "${agent_toml}${enroll_token}${install_agent}",
+                         BOOT, "t")
