@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
+import redis
 import requests
 
 from agent.signing import HEADER_CLUSTER, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
@@ -148,3 +150,62 @@ def test_a_second_sandbox_does_not_collide_and_down_leaves_nothing(sandbox: Sand
     assert all(v is None for d in st["droplets"] for v in d["pids"].values())
     # the first sandbox is untouched
     assert sandbox.cluster()["sentinels"]["reachable"] == 3
+
+
+# -- the local DigitalOcean underneath (issue 4); these run last: they change the cluster ----------------
+
+def _cloud(sandbox: Sandbox) -> Any:
+    from controller.do_adapter import PydoCloud
+
+    st = sandbox.status()
+    return PydoCloud(st["do_token"], api_url=st["do_api_url"], ca_path=st["do_ca_cert"])
+
+
+def test_droplets_are_real_and_tagged_through_pydo(sandbox: Sandbox) -> None:
+    droplets = _cloud(sandbox).list_droplets("redwarden-sandbox")
+    st = sandbox.status()
+    assert sorted(d.name for d in droplets) == sorted(d["name"] for d in st["droplets"])
+    for d in droplets:
+        assert d.status == "active" and d.private_ip and d.private_ip.startswith("127.0.0.")
+    # each agent reports its droplet id, learned at boot
+    ids = {n["name"]: n["droplet_id"] for n in sandbox.cluster()["nodes"]}
+    assert ids == {d.name: d.id for d in droplets}
+
+
+def test_power_cycled_replica_rejoins_with_its_data(sandbox: Sandbox) -> None:
+    st = sandbox.status()
+    cluster = sandbox.cluster()
+    master = cluster["master"]
+    replica = next(n for n in cluster["nodes"] if n["role"] == "replica")
+    client = redis.Redis(host=master.split(":")[0], password=st["redis_password"], socket_timeout=2)
+    client.set("before-power-cycle", "kept")
+    client.execute_command("WAIT", 2, 2000)
+    client.close()
+    droplet = next(d for d in st["droplets"] if d["name"] == replica["name"])
+    old_pid = droplet["pids"]["redis"]
+    action = _cloud(sandbox).power_cycle(droplet["id"])
+    assert _cloud(sandbox).wait_action(action.id, 60).ok
+    back = wait_until(lambda: n if (n := sandbox.node(replica["name"]))["redis_up"] and n["link"] == "up" else None,
+                      60, "the power-cycled replica linked again")
+    assert back["role"] == "replica"
+    new_pid = next(d for d in sandbox.status()["droplets"] if d["name"] == replica["name"])["pids"]["redis"]
+    assert new_pid not in (None, old_pid)
+    r = redis.Redis(host=droplet["address"], password=st["redis_password"], socket_timeout=2)
+    assert r.get("before-power-cycle") == b"kept"
+    r.close()
+
+
+def test_destroyed_replica_leaves_stale_sentinel_entries(sandbox: Sandbox) -> None:
+    cluster = sandbox.cluster()
+    replica = next(n for n in cluster["nodes"] if n["role"] == "replica")
+    droplet_id = next(d["id"] for d in sandbox.status()["droplets"] if d["name"] == replica["name"])
+    assert _cloud(sandbox).destroy_droplet(droplet_id)
+    assert _cloud(sandbox).get_droplet(droplet_id) is None
+    # this sandbox does not heal: the Sentinels keep the dead replica, which is for the healer to fix
+    found = wait_until(lambda: [f for f in sandbox.cluster()["findings"]
+                                if f["code"] in ("SENTINEL_STALE_ENTRIES", "AGENT_SILENT")], 30,
+                       "the destroyed node reported silent and stale in the Sentinels")
+    assert any(f["code"] == "AGENT_SILENT" for f in found)
+    for n in sandbox.cluster()["nodes"]:
+        if n["name"] != replica["name"]:
+            assert n["sentinel_known_replicas"] == 2  # the dead replica is still listed
