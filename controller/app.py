@@ -215,32 +215,32 @@ def create_app(ctl: Controller) -> FastAPI:
                 return _error(401, "admin token required (Authorization: Bearer ...)", loc="header.Authorization")
         return None
 
-    @app.post("/v1/clusters/{cluster}/pause")
-    def pause(request: Request, cluster: str, node: str | None = None) -> Response:
+    def _switch(request: Request, cluster: str, verb: str, node: str | None = None) -> Response:
         if (refused := _admin(request, cluster)) is not None:
             return refused
         assert ctl.healer is not None
-        ctl.healer.pause(cluster, node)
-        log.warning("heal.paused", cluster=cluster, node=node)
+        if verb == "pause":
+            ctl.healer.pause(cluster, node)
+        elif verb == "resume":
+            ctl.healer.resume(cluster, node)
+        else:
+            ctl.healer.ack(cluster)
+        log.warning("heal.switched", verb=verb, cluster=cluster, node=node)
         return JSONResponse(ctl.healer.status(cluster))
+
+    @app.post("/v1/clusters/{cluster}/pause")
+    def pause(request: Request, cluster: str, node: str | None = None) -> Response:
+        """Maintenance: alert, but act on nothing in the cluster (or only not on `node`)."""
+        return _switch(request, cluster, "pause", node)
 
     @app.post("/v1/clusters/{cluster}/resume")
     def resume(request: Request, cluster: str, node: str | None = None) -> Response:
-        if (refused := _admin(request, cluster)) is not None:
-            return refused
-        assert ctl.healer is not None
-        ctl.healer.resume(cluster, node)
-        log.warning("heal.resumed", cluster=cluster, node=node)
-        return JSONResponse(ctl.healer.status(cluster))
+        return _switch(request, cluster, "resume", node)
 
     @app.post("/v1/clusters/{cluster}/ack")
     def ack(request: Request, cluster: str) -> Response:
-        if (refused := _admin(request, cluster)) is not None:
-            return refused
-        assert ctl.healer is not None
-        ctl.healer.ack(cluster)
-        log.warning("heal.budget_acknowledged", cluster=cluster)
-        return JSONResponse(ctl.healer.status(cluster))
+        """Acknowledge an exhausted daily action budget: healing may act again today."""
+        return _switch(request, cluster, "ack")
 
     @app.post("/v1/clusters/{cluster}/nodes", responses={401: {}, 404: {}, 409: {}, 422: {}, 502: {}})
     async def create_node(request: Request, cluster: str) -> Response:
