@@ -88,6 +88,8 @@ def render_redis_conf(layout: NodeLayout, password: str, master: str | None) -> 
         f"min-replicas-max-lag {layout.min_replicas_max_lag_s}",
         "appendonly yes",
         "save 60 1000",
+        "repl-diskless-sync yes",
+        "repl-diskless-sync-delay 0",  # a replacement or returning replica syncs at once, not 5 s later
     ]
     if master is not None:
         host, port = master.rsplit(":", 1)

@@ -163,6 +163,9 @@ class Executor:
                                         f"{result.status}"), None
         except (OpsError, ProviderError) as e:
             return ActionResult(False, str(e)), None
+        except Exception as e:  # a bug or a bad setting: record it as this action's failure, never loop on it
+            log.exception("action.crashed", cluster=cluster, action=describe(action))
+            return ActionResult(False, f"{type(e).__name__}: {e}"), None
         raise AssertionError(action)  # pragma: no cover
 
     def _cloud(self) -> Cloud:

@@ -223,6 +223,11 @@ class Reprovision:
     started_at: float
     step_at: float
     new_droplet_id: int | None = None
+    failed_creates: int = 0  # creates that failed; the next waits longer (5 s, 10 s, ... 60 s)
+    last_create_at: float | None = None
+
+    def create_backoff_s(self) -> float:
+        return min(60.0, 5.0 * 2 ** max(0, self.failed_creates - 1)) if self.failed_creates else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -519,7 +524,7 @@ def _sentinel_reset(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> R
                              f"reset one at a time, {order[0]} first")
     if not seq.pending:
         return None
-    if seq.last_node is not None and not _rediscovered(view, seq.last_node):
+    if seq.last_node is not None and not _rediscovered(view, seq, policy.sentinel_settle_s):
         return Held(f"SENTINEL RESET on {seq.pending[0]}", f"waiting for {seq.last_node}'s Sentinel to rediscover "
                                                             "its peers")
     if seq.last_at is not None and now - seq.last_at < policy.sentinel_reset_interval_s:
@@ -528,9 +533,15 @@ def _sentinel_reset(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> R
     return ResetSentinel(seq.pending[0], "continuing the Sentinel reset sequence")
 
 
-def _rediscovered(view: ClusterView, node_name: str) -> bool:
-    node = view.node(node_name)
+def _rediscovered(view: ClusterView, seq: ResetSequence, settle_s: float) -> bool:
+    """The last reset Sentinel lists its live peers and replicas again, in a report received at least
+    `settle_s` after the reset (an earlier report shows the tables before the reset)."""
+    if seq.last_node is None:
+        return True
+    node = view.node(seq.last_node)
     if node is None or not view.sentinel_up(node):
+        return False
+    if seq.last_at is not None and node.received_at < seq.last_at + settle_s:
         return False
     sv = node.report.sentinel.master(view.master_name)
     live = len([n for n in view.nodes if view.is_fresh(n)])
@@ -550,6 +561,9 @@ def _advance_reprovision(
     if job.step == "create":
         if undecided:
             return [], [Held(f"create {job.new_name}", "master undecided: the replacement waits")]
+        if job.last_create_at is not None and now - job.last_create_at < job.create_backoff_s():
+            return [], [Held(f"create {job.new_name}", f"{job.failed_creates} create(s) failed: retrying "
+                             f"{job.create_backoff_s():.0f} s after the last")]
         return [CreateReplacement(job.job_id, job.new_name, f"replacing {job.old_node}")], []
     if job.step == "boot":
         new = view.node(job.new_name)
@@ -579,7 +593,7 @@ def start_reprovision(snapshot: HealSnapshot, action: StartReprovision, now: flo
                        old_droplet_id=action.droplet_id, new_name=name, step="create", started_at=now, step_at=now)
 
 
-def observe(snapshot: HealSnapshot, now: float) -> HealState:
+def observe(snapshot: HealSnapshot, now: float, policy: HealPolicy = HealPolicy()) -> HealState:
     """Fold what the view shows into the state before planning: healed nodes forget their ladder, wrong
     masters start their clock, a booted replacement moves its reprovision on, a finished reset sequence ends."""
     view, state = snapshot.view, snapshot.state
@@ -604,11 +618,12 @@ def observe(snapshot: HealSnapshot, now: float) -> HealState:
     if job is not None and job.step == "boot":
         new_node = view.node(job.new_name)
         if new_node is not None and _in_sync_replica(view, new_node, master):
-            order = tuple(n.name for n, _ in view.sentinel_views() if n.name != job.old_node)
+            # the replacement's own Sentinel never knew the lost node: it needs no reset
+            order = tuple(n.name for n, _ in view.sentinel_views() if n.name not in (job.old_node, job.new_name))
             state = dataclasses.replace(state, reprovision=dataclasses.replace(job, step="reset", step_at=now),
                                         reset=ResetSequence(pending=order))
     seq = state.reset
-    if seq is not None and not seq.pending and (seq.last_node is None or _rediscovered(view, seq.last_node)):
+    if seq is not None and not seq.pending and _rediscovered(view, seq, policy.sentinel_settle_s):
         state = dataclasses.replace(state, reset=None)
         job = state.reprovision
         if job is not None and job.step == "reset":
@@ -658,6 +673,9 @@ def apply_result(snapshot: HealSnapshot, state: HealState, action: Action, resul
             if result.ok and job is not None and result.droplet_id is not None:
                 state = dataclasses.replace(state, reprovision=dataclasses.replace(
                     job, step="boot", step_at=now, new_droplet_id=result.droplet_id))
+            elif job is not None:
+                state = dataclasses.replace(state, reprovision=dataclasses.replace(
+                    job, failed_creates=job.failed_creates + 1, last_create_at=now))
         case ForgetNode(node=n):
             state = dataclasses.replace(state, nodes=tuple((k, v) for k, v in state.nodes if k != n))
         case FinishReprovision():

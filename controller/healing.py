@@ -59,7 +59,7 @@ class Healer:
                 return "no action: the droplet list is not known yet"
             state = self._states.get(cluster) or HealState(cluster=cluster)
             snapshot = HealSnapshot(view, tuple(findings), state, droplets, self._reserved.get(cluster))
-            state = observe(snapshot, now)
+            state = observe(snapshot, now, self.policy)
             snapshot = dataclasses.replace(snapshot, state=state)
             plan = plan_heal(snapshot, self.policy, now)
             if plan.actions:

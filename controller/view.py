@@ -129,7 +129,9 @@ class ClusterView:
 
     @property
     def expected_sentinels(self) -> int:
-        return max(self.expected_nodes, len(self.nodes))
+        """One Sentinel per node: the cluster's size, or more while more nodes report (a replacement
+        joining before the node it replaces is forgotten counts; a silent one does not add)."""
+        return max(self.expected_nodes, len(self.fresh_nodes()))
 
 
 def node_status(view: ClusterView, node: NodeState) -> dict[str, Any]:

@@ -270,3 +270,15 @@ def test_the_reserved_ip_follows_the_master() -> None:
     assert [(type(a), a.droplet_id) for a in p.actions] == [(MoveReservedIp, 101)]  # type: ignore[union-attr]
     s = dataclasses.replace(snap(healthy()), reserved_ip=("127.0.0.50", 101))
     assert plan_heal(s, POLICY, s.view.now).actions == ()
+
+
+def test_a_failing_create_is_retried_with_backoff_not_every_cycle() -> None:
+    view = with_age(healthy(), "redis-3", 30.0)
+    s = snap(view, droplets=DROPLETS[:2])
+    state = apply_result(s, s.state, plan_heal(s, POLICY, view.now).actions[0], ActionResult(True), view.now)
+    create = plan_heal(snap(view, state, DROPLETS[:2]), POLICY, view.now).actions[0]
+    state = apply_result(s, state, create, ActionResult(False, "boom"), view.now)
+    p = plan_heal(snap(view, state, DROPLETS[:2]), POLICY, view.now + 1)
+    assert p.actions == () and any("retrying 5 s" in h.reason for h in p.held)
+    assert [type(a) for a in plan_heal(snap(view, state, DROPLETS[:2]), POLICY, view.now + 5).actions] == [
+        CreateReplacement]
