@@ -84,6 +84,10 @@ def sentinel_tables(sb: Sandbox) -> dict[str, tuple[set[str], set[str]]]:
     return out
 
 
+def gone_or_stale(sb: Sandbox, name: str) -> bool:
+    return all(n["stale"] for n in sb.cluster()["nodes"] if n["name"] == name)
+
+
 def held_because(sb: Sandbox, words: str) -> dict[str, Any] | None:
     """The cluster's heal status when its plan holds something back for a reason containing `words`."""
     heal: dict[str, Any] = sb.cluster()["heal"]
@@ -165,6 +169,7 @@ def test_create_failing_with_500_after_commit_and_429_yields_one_replacement(hea
         droplet_id = next(d["id"] for d in healing.status()["droplets"] if d["name"] == replica["name"])
         before = {d["id"] for d in healing.status()["droplets"]}
         assert cloud(healing).destroy_droplet(droplet_id)
+        wait_until(lambda: gone_or_stale(healing, replica["name"]), 15, "the destroyed replica seen silent")
         after = wait_until(lambda: fully_healthy(healing), 240, "the replica replaced")
     finally:
         s.delete(f"{base}/_sandbox/faults")
