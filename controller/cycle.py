@@ -20,8 +20,11 @@ from controller.findings import Finding
 from controller.healing import Healer
 from controller.incident_store import IncidentLog
 from controller.incidents import Incident, track
+from controller.view import ClusterView
 
 log = structlog.get_logger("redwarden.controller")
+
+ARM_GRACE_S = 120.0
 
 
 class AlertSink(Protocol):
@@ -46,6 +49,8 @@ class Watcher:
         for inc in incidents.load_active():
             self._active[inc.cluster] = (*self._active.get(inc.cluster, ()), inc)
         self._last_sentence: dict[str, str] = {}
+        self._started_at = clock()
+        self._armed: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -55,7 +60,7 @@ class Watcher:
             view = self.ctl.view(name, now)
             policy = self.ctl.policy_for(name)
             findings = check(view, policy, now)
-            tracked = track(self._active.get(name, ()), findings, policy, now)
+            tracked = track(self._active.get(name, ()), findings if self._arm(view, now) else (), policy, now)
             self.alerts.enqueue(tracked.events)  # first: a crash after this loses no alert
             self.incidents.save(tracked.changed)
             self._active[name] = tracked.incidents
@@ -69,6 +74,16 @@ class Watcher:
                 sentence += "; " + self.healer.step(view, confirmed, now)
             sentences.append(sentence)
         return "; ".join(sentences)
+
+    def _arm(self, view: ClusterView, now: float) -> bool:
+        """Incidents (and so alerts and healing) start once every expected node has reported at least once,
+        or ARM_GRACE_S after the controller started: a cluster being created does not page anyone."""
+        if view.name not in self._armed and (
+            len(view.nodes) >= view.expected_nodes or now - self._started_at >= ARM_GRACE_S
+        ):
+            self._armed.add(view.name)
+            log.info("cluster.armed", cluster=view.name, nodes=len(view.nodes))
+        return view.name in self._armed
 
     def _sentence(self, cluster: str, findings: Sequence[Finding], active: Sequence[Incident]) -> str:
         health = cluster_health(tuple(findings))
