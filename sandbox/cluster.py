@@ -283,7 +283,7 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
         c.mkdir(parents=True, exist_ok=True)
         (c / "controller.toml").write_text(controller_toml(root, address, do_api_url, opts, reserved_ip))
         runner.start(controller_spec(root))
-        _wait_http(f"{controller_url}/healthz", 30, "the controller")
+        _wait_http(f"{controller_url}/healthz", 30, f"the controller (log: {c / 'controller.log'})")
         progress(f"controller on {controller_url}")
         create_cluster(ControllerClient(controller_url), opts.cluster, opts.nodes, timeout_s=timeout_s,
                        progress=progress)
