@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import signal
 import sys
 import time
@@ -246,8 +247,9 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
         old = load_state(root)
         if old.get("up") and any_running(root):
             raise SandboxError(f"a sandbox is already running in {root} (run `redwarden sandbox down` first)")
-        for stale in ("doapi/state.json", "controller/state.db"):
-            (root / stale).unlink(missing_ok=True)
+        # a sandbox is throwaway: a new one starts from nothing (old droplet roots hold old secrets)
+        for stale in ("droplets", "destroyed", "doapi", "controller", "secrets"):
+            shutil.rmtree(root / stale, ignore_errors=True)
         release_addresses(root)
     _save_state(root, {"up": True, "starting": True})  # our claims count as held from here on
     (address,) = claim_addresses(root, 1, (CONTROLLER_PORT, DOAPI_PORT))
