@@ -60,7 +60,7 @@ class Watcher:
             view = self.ctl.view(name, now)
             policy = self.ctl.policy_for(name)
             findings = check(view, policy, now)
-            tracked = track(self._active.get(name, ()), findings if self._arm(view, now) else (), policy, now)
+            tracked = track(self._active.get(name, ()), findings if self._arm(view, findings, now) else (), policy, now)
             self.alerts.enqueue(tracked.events)  # first: a crash after this loses no alert
             self.incidents.save(tracked.changed)
             self._active[name] = tracked.incidents
@@ -75,12 +75,12 @@ class Watcher:
             sentences.append(sentence)
         return "; ".join(sentences)
 
-    def _arm(self, view: ClusterView, now: float) -> bool:
-        """Incidents (and so alerts and healing) start once every expected node has reported at least once,
-        or ARM_GRACE_S after the controller started: a cluster being created does not page anyone."""
-        if view.name not in self._armed and (
-            len(view.nodes) >= view.expected_nodes or now - self._started_at >= ARM_GRACE_S
-        ):
+    def _arm(self, view: ClusterView, findings: Sequence[Finding], now: float) -> bool:
+        """Incidents (and so alerts and healing) start once the cluster has been seen complete and without
+        findings, or ARM_GRACE_S after the controller started: a cluster being created (Sentinels still
+        discovering each other) pages nobody, and a cluster broken at start is alerted on after the grace."""
+        complete = len(view.nodes) >= view.expected_nodes and not findings
+        if view.name not in self._armed and (complete or now - self._started_at >= ARM_GRACE_S):
             self._armed.add(view.name)
             log.info("cluster.armed", cluster=view.name, nodes=len(view.nodes))
         return view.name in self._armed
