@@ -283,6 +283,8 @@ class HealSnapshot:
 # -- the planner ----------------------------------------------------------------------------------
 
 UNDECIDED = (Code.NO_MASTER, Code.SPLIT_BRAIN, Code.FAILOVER_IN_PROGRESS)
+NODE_CODES = {Code.REPLICA_DOWN, Code.SENTINEL_DOWN, Code.AGENT_SILENT, Code.REPLICA_WRONG_MASTER,
+              Code.REPLICA_LINK_DOWN, Code.MASTER_DOWN}
 
 
 def utc_day(now: float) -> str:
@@ -381,6 +383,8 @@ def plan_heal(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> Plan:
             continue
         if job is not None and node.name in (job.old_node, job.new_name):
             continue  # the reprovision owns these
+        if not _codes(findings, node.name) & NODE_CODES:
+            continue  # act on a node only for a confirmed finding about it (which has alerted someone)
         if node.name in state.paused_nodes:
             held.append(Held(f"any action on {node.name}", "node paused for maintenance"))
             continue

@@ -282,3 +282,9 @@ def test_a_failing_create_is_retried_with_backoff_not_every_cycle() -> None:
     assert p.actions == () and any("retrying 5 s" in h.reason for h in p.held)
     assert [type(a) for a in plan_heal(snap(view, state, DROPLETS[:2]), POLICY, view.now + 5).actions] == [
         CreateReplacement]
+
+
+def test_nothing_is_done_to_a_node_before_its_finding_is_confirmed() -> None:
+    view = kill_redis(healthy(), "redis-2")
+    unconfirmed = dataclasses.replace(snap(view), findings=())  # the watch cycle passes confirmed findings only
+    assert plan_heal(unconfirmed, POLICY, view.now).actions == ()
