@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
+from controller.alerts import SEVERITY_RANK
+
 EvidenceValue = str | int | float | bool | None
 Evidence = tuple[tuple[str, EvidenceValue], ...]
 SubjectKind = Literal["cluster", "node", "sentinel"]
@@ -46,7 +48,6 @@ class Code(str, Enum):
         return self.value
 
 
-_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
 class Severity(str, Enum):
@@ -58,7 +59,7 @@ class Severity(str, Enum):
 
     @property
     def rank(self) -> int:
-        return _RANK[self.value]
+        return SEVERITY_RANK[self.value]
 
     def at_least(self, other: Severity) -> bool:
         return self.rank >= other.rank

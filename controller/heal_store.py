@@ -8,7 +8,6 @@ controller killed at any step because its state is written before the step's eff
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from pathlib import Path
@@ -113,6 +112,3 @@ class HealStore:
         with self._lock:
             self._db.close()
 
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, default=str)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import string
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +76,3 @@ def render_user_data(template: str, boot: NodeBoot, enroll_token: str) -> str:
         raise ValueError(f"user_data is {size} bytes, DigitalOcean's limit is {MAX_USER_DATA_BYTES}")
     return text
 
-
-def sentinel_addresses(addresses: Sequence[str], port: int = 26379) -> tuple[str, ...]:
-    return tuple(f"{a}:{port}" for a in addresses)

@@ -91,9 +91,6 @@ class ClusterView:
         views = self.sentinel_views()
         return bool(views) and len({v.master_address for _, v in views}) == 1
 
-    def sentinels_agreeing_on(self, address: str) -> int:
-        return self.sentinel_votes().get(address, 0)
-
     def master_address(self) -> str | None:
         """The master as the Sentinels name it (a strict majority of the reachable ones); failing any
         reachable Sentinel, the one node that says it is master; otherwise None (undecided)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import shutil
@@ -69,13 +70,19 @@ def start_sandbox(root: Path, *extra: str) -> Sandbox:
     return Sandbox(root)
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    """A 3-node cluster reporting every 0.5 s, watched but not healed (faults stay until undone);
-    module-scoped so scenarios share the boot cost."""
-    root = tmp_path_factory.mktemp("sandbox")
-    sb = start_sandbox(root, "--report-interval-s", "0.5", "--no-heal")
+@contextlib.contextmanager
+def running_sandbox(root: Path, *extra: str) -> Iterator[Sandbox]:
+    """A sandbox for the duration of the block, taken down even when the block fails."""
+    sb = start_sandbox(root, *extra)
     try:
         yield sb
     finally:
         redwarden("sandbox", "down", "--dir", str(root), check=False)
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """A 3-node cluster reporting every 0.5 s, watched but not healed (faults stay until undone);
+    module-scoped so scenarios share the boot cost."""
+    with running_sandbox(tmp_path_factory.mktemp("sandbox"), "--report-interval-s", "0.5", "--no-heal") as sb:
+        yield sb

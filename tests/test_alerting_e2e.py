@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from sandbox.receiver import Received, Receiver
-from tests.conftest import Sandbox, redwarden, start_sandbox
+from tests.conftest import Sandbox, redwarden, running_sandbox
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.sandbox
@@ -29,18 +29,15 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module")
 def alerting(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Sandbox]:
-    root = tmp_path_factory.mktemp("alerting")
-    sb = start_sandbox(
-        root, "--report-interval-s", "0.5", "--down-after-ms", "2000", "--failover-timeout-ms", "6000", "--no-heal",
+    with running_sandbox(
+        tmp_path_factory.mktemp("alerting"),
+        "--report-interval-s", "0.5", "--down-after-ms", "2000", "--failover-timeout-ms", "6000", "--no-heal",
         "--slack-webhook", f"{receiver.url}/slack/T000/B000/XXXXSECRETXXXX",
         "--pagerduty-url", f"{receiver.url}/pagerduty/v2/enqueue",
         "--pagerduty-routing-key", ROUTING_KEY,
         "--webhook-url", f"{receiver.url}/webhook",
-    )
-    try:
+    ) as sb:
         yield sb
-    finally:
-        redwarden("sandbox", "down", "--dir", str(root), check=False)
 
 
 def events(receiver: Receiver, kind: str, code: str, action: str | None = None) -> list[Received]:

@@ -21,7 +21,7 @@ import requests
 from controller.do_adapter import PydoCloud
 from sandbox import runner
 from sandbox.cluster import controller_spec
-from tests.conftest import Sandbox, redwarden, start_sandbox
+from tests.conftest import Sandbox, redwarden, running_sandbox
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.sandbox
@@ -32,12 +32,8 @@ FAST = ("--report-interval-s", "0.5", "--down-after-ms", "2000", "--failover-tim
 
 @pytest.fixture(scope="module")
 def healing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    root = tmp_path_factory.mktemp("healing")
-    sb = start_sandbox(root, *FAST, "--reserved-ip")
-    try:
+    with running_sandbox(tmp_path_factory.mktemp("healing"), *FAST, "--reserved-ip") as sb:
         yield sb
-    finally:
-        redwarden("sandbox", "down", "--dir", str(root), check=False)
 
 
 def api(sb: Sandbox) -> requests.Session:
@@ -226,13 +222,9 @@ def test_paused_cluster_takes_no_action_and_says_why(healing: Sandbox) -> None:
 
 @pytest.fixture(scope="module")
 def cautious(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    """Dry-run healing with a daily budget of one action."""
-    root = tmp_path_factory.mktemp("cautious")
-    sb = start_sandbox(root, *FAST, "--dry-run")
-    try:
+    """Dry-run healing: plans and records, acts on nothing."""
+    with running_sandbox(tmp_path_factory.mktemp("cautious"), *FAST, "--dry-run") as sb:
         yield sb
-    finally:
-        redwarden("sandbox", "down", "--dir", str(root), check=False)
 
 
 def test_dry_run_plans_and_records_but_acts_on_nothing(cautious: Sandbox) -> None:
@@ -251,9 +243,7 @@ def test_dry_run_plans_and_records_but_acts_on_nothing(cautious: Sandbox) -> Non
 
 
 def test_exhausted_budget_alerts_only_until_acknowledged(tmp_path_factory: pytest.TempPathFactory) -> None:
-    root = tmp_path_factory.mktemp("budget")
-    sb = start_sandbox(root, *FAST, "--daily-budget", "1")
-    try:
+    with running_sandbox(tmp_path_factory.mktemp("budget"), *FAST, "--daily-budget", "1") as sb:
         wait_until(lambda: fully_healthy(sb), 90, "a fully healthy cluster")
         replica = next(n["name"] for n in sb.cluster()["nodes"] if n["role"] == "replica")
         sb.fault(replica, "redis", "kill")
@@ -267,5 +257,3 @@ def test_exhausted_budget_alerts_only_until_acknowledged(tmp_path_factory: pytes
         wait_until(lambda: sb.node(replica)["redis_up"], 60, "healed after the acknowledgement")
         status = json.loads(redwarden("status", "--json", "--controller", sb.controller_url).stdout)
         assert status["clusters"][0]["heal"]["budget"]["acked"] is True
-    finally:
-        redwarden("sandbox", "down", "--dir", str(root), check=False)
