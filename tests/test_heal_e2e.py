@@ -64,6 +64,12 @@ def fully_healthy(sb: Sandbox) -> dict[str, Any] | None:
     return c
 
 
+def healthy_without(sb: Sandbox, name: str) -> dict[str, Any] | None:
+    """The cluster once fully healthy again with the node `name` gone from it (replaced)."""
+    c = fully_healthy(sb)
+    return c if c is not None and name not in {n["name"] for n in c["nodes"]} else None
+
+
 def sentinel_tables(sb: Sandbox) -> dict[str, tuple[set[str], set[str]]]:
     """Each Sentinel's replicas and peers, asked directly."""
     out = {}
@@ -141,7 +147,8 @@ def test_destroyed_master_droplet_fails_over_then_is_replaced(healing: Sandbox) 
     assert cloud(healing).destroy_droplet(droplet_id)
     new_master = wait_until(lambda: m if (m := healing.cluster()["master"]) not in (None, master["address"]) else None,
                             60, "Sentinel's failover to a new master")
-    after = wait_until(lambda: fully_healthy(healing), 240, "the lost node replaced: 3 healthy nodes again")
+    after = wait_until(lambda: healthy_without(healing, master["name"]), 240,
+                       "the lost node replaced: 3 healthy nodes again")
     names = {n["name"] for n in after["nodes"]}
     assert master["name"] not in names and len(names) == 3
     assert after["master"] == new_master
@@ -166,7 +173,7 @@ def test_create_failing_with_500_after_commit_and_429_yields_one_replacement(hea
         before = {d["id"] for d in healing.status()["droplets"]}
         assert cloud(healing).destroy_droplet(droplet_id)
         wait_until(lambda: gone_or_stale(healing, replica["name"]), 15, "the destroyed replica seen silent")
-        after = wait_until(lambda: fully_healthy(healing), 240, "the replica replaced")
+        after = wait_until(lambda: healthy_without(healing, replica["name"]), 240, "the replica replaced")
     finally:
         s.delete(f"{base}/_sandbox/faults")
     created = {d["id"] for d in healing.status()["droplets"] if d["status"] != "archive"} - before
@@ -183,16 +190,18 @@ def test_controller_killed_mid_reprovision_finishes_with_one_replacement(healing
     replica = next(n for n in healing.cluster()["nodes"] if n["role"] == "replica")
     droplet_id = next(d["id"] for d in healing.status()["droplets"] if d["name"] == replica["name"])
     before = {d["id"] for d in healing.status()["droplets"]}
+    mark = max((a["id"] for a in actions(healing)), default=0)  # earlier tests' replacements don't count
     assert cloud(healing).destroy_droplet(droplet_id)
-    wait_until(lambda: any(a["kind"] == "CreateReplacement" and a["status"] == "succeeded"
-                           for a in actions(healing)[:5]), 60, "the replacement's create")
+    wait_until(lambda: any(a["kind"] == "CreateReplacement" and a["status"] == "succeeded" and a["id"] > mark
+                           for a in actions(healing)), 60, "this replacement's create")
     spec = controller_spec(healing.root)
     pid = runner.pid_of(spec)
     assert pid is not None
     psutil.Process(pid).send_signal(signal.SIGKILL)
     runner.wait_gone([pid], 10)
     runner.start(spec)
-    after = wait_until(lambda: fully_healthy(healing), 240, "the reprovision finished after the restart")
+    after = wait_until(lambda: healthy_without(healing, replica["name"]), 240,
+                       "the reprovision finished after the restart")
     created = {d["id"] for d in healing.status()["droplets"] if d["status"] != "archive"} - before
     assert len(created) == 1, f"replacement droplets: {created}"
     assert replica["name"] not in {n["name"] for n in after["nodes"]}
