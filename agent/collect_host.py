@@ -8,6 +8,8 @@ alive here (a hung Redis is for the PING to reveal).
 from __future__ import annotations
 
 import os
+import select
+import time
 from pathlib import Path
 
 import psutil
@@ -37,6 +39,37 @@ def process_health(pidfile: str) -> ProcessHealth:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             pass
     return ProcessHealth(alive=False)
+
+
+def still_running(pid: int) -> bool:
+    """Whether process `pid` still runs (not gone, not a zombie): the cheap check made between reports."""
+    try:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
+def wait_exit(pid: int, timeout_s: float) -> bool:
+    """Block until process `pid` exits (True) or `timeout_s` passes (False). A pidfd (Linux >= 5.3) is
+    readable the moment the process exits, so waiting costs nothing; without one, poll every 50 ms."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except (OSError, AttributeError):  # an old kernel, or the call filtered
+        deadline = time.monotonic() + timeout_s
+        while still_running(pid):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout_s)
+        return bool(readable)
+    finally:
+        os.close(fd)
 
 
 def collect_host(

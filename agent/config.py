@@ -32,6 +32,9 @@ class AgentConfig:
     controller_url: str
     master_name: str = "mymaster"
     report_interval_s: float = 1.0
+    # between reports, watch the redis-server seen at the last report; the moment it exits, report at once
+    # (the controller's fast failover starts from that report)
+    watch_redis_exit: bool = True
     redis_host: str | None = None  # where to connect; defaults to `address`
     redis_port: int = 6379
     sentinel_port: int = 26379

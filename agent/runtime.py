@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from agent import __version__
 from agent.bootstrap import services_for
-from agent.collect_host import collect_host
+from agent.collect_host import collect_host, wait_exit
 from agent.collect_redis import collect_redis, collect_sentinel, raw_client
 from agent.config import AgentConfig, AgentSecrets
 from agent.directives import DirectiveRunner
@@ -28,6 +29,7 @@ from agent.report import Identity, Report, report_to_json
 log = structlog.get_logger("redwarden.agent")
 
 METADATA_RETRY_S = 60.0
+WATCH_IDLE_S = 0.5  # the exit watch re-reads which pid to watch at least this often
 
 
 class Agent:
@@ -55,6 +57,8 @@ class Agent:
         self._droplet_id = config.droplet_id
         self._metadata_tried_at: float | None = None
         self._last_push_ok: bool | None = None
+        self._cycle_lock = threading.Lock()  # the report job and the process watch never overlap
+        self._watched_pid: int | None = None  # the redis-server seen running at the last report
 
     def _identity(self) -> Identity:
         if self.config.metadata_url and self._droplet_id is None:
@@ -90,7 +94,27 @@ class Agent:
         )
 
     def run_cycle(self) -> str:
+        with self._cycle_lock:
+            return self._report()
+
+    def watch(self, timeout_s: float = 0.0) -> str | None:
+        """Between reports: wait up to `timeout_s` for the redis-server seen running at the last report
+        to exit; if it has, report now, so the controller hears of a dead master at once rather than
+        within a report interval. Returns the report's sentence, or None when there was nothing to say."""
+        pid = self._watched_pid
+        if pid is None or not wait_exit(pid, timeout_s) or pid != self._watched_pid:
+            return None
+        log.warning("redis.exited", pid=pid)
+        return self.run_cycle()
+
+    @property
+    def watched_pid(self) -> int | None:
+        return self._watched_pid
+
+    def _report(self) -> str:
         report = self.collect()
+        proc = report.host.redis_process
+        self._watched_pid = proc.pid if proc.alive else None
         if not self._pusher.due(self._clock()):
             return f"report {report.seq} kept: controller backoff until {self._pusher.next_attempt_at:.1f}"
         result = self._pusher.push(report_to_json(report))
@@ -141,7 +165,22 @@ def run_forever(agent: Agent) -> None:
         except Exception:
             log.exception("cycle.failed")
 
+    stop_watch = threading.Event()
+
+    def watch() -> None:
+        while not stop_watch.is_set():
+            try:
+                if agent.watched_pid is None:
+                    stop_watch.wait(WATCH_IDLE_S)
+                else:
+                    agent.watch(WATCH_IDLE_S)
+            except Exception:
+                log.exception("watch.failed")
+                stop_watch.wait(WATCH_IDLE_S)
+
     scheduler.add_job(job, "interval", seconds=interval)
+    if agent.config.watch_redis_exit:
+        threading.Thread(target=watch, name="redis-exit-watch", daemon=True).start()
     log.info(
         "agent.started",
         cluster=agent.config.cluster,
@@ -157,5 +196,6 @@ def run_forever(agent: Agent) -> None:
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
+        stop_watch.set()
         agent.close()
         log.info("agent.stopped")

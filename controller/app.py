@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ from controller.heal_store import HealStore
 from controller.incident_store import IncidentLog
 from controller.policy import Policy
 from controller.store import REPORT_ADAPTER, StateStore
-from controller.view import ClusterView, cluster_status
+from controller.view import ClusterView, cluster_status, vitals_changed
 
 if TYPE_CHECKING:
     from controller.healing import Healer
@@ -77,6 +78,8 @@ class Controller:
         self.admin_token: str | None = None
         # written by the watch cycle; read by the API (a dict assignment is atomic under the GIL)
         self.latest_findings: dict[str, tuple[Finding, ...]] = {}
+        # set by the API when a report changes a node's vitals; wakes the watch cycle before its interval
+        self.changed = threading.Event()
 
     def view(self, cluster: str, now: float | None = None) -> ClusterView:
         cfg = self.config.clusters[cluster]
@@ -147,7 +150,9 @@ def create_app(ctl: Controller) -> FastAPI:
         if report.identity.cluster != cluster:
             return _error(422, f"identity.cluster {report.identity.cluster!r} does not match the signed "
                           f"cluster {cluster!r}", loc="identity.cluster")
-        ctl.store.put_report(report, now, raw=body)
+        previous = ctl.store.put_report(report, now, raw=body)
+        if vitals_changed(previous, report):
+            ctl.changed.set()  # a process died or came back, a role moved: the watch cycle runs now
         ctl.directives.acknowledge(cluster, report.identity.node, report.acks)
         return JSONResponse({"accepted": True, "directives": ctl.directives.for_node(cluster, report.identity.node)})
 

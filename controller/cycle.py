@@ -2,12 +2,14 @@
 
 Layer: application. One `run_cycle` reads like a paragraph and returns its sentence; the decisions are
 the pure core's (`check`, `track`), the effects are the adapters' (incident log, outbox). A background
-thread runs it every `cycle_interval_s`; one bad cycle is logged once and the next one runs.
+thread runs it every `cycle_interval_s`, and at once when a report changes a node's vitals (a process
+died, a role moved); one bad cycle is logged once and the next one runs.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -112,8 +114,18 @@ class Watcher:
 
     # -- the thread ----------------------------------------------------------------------------
     def start(self, interval_s: float) -> None:
+        """Run a cycle every `interval_s`, or at once when a report changed a node's vitals."""
+        wake = self.ctl.changed
+        min_gap_s = interval_s / 5  # a storm of changes still leaves the API most of the time
+
         def loop() -> None:
-            while not self._stop.wait(interval_s):
+            last = 0.0
+            while True:
+                wake.wait(interval_s)
+                wake.clear()
+                if self._stop.wait(max(0.0, last + min_gap_s - time.monotonic())):
+                    return
+                last = time.monotonic()
                 try:
                     self.run_cycle(self.clock())
                 except Exception:
@@ -124,5 +136,6 @@ class Watcher:
 
     def close(self) -> None:
         self._stop.set()
+        self.ctl.changed.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

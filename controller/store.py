@@ -63,13 +63,16 @@ class StateStore:
         self._writer = threading.Thread(target=self._run_writer, name="state-writer", daemon=True)
         self._writer.start()
 
-    def put_report(self, report: Report, received_at: float, raw: bytes | None = None) -> None:
-        """Keep `report` as its node's latest; `raw` is its JSON as received (saves re-serialising)."""
+    def put_report(self, report: Report, received_at: float, raw: bytes | None = None) -> NodeState | None:
+        """Keep `report` as its node's latest; `raw` is its JSON as received (saves re-serialising).
+        Returns the node's state before it (None for a node not seen yet)."""
         key = (report.identity.cluster, report.identity.node)
         body = raw if raw is not None else json.dumps(report_to_dict(report)).encode()
         with self._lock:
+            previous = self._latest.get(key)
             self._latest[key] = NodeState(report, received_at)
             self._dirty[key] = body
+        return previous
 
     def forget(self, cluster: str, node: str) -> None:
         """Drop a node that no longer exists (replaced): its last report must not haunt the view."""

@@ -26,6 +26,18 @@ class NodeState:
         return self.report.identity.node
 
 
+def vitals(report: Report) -> tuple[bool, bool, str | None, bool, bool]:
+    """What a node's report says about life and roles: redis reachable, its process alive, its role,
+    Sentinel reachable, its process alive. A change in these is worth a watch cycle at once."""
+    host = report.host
+    return (report.redis.reachable, host.redis_process.alive, report.redis.role, report.sentinel.reachable,
+            host.sentinel_process.alive)
+
+
+def vitals_changed(before: NodeState | None, after: Report) -> bool:
+    return before is None or vitals(before.report) != vitals(after)
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterView:
     name: str

@@ -121,8 +121,9 @@ def test_alerts_wait_out_a_receiver_outage(alerting: Sandbox, receiver: Receiver
     receiver.set_mode("down")
     try:
         alerting.fault(replica, "redis", "kill")
-        wait_until(lambda: any(r.status == 503 for r in receiver.received("webhook")[-5:]), 20,
-                   "a delivery refused while the receiver is down")
+        wait_until(lambda: any(r.status == 503 and isinstance(r.body, dict) and r.body.get("code") == "REPLICA_DOWN"
+                               for r in receiver.received("webhook")), 20,
+                   "the REPLICA_DOWN trigger refused while the receiver is down")
         alerting.fault(replica, "redis", "start")
         wait_until(lambda: healthy(alerting), 30, "healthy again while the receiver is still down")
     finally:

@@ -112,3 +112,19 @@ def test_non_json_and_non_object_bodies_are_4xx(tmp_path: Path) -> None:
         assert 400 <= resp.status_code < 500, body
     resp = client.post("/v1/reports", content=b"{}")
     assert resp.status_code == 401 and "missing header" in resp.text
+
+
+def test_a_report_that_changes_a_nodes_vitals_wakes_the_watch_cycle(tmp_path: Path) -> None:
+    report = recorded("healthy-redis-1")
+    now = report["collected_at"]
+    client, ctl, _ = make(tmp_path, now)
+    post(client, report, now)
+    assert ctl.changed.is_set()  # a node not seen before
+    ctl.changed.clear()
+    assert post(client, {**report, "seq": report["seq"] + 1}, now).status_code == 200
+    assert not ctl.changed.is_set()  # the same health again: the cycle keeps its pace
+    down = json.loads(json.dumps(report))
+    down["redis"] = {"reachable": False, "error": "ConnectionRefusedError: connection refused"}
+    down["host"]["redis_process"] = {"alive": False}
+    assert post(client, down, now).status_code == 200
+    assert ctl.changed.is_set()  # the redis-server died: the cycle runs now
