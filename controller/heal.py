@@ -235,6 +235,7 @@ class ResetSequence:
     pending: tuple[str, ...]  # nodes whose Sentinel is still to be reset, in order
     last_node: str | None = None
     last_at: float | None = None
+    done: tuple[str, ...] = ()  # nodes whose Sentinel this sequence has reset, the last included
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,7 +419,8 @@ def plan_heal(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> Plan:
             continue
         subject = action_node(action)
         last = state.node(subject).last_action_at if subject else None
-        if not isinstance(action, Failover):
+        sequenced = isinstance(action, ResetSentinel) and state.reset is not None  # paced by its own interval
+        if not isinstance(action, Failover) and not sequenced:
             if cluster_cool:
                 held.append(Held(describe(action), f"cluster cooldown ({policy.cluster_cooldown_s:.0f} s)"))
                 continue
@@ -528,28 +530,39 @@ def _sentinel_reset(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> R
                              f"reset one at a time, {order[0]} first")
     if not seq.pending:
         return None
-    if seq.last_node is not None and not _rediscovered(view, seq, policy.sentinel_settle_s):
+    if seq.last_node is not None and not _rediscovered(view, seq, policy.sentinel_settle_s, replicas=False):
         return Held(f"SENTINEL RESET on {seq.pending[0]}", f"waiting for {seq.last_node}'s Sentinel to rediscover "
-                                                            "its peers")
+                                                            "its peer Sentinels")
     if seq.last_at is not None and now - seq.last_at < policy.sentinel_reset_interval_s:
         return Held(f"SENTINEL RESET on {seq.pending[0]}", f"{policy.sentinel_reset_interval_s:.0f} s between "
                                                             "resets")
     return ResetSentinel(seq.pending[0], "continuing the Sentinel reset sequence")
 
 
-def _rediscovered(view: ClusterView, seq: ResetSequence, settle_s: float) -> bool:
-    """The last reset Sentinel lists its live peers and replicas again, in a report received at least
-    `settle_s` after the reset (an earlier report shows the tables before the reset)."""
+def _rediscovered(view: ClusterView, seq: ResetSequence, settle_s: float, replicas: bool = True) -> bool:
+    """The last reset Sentinel lists its live peer Sentinels again, in a report received at least `settle_s`
+    after the reset (an earlier report shows the tables before it); with `replicas`, every Sentinel this
+    sequence reset also lists the live replicas again. A reset Sentinel finds its peers within a hello
+    period (2 s) but the replicas only at its next INFO of the master (up to 10 s): the next reset waits
+    for the peers, which carry the votes, and the sequence ends once all have both."""
     if seq.last_node is None:
         return True
-    node = view.node(seq.last_node)
+    live = len([n for n in view.nodes if view.is_fresh(n)])
+    last = view.node(seq.last_node)
+    if last is None or (seq.last_at is not None and last.received_at < seq.last_at + settle_s):
+        return False
+    if not _sentinel_lists(view, last, peers=live - 1, replicas=0):
+        return False
+    return not replicas or all(_sentinel_lists(view, view.node(name), peers=0, replicas=live - 1)
+                               for name in {*seq.done, seq.last_node})
+
+
+def _sentinel_lists(view: ClusterView, node: NodeState | None, peers: int, replicas: int) -> bool:
+    """The node's Sentinel is up and lists at least `peers` other Sentinels and `replicas` replicas."""
     if node is None or not view.sentinel_up(node):
         return False
-    if seq.last_at is not None and node.received_at < seq.last_at + settle_s:
-        return False
     sv = node.report.sentinel.master(view.master_name)
-    live = len([n for n in view.nodes if view.is_fresh(n)])
-    return sv is not None and (sv.num_other_sentinels or 0) >= live - 1 and len(sv.replicas) >= live - 1
+    return sv is not None and (sv.num_other_sentinels or 0) >= peers and len(sv.replicas) >= replicas
 
 
 def _advance_reprovision(
@@ -665,9 +678,10 @@ def apply_result(snapshot: HealSnapshot, state: HealState, action: Action, resul
             seq = state.reset
             if seq is None:
                 rest = tuple(x.name for x, _ in snapshot.view.sentinel_views() if x.name != n)
-                seq = ResetSequence(pending=rest, last_node=n, last_at=now)
+                seq = ResetSequence(pending=rest, last_node=n, last_at=now, done=(n,))
             else:
-                seq = ResetSequence(pending=tuple(x for x in seq.pending if x != n), last_node=n, last_at=now)
+                seq = ResetSequence(pending=tuple(x for x in seq.pending if x != n), last_node=n, last_at=now,
+                                    done=(*seq.done, n))
             state = dataclasses.replace(state, reset=seq)
         case StartReprovision():
             if result.ok and state.reprovision is None:

@@ -208,6 +208,32 @@ def test_stale_sentinel_entries_reset_one_sentinel_at_a_time() -> None:
     assert not any(isinstance(a, ResetSentinel) for a in p.actions)
 
 
+def test_the_next_reset_waits_for_peer_sentinels_and_the_sequence_ends_when_all_list_the_replicas() -> None:
+    from controller.heal import ResetSequence
+
+    view = healthy()  # every Sentinel lists 2 peers and 2 replicas
+    reset_at = view.now - 10  # long enough ago for the interval and the settle time
+    fast = HealPolicy(sentinel_reset_interval_s=5, sentinel_settle_s=2)
+    seq = ResetSequence(pending=("redis-3",), last_node="redis-2", last_at=reset_at, done=("redis-1", "redis-2"))
+    state = HealState(cluster="sandbox", reset=seq)
+
+    # redis-2's Sentinel has its peers back but not yet the replicas (its next INFO of the master): go on
+    no_replicas = with_sentinel_master(view, "redis-2", replicas=())
+    p = plan_heal(snap(no_replicas, state), fast, view.now)
+    assert [(type(a), a.node) for a in p.actions if isinstance(a, ResetSentinel)] == [(ResetSentinel, "redis-3")]
+    # its peers not back yet: the next reset waits, and says why
+    no_peers = with_sentinel_master(view, "redis-2", num_other_sentinels=0)
+    p = plan_heal(snap(no_peers, state), fast, view.now)
+    assert not any(isinstance(a, ResetSentinel) for a in p.actions)
+    assert any("rediscover its peer Sentinels" in h.reason for h in p.held)
+
+    # the last one done: the sequence ends only once every Sentinel it reset lists the replicas again
+    last = ResetSequence(pending=(), last_node="redis-3", last_at=reset_at, done=("redis-1", "redis-2", "redis-3"))
+    state = HealState(cluster="sandbox", reset=last)
+    assert snap(with_sentinel_master(view, "redis-1", replicas=()), state).state.reset == last
+    assert snap(view, state).state.reset is None
+
+
 # -- properties of the rails ----------------------------------------------------------------------
 
 NODES = ("redis-1", "redis-2", "redis-3")
