@@ -460,7 +460,11 @@ def _fast_failover(
         view.redis_up(n) and n.report.redis.role == "replica")]
     if not candidates or not replicas:
         return Held("fast failover", "no other Sentinel or no replica to promote")
-    return Failover(candidates[0].name, master, "the master's own agent confirms its redis-server is gone "
+    # The Sentinel asked leads the failover, and until it has reconfigured every replica it still names the
+    # old master to SENTINEL MASTERS (what redis-py's Sentinel client asks), about a second after the others
+    # have switched. Clients list the Sentinels in the cluster's order and stay with the first that answers:
+    # ask the last one.
+    return Failover(candidates[-1].name, master, "the master's own agent confirms its redis-server is gone "
                     f"({redis.error or 'process not running'}); failing over now instead of after down-after")
 
 
