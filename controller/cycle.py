@@ -3,7 +3,8 @@
 Layer: application. One `run_cycle` reads like a paragraph and returns its sentence; the decisions are
 the pure core's (`check`, `track`), the effects are the adapters' (incident log, outbox). A background
 thread runs it every `cycle_interval_s`, and at once when a report changes a node's vitals (a process
-died, a role moved); one bad cycle is logged once and the next one runs.
+died, a role moved); one bad cycle is logged once and the next one runs. Healing runs on its own thread
+(`HealWorker`), handed the latest view and confirmed findings: a slow cloud call never holds up an alert.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ class Watcher:
         healer: Healer | None = None,
     ) -> None:
         self.ctl = ctl
-        self.healer = healer
         self.incidents = incidents
         self.alerts = alerts
         self.clock = clock
@@ -55,6 +55,7 @@ class Watcher:
         self._armed: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._heal_worker = HealWorker(healer) if healer is not None else None
 
     def run_cycle(self, now: float) -> str:
         sentences = []
@@ -69,11 +70,11 @@ class Watcher:
             self.ctl.latest_findings[name] = findings
             self._log_changes(name, tracked.events)
             sentence = self._sentence(name, findings, tracked.incidents)
-            if self.healer is not None:
+            if self._heal_worker is not None:
                 # heal only what is confirmed (an open incident), never a blip inside its window
                 confirmed_keys = {i.key for i in tracked.incidents if i.opened_at is not None}
                 confirmed = tuple(f for f in findings if f.key in confirmed_keys)
-                sentence += "; " + self.healer.step(view, confirmed, now)
+                self._heal_worker.submit(view, confirmed, now)
             sentences.append(sentence)
         return "; ".join(sentences)
 
@@ -131,11 +132,63 @@ class Watcher:
                 except Exception:
                     log.exception("cycle.failed")
 
+        if self._heal_worker is not None:
+            self._heal_worker.start()
         self._thread = threading.Thread(target=loop, name="watch-cycle", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
         self._stop.set()
         self.ctl.changed.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._heal_worker is not None:
+            self._heal_worker.close()
+
+
+class HealWorker:
+    """Runs the healer on its own thread, so that a slow DigitalOcean call delays healing but never the
+    findings and alerts of any cluster. It keeps only the latest (view, confirmed findings) per cluster:
+    after a slow call the healer acts on what the cluster looks like now, not on the backlog."""
+
+    def __init__(self, healer: Healer) -> None:
+        self.healer = healer
+        self._lock = threading.Lock()
+        self._latest: dict[str, tuple[ClusterView, tuple[Finding, ...], float]] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, view: ClusterView, confirmed: tuple[Finding, ...], now: float) -> None:
+        with self._lock:
+            self._latest[view.name] = (view, confirmed, now)
+        self._wake.set()
+
+    def run_pending(self) -> int:
+        """Heal every cluster with a submitted view, once each; how many were stepped."""
+        with self._lock:
+            pending, self._latest = self._latest, {}
+        for view, confirmed, now in pending.values():
+            try:
+                self.healer.step(view, confirmed, now)
+            except Exception:
+                log.exception("heal.step_failed", cluster=view.name)
+        return len(pending)
+
+    def start(self) -> None:
+        def loop() -> None:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
+                self.run_pending()
+
+        self._thread = threading.Thread(target=loop, name="heal-worker", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

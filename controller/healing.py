@@ -99,9 +99,10 @@ class Healer:
         return self._update(cluster, lambda s: dataclasses.replace(s, budget_acked=True, budget_day=day))
 
     def status(self, cluster: str) -> dict[str, Any]:
-        with self._lock:
-            state = self._states.get(cluster) or HealState(cluster=cluster)
-            plan = self.latest.get(cluster)
+        # no lock: `redwarden status` must answer while a slow DigitalOcean call holds it; each read is of
+        # one immutable value (a dict lookup is atomic), at worst the plan is one step behind the state
+        state = self._states.get(cluster) or HealState(cluster=cluster)
+        plan = self.latest.get(cluster)
         used = state.actions_today if state.budget_day == utc_day(self.clock()) else 0
         job = state.reprovision
         return {
