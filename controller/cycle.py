@@ -164,8 +164,8 @@ class HealWorker:
             self._latest[view.name] = (view, confirmed, now)
         self._wake.set()
 
-    def run_pending(self) -> int:
-        """Heal every cluster with a submitted view, once each; how many were stepped."""
+    def run_pending(self) -> None:
+        """Heal every cluster with a submitted view, once each."""
         with self._lock:
             pending, self._latest = self._latest, {}
         for view, confirmed, now in pending.values():
@@ -173,7 +173,6 @@ class HealWorker:
                 self.healer.step(view, confirmed, now)
             except Exception:
                 log.exception("heal.step_failed", cluster=view.name)
-        return len(pending)
 
     def start(self) -> None:
         def loop() -> None:
