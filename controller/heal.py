@@ -233,9 +233,12 @@ class Reprovision:
 @dataclass(frozen=True, slots=True)
 class ResetSequence:
     pending: tuple[str, ...]  # nodes whose Sentinel is still to be reset, in order
-    last_node: str | None = None
-    last_at: float | None = None
-    done: tuple[str, ...] = ()  # nodes whose Sentinel this sequence has reset, the last included
+    last_at: float | None = None  # when the last one was reset
+    done: tuple[str, ...] = ()  # nodes whose Sentinel this sequence has reset, in order
+
+    @property
+    def last_node(self) -> str | None:
+        return self.done[-1] if self.done else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -558,7 +561,7 @@ def _rediscovered(view: ClusterView, seq: ResetSequence, settle_s: float, replic
     if not _sentinel_lists(view, last, peers=live - 1, replicas=0):
         return False
     return not replicas or all(_sentinel_lists(view, view.node(name), peers=0, replicas=live - 1)
-                               for name in {*seq.done, seq.last_node})
+                               for name in seq.done)
 
 
 def _sentinel_lists(view: ClusterView, node: NodeState | None, peers: int, replicas: int) -> bool:
@@ -682,9 +685,9 @@ def apply_result(snapshot: HealSnapshot, state: HealState, action: Action, resul
             seq = state.reset
             if seq is None:
                 rest = tuple(x.name for x, _ in snapshot.view.sentinel_views() if x.name != n)
-                seq = ResetSequence(pending=rest, last_node=n, last_at=now, done=(n,))
+                seq = ResetSequence(pending=rest, last_at=now, done=(n,))
             else:
-                seq = ResetSequence(pending=tuple(x for x in seq.pending if x != n), last_node=n, last_at=now,
+                seq = ResetSequence(pending=tuple(x for x in seq.pending if x != n), last_at=now,
                                     done=(*seq.done, n))
             state = dataclasses.replace(state, reset=seq)
         case StartReprovision():

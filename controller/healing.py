@@ -114,7 +114,8 @@ class Healer:
             "plan": plan.summary if plan else None,
             "held": [{"what": h.what, "reason": h.reason} for h in plan.held] if plan else [],
             "reprovision": dataclasses.asdict(job) if job else None,
-            "sentinel_reset": dataclasses.asdict(state.reset) if state.reset else None,
+            "sentinel_reset": ({**dataclasses.asdict(state.reset), "last_node": state.reset.last_node}
+                               if state.reset else None),
         }
 
     # -- the cloud view -----------------------------------------------------------------------------

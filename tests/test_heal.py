@@ -215,7 +215,7 @@ def test_the_next_reset_waits_for_peer_sentinels_and_the_sequence_ends_when_all_
     view = healthy()  # every Sentinel lists 2 peers and 2 replicas
     reset_at = view.now - 10  # long enough ago for the interval and the settle time
     fast = HealPolicy(sentinel_reset_interval_s=5, sentinel_settle_s=2)
-    seq = ResetSequence(pending=("redis-3",), last_node="redis-2", last_at=reset_at, done=("redis-1", "redis-2"))
+    seq = ResetSequence(pending=("redis-3",), last_at=reset_at, done=("redis-1", "redis-2"))
     state = HealState(cluster="sandbox", reset=seq)
 
     # redis-2's Sentinel has its peers back but not yet the replicas (its next INFO of the master): go on
@@ -229,7 +229,7 @@ def test_the_next_reset_waits_for_peer_sentinels_and_the_sequence_ends_when_all_
     assert any("rediscover its peer Sentinels" in h.reason for h in p.held)
 
     # the last one done: the sequence ends only once every Sentinel it reset lists the replicas again
-    last = ResetSequence(pending=(), last_node="redis-3", last_at=reset_at, done=("redis-1", "redis-2", "redis-3"))
+    last = ResetSequence(pending=(), last_at=reset_at, done=("redis-1", "redis-2", "redis-3"))
     state = HealState(cluster="sandbox", reset=last)
     assert snap(with_sentinel_master(view, "redis-1", replicas=()), state).state.reset == last
     assert snap(view, state).state.reset is None
