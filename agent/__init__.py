@@ -1,3 +1,8 @@
-"""redwarden agent: collects the health of the local Redis, Sentinel and host and pushes it to the controller."""
+"""redwarden agent: collects the health of the local Redis, Sentinel and host and pushes it to the controller.
 
-__version__ = "0.1.0"
+Layer: agent (above `protocol`; it imports nothing from the controller, the console or the sandbox).
+"""
+
+from protocol import __version__
+
+__all__ = ["__version__"]

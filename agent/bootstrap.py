@@ -7,8 +7,9 @@ Layer: application. Steps, each logged:
      majority of those that answer decides; nobody answers: this is the first node, it is the master;
   3. write redis.conf (replica of that master, auth both ways, announce address) and sentinel.conf
      (exactly one monitor line, no myid), never over a running service's config;
-  4. start redis-server, redis-sentinel, then the agent (systemd on a droplet, the sandbox runner there),
-     and leave a boot script so a rebooted sandbox droplet starts them again (systemd units are enabled).
+  4. start redis-server, redis-sentinel, then the agent (systemd on a droplet, `agent.processes` where
+     there is no systemd), and leave a boot script so a rebooted node without systemd starts them again
+     (systemd units are enabled).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import structlog
 
 from agent.config import AgentConfig
 from agent.layout import NodeLayout, render_redis_conf, render_sentinel_conf
-from agent.services import SandboxServices, Services, SystemdServices
-from agent.settings import ConfigError, read_secret
+from agent.services import PROCESS_SERVICES, ProcessServices, Services, SystemdServices
+from protocol.settings import ConfigError, read_secret
 
 log = structlog.get_logger("redwarden.bootstrap")
 
@@ -125,8 +126,8 @@ def _maybe_read(path: str | None) -> str | None:
 
 
 def services_for(config: AgentConfig, config_path: Path) -> Services:
-    if config.services == "sandbox":
-        return SandboxServices(config.layout(), config_path)
+    if config.services in PROCESS_SERVICES:
+        return ProcessServices(config.layout(), config_path)
     return SystemdServices()
 
 
@@ -139,7 +140,7 @@ def write_configs(layout: NodeLayout, password: str, master: str | None) -> None
 
 
 def install_boot_script(layout: NodeLayout, config_path: Path) -> Path:
-    """A boot.d script that starts the services again after a (sandbox) reboot."""
+    """A boot.d script that starts the services again after a reboot (nodes without systemd)."""
     script = layout.path("/etc/redwarden/boot.d/50-redwarden")
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(f'#!/bin/sh\nexec redwarden-agent start-services --config "{config_path}"\n')
@@ -170,7 +171,7 @@ def bootstrap(config: AgentConfig, config_path: Path, services: Services | None 
     for service in ("redis", "sentinel", "agent"):
         services.start(service)
         log.info("bootstrap.started", service=service)
-    if config.services == "sandbox":
+    if config.services in PROCESS_SERVICES:
         install_boot_script(layout, config_path)
     return f"{config.node} joined {config.cluster} as {role}"
 

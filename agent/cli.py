@@ -13,9 +13,9 @@ from pathlib import Path
 
 from agent import __version__
 from agent.config import AgentConfig, load_config, load_secrets
-from agent.logs import configure_logging
-from agent.report import report_to_dict
-from agent.settings import ConfigError
+from protocol.logs import configure_logging
+from protocol.report import report_to_dict
+from protocol.settings import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from agent.report import HostHealth, ProcessHealth
+from protocol.report import HostHealth, ProcessHealth
 
 
 def _read_pid(pidfile: str) -> int | None:

@@ -27,7 +27,7 @@ from agent.parse import (
     redis_health_from_info,
     sentinel_master_view,
 )
-from agent.report import RedisHealth, SentinelHealth, SentinelMasterView
+from protocol.report import RedisHealth, SentinelHealth, SentinelMasterView
 
 __all__ = ["collect_redis", "collect_sentinel", "raw_client"]
 

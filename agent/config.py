@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.layout import NodeLayout
-from agent.settings import ConfigError, load_settings, read_secret
+from protocol import sentinel
+from protocol.settings import ConfigError, load_settings, read_secret
 
 ENV_PREFIX = "REDWARDEN_AGENT_"
 ROOT_ENV = "REDWARDEN_DROPLET_ROOT"  # set by the sandbox's local DigitalOcean for a droplet's processes
@@ -30,14 +31,14 @@ class AgentConfig:
     node: str
     address: str  # the address Redis and Sentinel announce; "" = this droplet's private IP (env or metadata)
     controller_url: str
-    master_name: str = "mymaster"
+    master_name: str = sentinel.MASTER_NAME
     report_interval_s: float = 1.0
     # between reports, watch the redis-server seen at the last report; the moment it exits, report at once
     # (the controller's fast failover starts from that report)
     watch_redis_exit: bool = True
     redis_host: str | None = None  # where to connect; defaults to `address`
-    redis_port: int = 6379
-    sentinel_port: int = 26379
+    redis_port: int = sentinel.REDIS_PORT
+    sentinel_port: int = sentinel.SENTINEL_PORT
     redis_password_file: str | None = None
     sentinel_password_file: str | None = None
     cluster_secret_file: str | None = None
@@ -53,13 +54,13 @@ class AgentConfig:
     log_level: str = "info"
     # bootstrap: how this node joins its cluster (see agent/bootstrap.py)
     sentinels: tuple[str, ...] = ()  # "ip:port" of the cluster's Sentinels, asked for the current master
-    quorum: int = 2
-    down_after_ms: int = 5000
-    failover_timeout_ms: int = 60000
-    parallel_syncs: int = 1
-    min_replicas_to_write: int = 1
-    min_replicas_max_lag_s: int = 10
-    services: str = "systemd"  # how services are run: "systemd" on droplets, "sandbox" in the sandbox
+    quorum: int = sentinel.QUORUM
+    down_after_ms: int = sentinel.DOWN_AFTER_MS
+    failover_timeout_ms: int = sentinel.FAILOVER_TIMEOUT_MS
+    parallel_syncs: int = sentinel.PARALLEL_SYNCS
+    min_replicas_to_write: int = sentinel.MIN_REPLICAS_TO_WRITE
+    min_replicas_max_lag_s: int = sentinel.MIN_REPLICAS_MAX_LAG_S
+    services: str = "systemd"  # how services are run: "systemd" on droplets, "process" without systemd
     enroll_token_file: str | None = None  # one-time token to fetch the secrets from the controller
     root: str = ""  # filesystem root (the sandbox droplet's directory); "" on a real droplet
 
@@ -72,8 +73,8 @@ class AgentConfig:
             raise ValueError("log_format must be 'json' or 'console'")
         if self.timeout_s <= 0 or self.push_timeout_s <= 0:
             raise ValueError("timeout_s and push_timeout_s must be > 0")
-        if self.services not in ("systemd", "sandbox"):
-            raise ValueError("services must be 'systemd' or 'sandbox'")
+        if self.services not in ("systemd", "process", "sandbox"):
+            raise ValueError("services must be 'systemd' or 'process' ('sandbox' is the old name of 'process')")
         for peer in self.sentinels:
             host, _, port = peer.rpartition(":")
             if not host or not port.isdigit():

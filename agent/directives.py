@@ -1,49 +1,26 @@
-"""The only things a controller can make an agent do: a closed whitelist of typed directives.
+"""Runs the directives a controller sends with a push's response: each once, acknowledged in a later push.
 
-Layer: adapter. The controller answers a push with `{"directives": [...]}`; each is parsed into one of
-the types below or refused (an unknown kind or service is an error ack, never executed). Today the
-whitelist is: restart redis-server or redis-sentinel; a redis restart may name the master to come back
-as a replica of (`replicaof`: "ip:port"), so an old master restarted after a failover does not return
-as a second master. Everything else the controller does itself (Sentinel and Redis commands over the
-network, droplets through DigitalOcean).
+Layer: adapter. The whitelist and its types are the protocol's (`protocol.directives`): what does not
+parse into one of them is refused with an error acknowledgement and never executed. Everything else the
+controller does itself (Sentinel and Redis commands over the network, droplets through DigitalOcean).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from agent.report import DirectiveAck
 from agent.services import ServiceError, Services
+from protocol.directives import parse_directive
+from protocol.report import DirectiveAck
 
 log = structlog.get_logger("redwarden.agent")
 
-ALLOWED_SERVICES = ("redis", "sentinel")
 MAX_REMEMBERED = 256
-
-
-@dataclass(frozen=True, slots=True)
-class RestartService:
-    id: str
-    service: str  # "redis" | "sentinel"
-    replicaof: str | None = None  # "ip:port": come back as a replica of it (redis only)
-
-
-def _valid_address(value: object) -> bool:
-    if not isinstance(value, str) or ":" not in value:
-        return False
-    host, port = value.rsplit(":", 1)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return port.isdigit() and 0 < int(port) < 65536
 
 
 def set_replicaof(redis_conf: Path, master: str) -> None:
@@ -56,22 +33,6 @@ def set_replicaof(redis_conf: Path, master: str) -> None:
     tmp.write_text("\n".join(lines) + "\n")
     tmp.chmod(redis_conf.stat().st_mode & 0o777)
     tmp.replace(redis_conf)
-
-
-def parse_directive(raw: Any) -> RestartService | DirectiveAck:
-    """A typed directive, or the error ack that refuses it."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
-        return DirectiveAck(id=str(raw.get("id") if isinstance(raw, dict) else ""), kind="?", ok=False,
-                            error="directive without an id", at=time.time())
-    kind = raw.get("kind")
-    replicaof = raw.get("replicaof")
-    if replicaof is not None and (raw.get("service") != "redis" or not _valid_address(replicaof)):
-        return DirectiveAck(id=raw["id"], kind=str(kind), ok=False, at=time.time(),
-                            error=f"replicaof must be ip:port and only with service redis, not {replicaof!r}")
-    if kind == "restart_service" and raw.get("service") in ALLOWED_SERVICES:
-        return RestartService(raw["id"], raw["service"], replicaof)
-    return DirectiveAck(id=raw["id"], kind=str(kind), ok=False, at=time.time(),
-                        error=f"not in the agent's whitelist: {kind} {raw.get('service', '')}".strip())
 
 
 class DirectiveRunner:
@@ -87,7 +48,7 @@ class DirectiveRunner:
 
     def run(self, directives: Sequence[Any]) -> None:
         for raw in directives:
-            parsed = parse_directive(raw)
+            parsed = parse_directive(raw, self._clock())
             if parsed.id in self._done:
                 continue  # a retried response: already executed
             self._done = [*self._done[-MAX_REMEMBERED:], parsed.id]

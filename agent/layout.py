@@ -12,21 +12,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from protocol import sentinel
+
 SERVICES = ("redis", "sentinel", "agent")
 
 
 @dataclass(frozen=True, slots=True)
 class NodeLayout:
     address: str  # what Redis and Sentinel bind to and announce
-    master_name: str = "mymaster"
-    quorum: int = 2
-    down_after_ms: int = 5000
-    failover_timeout_ms: int = 60000
-    parallel_syncs: int = 1
-    min_replicas_to_write: int = 1
-    min_replicas_max_lag_s: int = 10
-    redis_port: int = 6379
-    sentinel_port: int = 26379
+    master_name: str = sentinel.MASTER_NAME
+    quorum: int = sentinel.QUORUM
+    down_after_ms: int = sentinel.DOWN_AFTER_MS
+    failover_timeout_ms: int = sentinel.FAILOVER_TIMEOUT_MS
+    parallel_syncs: int = sentinel.PARALLEL_SYNCS
+    min_replicas_to_write: int = sentinel.MIN_REPLICAS_TO_WRITE
+    min_replicas_max_lag_s: int = sentinel.MIN_REPLICAS_MAX_LAG_S
+    redis_port: int = sentinel.REDIS_PORT
+    sentinel_port: int = sentinel.SENTINEL_PORT
     root: str = ""  # "" on a real droplet; the droplet's directory in the sandbox
 
     def path(self, absolute: str) -> Path:

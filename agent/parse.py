@@ -2,7 +2,7 @@
 
 Layer: pure core of the agent. No I/O, no clock, no logging: every function takes the reply exactly as
 the server sent it (RESP2, decoded to str, no client-side callbacks) and returns a frozen dataclass from
-`agent.report`. The adapter that fetches the replies is `agent.collect_redis`; the tests feed recorded
+`protocol.report`. The adapter that fetches the replies is `agent.collect_redis`; the tests feed recorded
 replies from `tests/fixtures/redis7/`.
 
 Malformed data never raises out of the public functions: a missing key or a value that is not what
@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from agent.report import ConnectedReplica, RedisHealth, SentinelMasterView, SentinelPeer
+from protocol.report import ConnectedReplica, RedisHealth, SentinelMasterView, SentinelPeer
 
 __all__ = [
     "CONFIG_KEYS",

@@ -14,7 +14,7 @@ from typing import Any
 
 import requests
 
-from agent.signing import HEADER_CLUSTER, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
+from protocol.signing import HEADER_CLUSTER, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
 
 
 @dataclass(frozen=True, slots=True)

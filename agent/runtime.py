@@ -24,7 +24,7 @@ from agent.collect_redis import collect_redis, collect_sentinel, raw_client
 from agent.config import AgentConfig, AgentSecrets
 from agent.directives import DirectiveRunner
 from agent.push import Pusher
-from agent.report import Identity, Report, report_to_json
+from protocol.report import Identity, Report, report_to_json
 
 log = structlog.get_logger("redwarden.agent")
 

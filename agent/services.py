@@ -4,7 +4,7 @@ Layer: adapter. On a real droplet the services are systemd units (`redis-server`
 `redwarden-agent`); the agent runs unprivileged (and with NoNewPrivileges, so no sudo) and asks
 systemd over D-Bus, where a polkit rule from the package allows the `redwarden` user to start, stop
 and restart exactly those units (see packaging/). In the sandbox they are processes under the droplet's own directory,
-run by `sandbox.runner`. The agent's directives and the bootstrap only see `Services`.
+run by `agent.processes`. The agent's directives and the bootstrap only see `Services`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
+from agent import processes
 from agent.layout import SERVICES, NodeLayout
+from agent.processes import ServiceSpec
 
+PROCESS_SERVICES = ("process", "sandbox")  # "sandbox": the name older sandbox droplets were configured with
 UNITS = {"redis": "redis-server", "sentinel": "redis-sentinel", "agent": "redwarden-agent"}
 
 
@@ -62,12 +65,11 @@ class SystemdServices:
         return proc.returncode == 0
 
 
-class SandboxServices:
-    """Processes under the droplet's directory, started detached with pidfiles (sandbox.runner)."""
+class ProcessServices:
+    """Processes under the droplet's directory, started detached with pidfiles (agent.processes)."""
 
     def __init__(self, layout: NodeLayout, agent_config: Path, env: Mapping[str, str] | None = None) -> None:
         """`env`: extra environment for the processes (the droplet's markers when started from outside it)."""
-        from sandbox.runner import ServiceSpec
 
         extra = dict(env or {})
         logs = layout.log_dir
@@ -88,23 +90,20 @@ class SandboxServices:
         }
 
     def start(self, service: str) -> None:
-        from sandbox import runner
 
         _check(service)
-        runner.start(self.specs[service])
+        processes.start(self.specs[service])
 
     def stop(self, service: str) -> None:
-        from sandbox import runner
 
         _check(service)
-        runner.stop_all([self.specs[service]])
+        processes.stop_all([self.specs[service]])
 
     def restart(self, service: str) -> None:
         self.stop(service)
         self.start(service)
 
     def running(self, service: str) -> bool:
-        from sandbox import runner
 
         _check(service)
-        return runner.pid_of(self.specs[service]) is not None
+        return processes.pid_of(self.specs[service]) is not None

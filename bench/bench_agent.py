@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import requests
 
-REDWARDEN = [sys.executable, "-m", "controller.cli"]
+REDWARDEN = [sys.executable, "-m", "console.cli"]
 
 
 def seq(url: str) -> int:

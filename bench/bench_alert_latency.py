@@ -22,7 +22,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sandbox.receiver import Receiver
 
-REDWARDEN = [sys.executable, "-m", "controller.cli"]
+REDWARDEN = [sys.executable, "-m", "console.cli"]
 
 
 def cli(*args: str) -> str:

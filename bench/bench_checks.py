@@ -18,10 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from controller.checks import check  # noqa: E402
-from controller.policy import Policy  # noqa: E402
-from controller.store import REPORT_ADAPTER  # noqa: E402
-from controller.view import ClusterView, NodeState  # noqa: E402
+from controller.adapters.storage.reports import REPORT_ADAPTER  # noqa: E402
+from controller.core.checks import check  # noqa: E402
+from controller.core.policy import Policy  # noqa: E402
+from controller.core.view import ClusterView, NodeState  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "reports"
 SCENARIOS = ("healthy", "replica2-redis-killed", "sentinel3-killed")

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from controller.drill import boot_and_sync_s, render_summary, render_timeline, summarize
+from console.drill import boot_and_sync_s, render_summary, render_timeline, summarize
 
-REDWARDEN = [sys.executable, "-m", "controller.cli"]
+REDWARDEN = [sys.executable, "-m", "console.cli"]
 
 
 def cli(*args: str) -> str:

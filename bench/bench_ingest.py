@@ -24,7 +24,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from agent.signing import HEADER_CLUSTER, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
+from protocol.signing import HEADER_CLUSTER, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
 from sandbox.addresses import port_free
 
 SECRET = b"bench-secret"
@@ -38,7 +38,7 @@ def start_controller(tmp: Path, port: int, expected: int) -> subprocess.Popen[by
         f'log_format = "json"\nlog_level = "warning"\n[clusters.bench]\nexpected_nodes = {expected}\n'
     )
     env = {**os.environ, "REDWARDEN_CLUSTER_BENCH_SECRET": SECRET.decode()}
-    proc = subprocess.Popen([sys.executable, "-m", "controller.cli", "controller", "run", "--config", str(conf)],
+    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "controller", "run", "--config", str(conf)],
                             env=env, stdout=subprocess.DEVNULL, stderr=(tmp / "controller.log").open("wb"))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.settings import ConfigError, load_settings, read_secret
-from controller.heal import HealPolicy
+from controller.core.planner import HealPolicy
 from controller.notify_config import NotifyConfig
+from protocol import sentinel
+from protocol.settings import ConfigError, load_settings, read_secret
 
 ENV_PREFIX = "REDWARDEN_"
 
@@ -21,14 +22,14 @@ ENV_PREFIX = "REDWARDEN_"
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
     secret_file: str | None = None
-    master_name: str = "mymaster"
+    master_name: str = sentinel.MASTER_NAME
     expected_nodes: int = 3
     report_interval_s: float = 1.0
     stale_after_intervals: int = 3  # a node whose report is older than this many intervals is silent
     # the Sentinel settings a new cluster is created with (replacements copy the live Sentinels')
     quorum: int | None = None  # None: a majority of expected_nodes
-    down_after_ms: int = 5000
-    failover_timeout_ms: int = 60000
+    down_after_ms: int = sentinel.DOWN_AFTER_MS
+    failover_timeout_ms: int = sentinel.FAILOVER_TIMEOUT_MS
     # what the controller itself needs to heal: REPLICAOF needs the Redis password
     redis_password_file: str | None = None  # or REDWARDEN_CLUSTER_<NAME>_REDIS_PASSWORD
     sentinel_password_file: str | None = None

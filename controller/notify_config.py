@@ -1,8 +1,8 @@
-"""Settings for alert destinations (`[notify.slack]`, `[notify.pagerduty]`, `[notify.webhook]`) and the
-notifiers built from them.
+"""Settings for alert destinations (`[notify.slack]`, `[notify.pagerduty]`, `[notify.webhook]`).
 
 Layer: configuration. Each destination is optional. Its secret (webhook URL, routing key) lives in a file
-named by a `*_file` setting, read only by `build_notifiers`, or comes from the environment
+named by a `*_file` setting, read only by `controller.adapters.notify.build_notifiers`, or comes from the
+environment
 (`REDWARDEN_SLACK_WEBHOOK_URL`, `REDWARDEN_PAGERDUTY_ROUTING_KEY`, `REDWARDEN_WEBHOOK_URL`); setting the
 variable enables the destination with its defaults even without a section. Errors name the key, never the
 secret.
@@ -10,25 +10,23 @@ secret.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import requests
+from controller.core.alerts import SEVERITY_RANK
 
-from agent.settings import ConfigError, read_secret
-from controller.notify import (
-    PAGERDUTY_EVENTS_URL,
-    Notifier,
-    PagerDutyNotifier,
-    SlackNotifier,
-    WebhookNotifier,
-    check_severity,
-)
+SEVERITIES = tuple(sorted(SEVERITY_RANK, key=SEVERITY_RANK.__getitem__))  # ("info", "warning", "critical")
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+PAGERDUTY_EVENTS_URL_EU = "https://events.eu.pagerduty.com/v2/enqueue"
 
 ENV_SLACK_WEBHOOK_URL = "REDWARDEN_SLACK_WEBHOOK_URL"
 ENV_PAGERDUTY_ROUTING_KEY = "REDWARDEN_PAGERDUTY_ROUTING_KEY"
 ENV_WEBHOOK_URL = "REDWARDEN_WEBHOOK_URL"
+
+
+def check_severity(value: str, key: str) -> None:
+    """Raise ValueError naming `key` unless `value` is one of our severities."""
+    if value not in SEVERITY_RANK:
+        raise ValueError(f"{key} must be one of {', '.join(SEVERITIES)}, not {value!r}")
 
 
 def _check_timeout(timeout_s: float) -> None:
@@ -79,51 +77,3 @@ class NotifyConfig:
     slack: SlackConfig | None = None
     pagerduty: PagerDutyConfig | None = None
     webhook: WebhookConfig | None = None
-
-
-def _secret(env: Mapping[str, str], env_key: str, path: str | None, key: str) -> str:
-    value = env.get(env_key) or read_secret(path, key)
-    if not value or not value.strip():
-        raise ConfigError(f"{key} is not set or empty (nor {env_key})")
-    return value.strip()
-
-
-def _check_url(value: str, key: str) -> None:
-    if not value.startswith(("https://", "http://")):
-        raise ConfigError(f"{key}: the URL it holds must start with https:// or http://")  # not the URL itself
-
-
-def build_notifiers(
-    cfg: NotifyConfig,
-    environ: Mapping[str, str] | None = None,
-    session_factory: Callable[[], requests.Session] = requests.Session,
-) -> list[Notifier]:
-    """The configured notifiers (Slack, PagerDuty, webhook, in that order), secrets read now.
-
-    Raises ConfigError naming the setting when a configured destination has no readable secret.
-    """
-    env = os.environ if environ is None else environ
-    notifiers: list[Notifier] = []
-    slack = cfg.slack or (SlackConfig() if env.get(ENV_SLACK_WEBHOOK_URL) else None)
-    if slack is not None:
-        url = _secret(env, ENV_SLACK_WEBHOOK_URL, slack.webhook_url_file, "notify.slack.webhook_url_file")
-        _check_url(url, "notify.slack.webhook_url_file")
-        notifiers.append(
-            SlackNotifier(url, session_factory(), min_severity=slack.min_severity, timeout_s=slack.timeout_s)
-        )
-    pd = cfg.pagerduty or (PagerDutyConfig() if env.get(ENV_PAGERDUTY_ROUTING_KEY) else None)
-    if pd is not None:
-        key = _secret(env, ENV_PAGERDUTY_ROUTING_KEY, pd.routing_key_file, "notify.pagerduty.routing_key_file")
-        notifiers.append(
-            PagerDutyNotifier(
-                key, pd.events_url, session_factory(), min_severity=pd.min_severity, timeout_s=pd.timeout_s
-            )
-        )
-    hook = cfg.webhook or (WebhookConfig() if env.get(ENV_WEBHOOK_URL) else None)
-    if hook is not None:
-        url = _secret(env, ENV_WEBHOOK_URL, hook.url_file, "notify.webhook.url_file")
-        _check_url(url, "notify.webhook.url_file")
-        notifiers.append(
-            WebhookNotifier(url, session_factory(), min_severity=hook.min_severity, timeout_s=hook.timeout_s)
-        )
-    return notifiers

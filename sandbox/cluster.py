@@ -30,11 +30,11 @@ from typing import Any
 
 import requests
 
+from agent import processes as runner
 from agent.layout import NodeLayout
-from agent.services import SandboxServices
-from sandbox import runner
+from agent.processes import ServiceSpec
+from agent.services import ProcessServices
 from sandbox.addresses import claim_addresses, release_addresses
-from sandbox.runner import ServiceSpec
 
 CONTROLLER_PORT = 8787
 DOAPI_PORT = 8443
@@ -122,7 +122,7 @@ def doapi_spec(root: Path, address: str) -> ServiceSpec:
 def controller_spec(root: Path) -> ServiceSpec:
     c = root / "controller"
     conf = c / "controller.toml"
-    return ServiceSpec("controller", (sys.executable, "-m", "controller.cli", "controller", "run", "--config",
+    return ServiceSpec("controller", (sys.executable, "-m", "console.cli", "controller", "run", "--config",
                                       str(conf)), c / "controller.pid", c / "controller.log", str(conf), cwd=c)
 
 
@@ -224,14 +224,14 @@ def droplets(root: Path) -> list[dict[str, Any]]:
     return out
 
 
-def droplet_services(d: dict[str, Any]) -> SandboxServices:
+def droplet_services(d: dict[str, Any]) -> ProcessServices:
     """The droplet's services, started from outside it with its markers (so the local DigitalOcean's
     power_off finds them, and the agent learns its address as it would at boot)."""
     from sandbox.doapi import droplet_env
 
     droot = Path(d["root"])
     env = droplet_env({}, droot, int(d["id"]), str(d["name"]), str(d["address"] or ""))
-    return SandboxServices(NodeLayout(address=d["address"] or "", root=str(droot)),
+    return ProcessServices(NodeLayout(address=d["address"] or "", root=str(droot)),
                            droot / "etc" / "redwarden" / "agent.toml", env=env)
 
 
@@ -239,7 +239,7 @@ def droplet_services(d: dict[str, Any]) -> SandboxServices:
 
 def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
        progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    from controller.provision import ControllerClient, ProvisionError, create_cluster
+    from console.provision import ControllerClient, ProvisionError, create_cluster
 
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)

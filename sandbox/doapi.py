@@ -1989,7 +1989,7 @@ def start_doapi(sandbox_dir: Path, host: str = "127.0.0.1", port: int = 0, token
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from agent.logs import configure_logging
+    from protocol.logs import configure_logging
 
     parser = argparse.ArgumentParser(prog="python -m sandbox.doapi", description=__doc__.splitlines()[0])
     parser.add_argument("--dir", required=True, type=Path, help="the sandbox dir (state under DIR/doapi/)")

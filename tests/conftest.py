@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-REDWARDEN = [sys.executable, "-m", "controller.cli"]
+REDWARDEN = [sys.executable, "-m", "console.cli"]
 
 
 def need_redis() -> None:

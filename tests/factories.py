@@ -14,7 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.report import (
+from controller.adapters.storage.reports import REPORT_ADAPTER
+from controller.core.view import ClusterView, NodeState
+from protocol.report import (
     ConnectedReplica,
     HostHealth,
     Identity,
@@ -24,8 +26,6 @@ from agent.report import (
     SentinelMasterView,
     SentinelPeer,
 )
-from controller.store import REPORT_ADAPTER
-from controller.view import ClusterView, NodeState
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reports"
 SCENARIOS = ("healthy", "replica2-redis-killed", "sentinel3-killed")

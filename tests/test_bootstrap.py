@@ -13,7 +13,7 @@ import redis
 from agent.bootstrap import decide_master
 from agent.config import load_config
 from agent.layout import NodeLayout, render_sentinel_conf
-from agent.services import SandboxServices
+from agent.services import ProcessServices
 from sandbox.addresses import claim_addresses, release_addresses
 from tests.conftest import need_redis
 from tests.helpers import wait_until
@@ -45,7 +45,7 @@ def _write_node(root: Path, name: str, address: str, peers: list[str]) -> Path:
     conf.write_text(
         f'cluster = "boot"\nnode = "{name}"\naddress = "{address}"\ncontroller_url = "http://127.0.0.1:9"\n'
         f'redis_password_file = "/etc/redwarden/redis.pass"\ncluster_secret_file = "/etc/redwarden/cluster.secret"\n'
-        f'services = "sandbox"\nsentinels = {peers!r}\nquorum = 1\nroot = "{root}"\n'.replace("'", '"')
+        f'services = "process"\nsentinels = {peers!r}\nquorum = 1\nroot = "{root}"\n'.replace("'", '"')
     )
     return conf
 
@@ -65,7 +65,7 @@ def two_nodes(tmp_path: Path) -> Iterator[list[tuple[Path, str]]]:
             conf = root / "etc" / "redwarden" / "agent.toml"
             if conf.exists():
                 cfg = load_config(conf)
-                services = SandboxServices(cfg.layout(), conf)
+                services = ProcessServices(cfg.layout(), conf)
                 for s in ("agent", "sentinel", "redis"):
                     services.stop(s)
         release_addresses(owner)

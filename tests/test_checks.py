@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from agent.report import ConnectedReplica, SentinelPeer
-from controller.checks import check, cluster_health
-from controller.findings import Code, Finding, Severity
-from controller.policy import DEFAULT_CONFIRM_S, MIB, Policy
-from controller.view import ClusterView
+from controller.core.checks import check, cluster_health
+from controller.core.findings import Code, Finding, Severity
+from controller.core.policy import DEFAULT_CONFIRM_S, MIB, Policy
+from controller.core.view import ClusterView
+from protocol.report import ConnectedReplica, SentinelPeer
 from tests.factories import (
     CLUSTER,
     MASTER,

@@ -14,11 +14,11 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from agent.report import ConnectedReplica, ProcessHealth, SentinelMasterView, SentinelPeer
-from controller.checks import check
-from controller.findings import Code
-from controller.policy import MIB, Policy
-from controller.view import ClusterView, NodeState
+from controller.core.checks import check
+from controller.core.findings import Code
+from controller.core.policy import MIB, Policy
+from controller.core.view import ClusterView, NodeState
+from protocol.report import ConnectedReplica, ProcessHealth, SentinelMasterView, SentinelPeer
 from tests.factories import scenario_view, synthetic_view
 
 POLICY = Policy()

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from agent.signing import HEADER_CLUSTER, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
-from controller.app import Controller, create_app
+from console.render import render_status
+from controller.adapters.api import ApiDeps, create_app
+from controller.adapters.directives import DirectiveQueue
+from controller.adapters.storage.reports import ReportStore
+from controller.app.fleet import Fleet
 from controller.config import ClusterConfig, ControllerConfig
-from controller.status import render_status
-from controller.store import StateStore
+from protocol.signing import HEADER_CLUSTER, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reports"
 SECRET = b"cluster-secret-for-tests"
@@ -32,12 +35,24 @@ class Clock:
         return self.now
 
 
-def make(tmp_path: Path, now: float) -> tuple[TestClient, Controller, Clock]:
+class Api:
+    """The API wired to a real report store and fleet, as the service wires it; `changed` stands for the
+    watch loop's wake-up."""
+
+    def __init__(self, tmp_path: Path, clock: Clock) -> None:
+        config = ControllerConfig(state_path=str(tmp_path / "state.db"),
+                                  clusters={"sandbox": ClusterConfig(report_interval_s=1.0)})
+        self.store = ReportStore(config.state_path)
+        self.changed = threading.Event()
+        self.deps = ApiDeps(clusters=config.clusters, secrets={"sandbox": SECRET}, reports=self.store,
+                            directives=DirectiveQueue(), fleet=Fleet(config.clusters, self.store), clock=clock,
+                            on_vitals_changed=self.changed.set)
+
+
+def make(tmp_path: Path, now: float) -> tuple[TestClient, Api, Clock]:
     clock = Clock(now)
-    config = ControllerConfig(state_path=str(tmp_path / "state.db"),
-                              clusters={"sandbox": ClusterConfig(report_interval_s=1.0)})
-    ctl = Controller(config, {"sandbox": SECRET}, StateStore(config.state_path), clock=clock)
-    return TestClient(create_app(ctl)), ctl, clock
+    api = Api(tmp_path, clock)
+    return TestClient(create_app(api.deps)), api, clock
 
 
 def post(client: TestClient, report: dict[str, Any], now: float) -> Any:

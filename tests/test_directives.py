@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.directives import DirectiveRunner, parse_directive, set_replicaof
+from agent.directives import DirectiveRunner, set_replicaof
+from protocol.directives import parse_directive
 
 
 class FakeServices:
@@ -44,7 +45,7 @@ def test_only_whitelisted_directives_run_once_and_are_acknowledged(tmp_path: Pat
 
 
 def test_parse_directive_refuses_missing_ids() -> None:
-    ack = parse_directive({"kind": "restart_service", "service": "redis"})
+    ack = parse_directive({"kind": "restart_service", "service": "redis"}, 0.0)
     assert not getattr(ack, "ok", True)
 
 

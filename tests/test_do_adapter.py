@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
-from controller.do_adapter import (
+from controller.adapters.cloud import (
     ActionResult,
     Cloud,
     Droplet,

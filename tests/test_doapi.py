@@ -622,7 +622,9 @@ def test_owned_processes_need_both_the_id_and_the_root(tmp_path: Path) -> None:
     env = {**os.environ, "REDWARDEN_DROPLET_ID": "7", "REDWARDEN_DROPLET_ROOT": str(tmp_path / "droplets" / "a")}
     proc = subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
     try:
-        assert [p.pid for p in owned_processes(tmp_path / "droplets" / "a", 7)] == [proc.pid]
+        # until the child has exec'd, /proc shows the parent's environment: poll, do not race it
+        wait_until(lambda: [p.pid for p in owned_processes(tmp_path / "droplets" / "a", 7)] == [proc.pid], 5,
+                   "the child listed as the droplet's own")
         assert owned_processes(tmp_path / "droplets" / "a", 8) == []
         assert owned_processes(tmp_path / "droplets" / "b", 7) == []
         assert kill_droplet_processes(tmp_path) == 1

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from controller.drill import (
+from console.drill import (
     ALERT_SENT,
     FAULT,
     FIRST_FINDING,
@@ -288,7 +288,7 @@ def _result(steps: dict[str, float], samples: list[WriteSample], lost: LostWrite
     before = parse_cluster(healthy())
     obs = Observer("kill-master", before, "redis-1", 100.0, "SIGKILL redis-server on redis-1")
     for name, at in steps.items():
-        from controller.drill import Step
+        from console.drill import Step
 
         obs.steps[name] = Step(at, name)
     info = FaultInfo("kill-master", "sandbox /tmp/x", "redis-1", M1, M1, 100.0, "SIGKILL redis-server on redis-1")
@@ -458,7 +458,7 @@ class FakeTarget:
 
 
 def test_a_whole_drill_over_fakes_thaws_what_it_froze_and_reads_every_write_back() -> None:
-    from controller.drill import DrillOptions, Endpoints, run_drill
+    from console.drill import DrillOptions, Endpoints, run_drill
 
     store = FakeStore()
     controller = ScriptedController(store)

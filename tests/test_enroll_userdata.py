@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.enroll import Enrollments
-from controller.userdata import DEFAULT_TEMPLATES, MAX_USER_DATA_BYTES, NodeBoot, render_user_data
+from controller.adapters.storage.enrollments import Enrollments
+from controller.adapters.userdata import DEFAULT_TEMPLATES, MAX_USER_DATA_BYTES, NodeBoot, render_user_data
 
 BOOT = NodeBoot(cluster="shop", node="redis-4", controller_url="http://10.0.0.2:8787", master_name="mymaster",
                 sentinels=("10.0.0.5:26379", "10.0.0.6:26379"), quorum=2, down_after_ms=5000,

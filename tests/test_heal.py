@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.checks import check
-from controller.heal import (
+from controller.core.checks import check
+from controller.core.planner import (
     ActionResult,
     CreateReplacement,
     DestroyDroplet,
@@ -28,8 +28,8 @@ from controller.heal import (
     observe,
     plan_heal,
 )
-from controller.policy import Policy
-from controller.view import ClusterView
+from controller.core.policy import Policy
+from controller.core.view import ClusterView
 from tests.factories import kill_redis, kill_sentinel, scenario_view, with_age, with_sentinel_master
 
 POLICY = HealPolicy()
@@ -144,7 +144,7 @@ def test_dry_run_plans_but_marks_it() -> None:
 
 def test_budget_exhausted_holds_until_acknowledged() -> None:
     view = kill_redis(healthy(), "redis-2")
-    from controller.heal import utc_day
+    from controller.core.planner import utc_day
 
     spent = HealState(cluster="sandbox", budget_day=utc_day(view.now), actions_today=3)
     p = plan(view, spent, policy=HealPolicy(daily_budget=3))
@@ -191,7 +191,7 @@ def test_reprovision_state_machine_create_boot_reset_destroy() -> None:
 
 
 def test_stale_sentinel_entries_reset_one_sentinel_at_a_time() -> None:
-    from agent.report import SentinelPeer
+    from protocol.report import SentinelPeer
     from tests.factories import with_sentinel_master as wsm
 
     view = healthy()
@@ -210,7 +210,7 @@ def test_stale_sentinel_entries_reset_one_sentinel_at_a_time() -> None:
 
 
 def test_the_next_reset_waits_for_peer_sentinels_and_the_sequence_ends_when_all_list_the_replicas() -> None:
-    from controller.heal import ResetSequence
+    from controller.core.planner import ResetSequence
 
     view = healthy()  # every Sentinel lists 2 peers and 2 replicas
     reset_at = view.now - 10  # long enough ago for the interval and the settle time
@@ -290,7 +290,7 @@ def test_disabled_or_zero_budget_acts_on_nothing(policy: HealPolicy) -> None:
 
 
 def test_the_reserved_ip_follows_the_master() -> None:
-    from controller.heal import MoveReservedIp
+    from controller.core.planner import MoveReservedIp
 
     s = dataclasses.replace(snap(healthy()), reserved_ip=("127.0.0.50", 102))
     p = plan_heal(s, POLICY, s.view.now)

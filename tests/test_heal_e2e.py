@@ -18,8 +18,8 @@ import pytest
 import redis
 import requests
 
-from controller.do_adapter import PydoCloud
-from sandbox import runner
+from agent import processes as runner
+from controller.adapters.cloud import PydoCloud
 from sandbox.cluster import controller_spec
 from tests.conftest import Sandbox, redwarden, running_sandbox
 from tests.helpers import wait_until

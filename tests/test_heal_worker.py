@@ -7,9 +7,9 @@ import dataclasses
 import threading
 from collections.abc import Sequence
 
-from controller.cycle import HealWorker
-from controller.findings import Finding
-from controller.view import ClusterView
+from controller.app.healer import HealWorker
+from controller.core.findings import Finding
+from controller.core.view import ClusterView
 from tests.factories import scenario_view
 from tests.helpers import wait_until
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.findings import Code, Finding, Severity
-from controller.incident_store import IncidentLog
-from controller.incidents import Incident, incident_from_dict, track
-from controller.policy import Policy
+from controller.adapters.storage.incidents import IncidentLog
+from controller.core.findings import Code, Finding, Severity
+from controller.core.incidents import Incident, incident_from_dict, track
+from controller.core.policy import Policy
 
 POLICY = Policy(confirm_s={Code.REPLICA_DOWN: 2.0, Code.MASTER_DOWN: 0.0}, clear_s={Code.REPLICA_DOWN: 5.0})
 

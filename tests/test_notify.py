@@ -16,22 +16,22 @@ from typing import Any
 import pytest
 import requests
 
-from agent.settings import ConfigError, load_settings
-from controller.alerts import AlertEvent
-from controller.notify import (
-    PAGERDUTY_EVENTS_URL,
+from controller.adapters.notify import (
     DeliveryResult,
     PagerDutyNotifier,
     SlackNotifier,
     WebhookNotifier,
     admits,
+    build_notifiers,
     pagerduty_payload,
     parse_retry_after,
     route,
     slack_payload,
     webhook_payload,
 )
-from controller.notify_config import NotifyConfig, WebhookConfig, build_notifiers
+from controller.core.alerts import AlertEvent
+from controller.notify_config import PAGERDUTY_EVENTS_URL, NotifyConfig, WebhookConfig
+from protocol.settings import ConfigError, load_settings
 from sandbox.receiver import Receiver, validate_pagerduty, validate_slack
 
 ROUTING_KEY = "R0UT1NGKEYSECRETR0UT1NGKEYSECRET"  # 32 characters, like a real one

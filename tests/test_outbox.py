@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import structlog
 
-from controller.alerts import AlertEvent
-from controller.notify import DeliveryResult, Notifier, PagerDutyNotifier, SlackNotifier, WebhookNotifier
-from controller.outbox import Outbox
+from controller.adapters.notify import DeliveryResult, Notifier, PagerDutyNotifier, SlackNotifier, WebhookNotifier
+from controller.adapters.outbox import Outbox
+from controller.core.alerts import AlertEvent
 from sandbox.receiver import Received, Receiver
 from tests.helpers import wait_until
 

@@ -22,7 +22,7 @@ from agent.parse import (
     sentinel_master_view,
     sentinel_peer,
 )
-from agent.report import ConnectedReplica, RedisHealth, SentinelPeer
+from protocol.report import ConnectedReplica, RedisHealth, SentinelPeer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "redis7"
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from agent.push import Pusher
-from agent.signing import HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
+from protocol.signing import HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from agent.config import AgentConfig, load_secrets
-from agent.settings import ConfigError, load_settings
-from agent.signing import sign, verify
 from controller.config import ControllerConfig, load_cluster_secrets
+from protocol.settings import ConfigError, load_settings
+from protocol.signing import sign, verify
 
 
 def test_signature_round_trip_and_refusals() -> None:

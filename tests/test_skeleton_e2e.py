@@ -12,7 +12,7 @@ import pytest
 import redis
 import requests
 
-from agent.signing import HEADER_CLUSTER, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
+from protocol.signing import HEADER_CLUSTER, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
 from tests.conftest import Sandbox, redwarden, start_sandbox
 from tests.helpers import wait_until
 
@@ -155,7 +155,7 @@ def test_a_second_sandbox_does_not_collide_and_down_leaves_nothing(sandbox: Sand
 # -- the local DigitalOcean underneath (issue 4); these run last: they change the cluster ----------------
 
 def _cloud(sandbox: Sandbox) -> Any:
-    from controller.do_adapter import PydoCloud
+    from controller.adapters.cloud import PydoCloud
 
     st = sandbox.status()
     return PydoCloud(st["do_token"], api_url=st["do_api_url"], ca_path=st["do_ca_cert"])

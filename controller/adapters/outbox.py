@@ -29,8 +29,8 @@ from typing import Any
 
 import structlog
 
-from controller.alerts import AlertEvent
-from controller.notify import DeliveryResult, Notifier, admits
+from controller.adapters.notify import DeliveryResult, Notifier, admits
+from controller.core.alerts import AlertEvent
 
 log = structlog.get_logger("redwarden.controller")
 
@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS alert_outbox (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL,
     last_attempt_at REAL,
-    last_error TEXT,                        -- never a URL or key: see controller.notify
+    last_error TEXT,                        -- never a URL or key: see controller.adapters.notify
     delivered_at REAL,
     failed_at REAL,                         -- given up: permanent failure, or notifier no longer configured
     UNIQUE (event_id, notifier)

@@ -16,20 +16,28 @@ import email.utils
 import hashlib
 import json
 import math
+import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
 import requests
 
-from controller.alerts import SEVERITY_RANK, AlertEvent, EvidenceValue
-
-SEVERITIES = tuple(sorted(SEVERITY_RANK, key=SEVERITY_RANK.__getitem__))  # ("info", "warning", "critical")
-
-PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
-PAGERDUTY_EVENTS_URL_EU = "https://events.eu.pagerduty.com/v2/enqueue"
+from controller.core.alerts import SEVERITY_RANK, AlertEvent, EvidenceValue
+from controller.notify_config import (
+    ENV_PAGERDUTY_ROUTING_KEY,
+    ENV_SLACK_WEBHOOK_URL,
+    ENV_WEBHOOK_URL,
+    PAGERDUTY_EVENTS_URL,
+    NotifyConfig,
+    PagerDutyConfig,
+    SlackConfig,
+    WebhookConfig,
+    check_severity,
+)
+from protocol.settings import ConfigError, read_secret
 
 # Our severities in PagerDuty's vocabulary (critical, error, warning, info); anything unknown is "error",
 # loud enough to be seen and not pretending to be a page-worthy critical.
@@ -57,12 +65,6 @@ def admits(min_severity: str, severity: str) -> bool:
     An unknown event severity ranks highest: a malformed alert is delivered everywhere rather than dropped.
     """
     return SEVERITY_RANK.get(severity, max(SEVERITY_RANK.values())) >= SEVERITY_RANK[min_severity]
-
-
-def check_severity(value: str, key: str) -> None:
-    """Raise ValueError naming `key` unless `value` is one of our severities."""
-    if value not in SEVERITY_RANK:
-        raise ValueError(f"{key} must be one of {', '.join(SEVERITIES)}, not {value!r}")
 
 
 def iso8601(ts: float) -> str:
@@ -413,3 +415,54 @@ class WebhookNotifier(_HttpNotifier):
 
     def payload(self, event: AlertEvent) -> dict[str, Any]:
         return webhook_payload(event)
+
+
+# -- building them from the settings -------------------------------------------------------------
+
+
+def _secret(env: Mapping[str, str], env_key: str, path: str | None, key: str) -> str:
+    value = env.get(env_key) or read_secret(path, key)
+    if not value or not value.strip():
+        raise ConfigError(f"{key} is not set or empty (nor {env_key})")
+    return value.strip()
+
+
+def _check_url(value: str, key: str) -> None:
+    if not value.startswith(("https://", "http://")):
+        raise ConfigError(f"{key}: the URL it holds must start with https:// or http://")  # not the URL itself
+
+
+def build_notifiers(
+    cfg: NotifyConfig,
+    environ: Mapping[str, str] | None = None,
+    session_factory: Callable[[], requests.Session] = requests.Session,
+) -> list[Notifier]:
+    """The configured notifiers (Slack, PagerDuty, webhook, in that order), secrets read now.
+
+    Raises ConfigError naming the setting when a configured destination has no readable secret.
+    """
+    env = os.environ if environ is None else environ
+    notifiers: list[Notifier] = []
+    slack = cfg.slack or (SlackConfig() if env.get(ENV_SLACK_WEBHOOK_URL) else None)
+    if slack is not None:
+        url = _secret(env, ENV_SLACK_WEBHOOK_URL, slack.webhook_url_file, "notify.slack.webhook_url_file")
+        _check_url(url, "notify.slack.webhook_url_file")
+        notifiers.append(
+            SlackNotifier(url, session_factory(), min_severity=slack.min_severity, timeout_s=slack.timeout_s)
+        )
+    pd = cfg.pagerduty or (PagerDutyConfig() if env.get(ENV_PAGERDUTY_ROUTING_KEY) else None)
+    if pd is not None:
+        key = _secret(env, ENV_PAGERDUTY_ROUTING_KEY, pd.routing_key_file, "notify.pagerduty.routing_key_file")
+        notifiers.append(
+            PagerDutyNotifier(
+                key, pd.events_url, session_factory(), min_severity=pd.min_severity, timeout_s=pd.timeout_s
+            )
+        )
+    hook = cfg.webhook or (WebhookConfig() if env.get(ENV_WEBHOOK_URL) else None)
+    if hook is not None:
+        url = _secret(env, ENV_WEBHOOK_URL, hook.url_file, "notify.webhook.url_file")
+        _check_url(url, "notify.webhook.url_file")
+        notifiers.append(
+            WebhookNotifier(url, session_factory(), min_severity=hook.min_severity, timeout_s=hook.timeout_s)
+        )
+    return notifiers

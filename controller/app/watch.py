@@ -16,14 +16,14 @@ from typing import Protocol
 
 import structlog
 
-from controller.alerts import AlertEvent
-from controller.app import Controller
-from controller.checks import check, cluster_health
-from controller.findings import Finding
-from controller.healing import Healer
-from controller.incident_store import IncidentLog
-from controller.incidents import Incident, track
-from controller.view import ClusterView
+from controller.adapters.storage.incidents import IncidentLog
+from controller.app.fleet import Fleet
+from controller.app.healer import Healer, HealWorker
+from controller.core.alerts import AlertEvent
+from controller.core.checks import check, cluster_health
+from controller.core.findings import Finding
+from controller.core.incidents import Incident, track
+from controller.core.view import ClusterView
 
 log = structlog.get_logger("redwarden.controller")
 
@@ -37,13 +37,13 @@ class AlertSink(Protocol):
 class Watcher:
     def __init__(
         self,
-        ctl: Controller,
+        fleet: Fleet,
         incidents: IncidentLog,
         alerts: AlertSink,
         clock: Callable[[], float],
         healer: Healer | None = None,
     ) -> None:
-        self.ctl = ctl
+        self.fleet = fleet
         self.incidents = incidents
         self.alerts = alerts
         self.clock = clock
@@ -56,18 +56,20 @@ class Watcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._heal_worker = HealWorker(healer) if healer is not None else None
+        # set when a report changes a node's vitals (`wake`): the cycle runs before its interval
+        self._changed = threading.Event()
 
     def run_cycle(self, now: float) -> str:
         sentences = []
-        for name in sorted(self.ctl.config.clusters):
-            view = self.ctl.view(name, now)
-            policy = self.ctl.policy_for(name)
+        for name in self.fleet.names():
+            view = self.fleet.view(name, now)
+            policy = self.fleet.policy_for(name)
             findings = check(view, policy, now)
             tracked = track(self._active.get(name, ()), findings if self._arm(view, findings, now) else (), policy, now)
             self.alerts.enqueue(tracked.events)  # first: a crash after this loses no alert
             self.incidents.save(tracked.changed)
             self._active[name] = tracked.incidents
-            self.ctl.latest_findings[name] = findings
+            self.fleet.set_findings(name, findings)
             self._log_changes(name, tracked.events)
             sentence = self._sentence(name, findings, tracked.incidents)
             if self._heal_worker is not None:
@@ -114,9 +116,13 @@ class Watcher:
             )
 
     # -- the thread ----------------------------------------------------------------------------
+    def wake(self) -> None:
+        """A report changed a node's vitals (a process died, a role moved): run the next cycle now."""
+        self._changed.set()
+
     def start(self, interval_s: float) -> None:
         """Run a cycle every `interval_s`, or at once when a report changed a node's vitals."""
-        wake = self.ctl.changed
+        wake = self._changed
         min_gap_s = interval_s / 5  # a storm of changes still leaves the API most of the time
 
         def loop() -> None:
@@ -139,55 +145,8 @@ class Watcher:
 
     def close(self) -> None:
         self._stop.set()
-        self.ctl.changed.set()
+        self._changed.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self._heal_worker is not None:
             self._heal_worker.close()
-
-
-class HealWorker:
-    """Runs the healer on its own thread, so that a slow DigitalOcean call delays healing but never the
-    findings and alerts of any cluster. It keeps only the latest (view, confirmed findings) per cluster:
-    after a slow call the healer acts on what the cluster looks like now, not on the backlog."""
-
-    def __init__(self, healer: Healer) -> None:
-        self.healer = healer
-        self._lock = threading.Lock()
-        self._latest: dict[str, tuple[ClusterView, tuple[Finding, ...], float]] = {}
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def submit(self, view: ClusterView, confirmed: tuple[Finding, ...], now: float) -> None:
-        with self._lock:
-            self._latest[view.name] = (view, confirmed, now)
-        self._wake.set()
-
-    def run_pending(self) -> None:
-        """Heal every cluster with a submitted view, once each."""
-        with self._lock:
-            pending, self._latest = self._latest, {}
-        for view, confirmed, now in pending.values():
-            try:
-                self.healer.step(view, confirmed, now)
-            except Exception:
-                log.exception("heal.step_failed", cluster=view.name)
-
-    def start(self) -> None:
-        def loop() -> None:
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                if self._stop.is_set():
-                    return
-                self.run_pending()
-
-        self._thread = threading.Thread(target=loop, name="heal-worker", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)

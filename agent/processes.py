@@ -1,9 +1,9 @@
-"""Starts, signals and stops the sandbox's long-running processes, detached from the caller.
+"""Starts, signals and stops long-running processes without systemd, detached from the caller.
 
 Layer: adapter. Each service is a `ServiceSpec`: argv, a pidfile, a log file. Processes run in their
-own session so `redwarden sandbox up` can return while they go on; a pid is trusted only while the
-process it names still has the spec's marker (its config path) in its command line, so a recycled pid
-is never signalled.
+own session so the caller (the bootstrap, `redwarden sandbox up`) can return while they go on; a pid is
+trusted only while the process it names still has the spec's marker (its config path) in its command
+line, so a recycled pid is never signalled.
 """
 
 from __future__ import annotations

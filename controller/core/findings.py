@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
-from controller.alerts import SEVERITY_RANK
+from controller.core.alerts import SEVERITY_RANK
 
 EvidenceValue = str | int | float | bool | None
 Evidence = tuple[tuple[str, EvidenceValue], ...]

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from controller.findings import Code, Finding
-from controller.view import ClusterView, NodeState
+from controller.core.findings import Code, Finding
+from controller.core.view import ClusterView, NodeState
 
 # -- the policy ------------------------------------------------------------------------------------
 

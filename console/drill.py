@@ -51,13 +51,14 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, TypedDict
 
 import requests
 
+from console.client import ControllerClient, ControllerError, ControllerNotFound
+
 if TYPE_CHECKING:
-    from controller.do_adapter import Cloud
+    from controller.adapters.cloud import Cloud
 
 # -- the vocabulary --------------------------------------------------------------------------------
 
@@ -693,29 +694,21 @@ class ClusterSource(Protocol):
 
 
 class ControllerApi:
-    """GET-only client of the controller's API, for one cluster (a `ClusterSource`)."""
+    """GET-only view of the controller's API for one cluster (a `ClusterSource`), over `ControllerClient`."""
 
     def __init__(self, base_url: str, cluster: str, timeout_s: float = 2.0,
                  session: requests.Session | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.client = ControllerClient(base_url, timeout_s=timeout_s, session=session)
+        self.base_url = self.client.url
         self.cluster_name = cluster
-        self._timeout_s = timeout_s
-        self._session = session or requests.Session()
 
     def _get(self, path: str, params: Mapping[str, str | int] | None = None) -> object:
-        url = f"{self.base_url}{path}"
         try:
-            resp = self._session.get(url, params=params, timeout=self._timeout_s)
-        except requests.RequestException as e:
-            raise DrillError(f"cannot reach the controller at {self.base_url}: {type(e).__name__}") from None
-        if resp.status_code == 404:
-            raise DrillUsageError(f"{url}: {resp.text[:200]}")
-        if resp.status_code != 200:
-            raise DrillError(f"{url} answered HTTP {resp.status_code}: {resp.text[:200]}")
-        try:
-            data: object = resp.json()
-        except ValueError:
-            raise DrillError(f"{url} did not answer JSON") from None
+            data: object = self.client.get(path, params)
+        except ControllerNotFound as e:
+            raise DrillUsageError(str(e)) from None
+        except ControllerError as e:
+            raise DrillError(str(e)) from None
         return data
 
     def cluster(self) -> ClusterSnap:
@@ -876,10 +869,10 @@ class FaultTarget(Protocol):
         ...
 
 
-def _destroy(cloud: Cloud, node: NodeSnap, droplet_id: int | None) -> str:
+def destroy_node(cloud: Cloud, node: NodeSnap, droplet_id: int | None) -> str:
     if droplet_id is None:
         raise DrillError(f"no droplet id is known for {node.name}: cannot destroy it")
-    from controller.do_adapter import ProviderError
+    from controller.adapters.cloud import ProviderError
 
     try:
         gone = cloud.destroy_droplet(droplet_id)
@@ -887,61 +880,6 @@ def _destroy(cloud: Cloud, node: NodeSnap, droplet_id: int | None) -> str:
         raise DrillError(f"destroying droplet {droplet_id} ({node.name}) failed: {e}") from None
     return f"droplet {droplet_id} ({node.name}) destroyed through the DigitalOcean API" + ("" if gone else
                                                                                           " (it was already gone)")
-
-
-class SandboxTarget:
-    """Faults on a sandbox: signals to its processes, droplets destroyed through its local DigitalOcean."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root.resolve()
-        self.label = f"sandbox {self.root}"
-
-    def _status(self) -> dict[str, object]:
-        from sandbox import cluster as sb
-
-        return sb.status(self.root)
-
-    def inject(self, fault: str, node: NodeSnap) -> str:
-        from sandbox import cluster as sb
-
-        if fault == "kill-master":
-            sb.fault(self.root, node.name, "redis", "kill")
-            return f"SIGKILL redis-server on {node.name}"
-        if fault == "stop-master":
-            sb.fault(self.root, node.name, "redis", "freeze")
-            return f"SIGSTOP redis-server on {node.name} (thawed once a new master is seen)"
-        from controller.do_adapter import PydoCloud
-
-        st = self._status()
-        droplet_id = node.droplet_id
-        if droplet_id is None:
-            rows = st.get("droplets")
-            for d in rows if isinstance(rows, list) else []:
-                if isinstance(d, dict) and d.get("name") == node.name and isinstance(d.get("id"), int):
-                    droplet_id = d["id"]
-        cloud = PydoCloud(str(st["do_token"]), str(st["do_api_url"]), ca_path=str(st["do_ca_cert"]))
-        return _destroy(cloud, node, droplet_id)
-
-    def undo(self, fault: str, node: NodeSnap) -> str | None:
-        from sandbox import cluster as sb
-
-        if fault != "stop-master":
-            return None
-        try:
-            sb.fault(self.root, node.name, "redis", "thaw")
-        except sb.SandboxError as e:  # restarted by its agent meanwhile: nothing left frozen
-            return f"thaw of {node.name}'s redis-server skipped: {e}"
-        return f"SIGCONT redis-server on {node.name}"
-
-    def sentinels(self) -> tuple[tuple[str, int], ...]:
-        from sandbox import cluster as sb
-
-        rows = self._status().get("droplets")
-        out = []
-        for d in rows if isinstance(rows, list) else []:
-            if isinstance(d, dict) and d.get("status") == "active" and isinstance(d.get("address"), str):
-                out.append((str(d["address"]), sb.SENTINEL_PORT))
-        return tuple(out)
 
 
 class CloudTarget:
@@ -954,7 +892,7 @@ class CloudTarget:
     def inject(self, fault: str, node: NodeSnap) -> str:
         if fault not in REMOTE_FAULTS:
             raise DrillUsageError(f"--fault {fault} needs --sandbox: redwarden cannot signal a remote redis-server")
-        return _destroy(self.cloud, node, node.droplet_id)
+        return destroy_node(self.cloud, node, node.droplet_id)
 
     def undo(self, fault: str, node: NodeSnap) -> str | None:
         return None
@@ -985,6 +923,9 @@ class Endpoints:
     master_name: str
     redis_password: str | None
     sentinels: Callable[[], tuple[tuple[str, int], ...]]  # asked before every run: droplets come and go
+
+
+TargetResolver = Callable[[argparse.Namespace], "tuple[FaultTarget, Endpoints]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -1184,7 +1125,7 @@ def _parse_sentinel(text: str) -> tuple[str, int]:
 
 
 def _real_cluster(args: argparse.Namespace) -> tuple[FaultTarget, Endpoints]:
-    from agent.settings import read_secret
+    from protocol.settings import read_secret
 
     if not args.i_know_this_is_production:
         raise DrillUsageError("a drill without --sandbox runs on a real cluster: it destroys a droplet. Give "
@@ -1199,7 +1140,7 @@ def _real_cluster(args: argparse.Namespace) -> tuple[FaultTarget, Endpoints]:
                if not value]
     if missing:
         raise DrillUsageError(f"a drill on a real cluster needs {', '.join(missing)}")
-    from controller.do_adapter import PydoCloud
+    from controller.adapters.cloud import PydoCloud
 
     token = read_secret(args.do_token_file, "--do-token-file") or ""
     cloud = PydoCloud(token, args.do_api_url, ca_path=args.do_ca_file)
@@ -1209,29 +1150,22 @@ def _real_cluster(args: argparse.Namespace) -> tuple[FaultTarget, Endpoints]:
     return CloudTarget(cloud, f"cluster {args.cluster}"), endpoints
 
 
-def _sandbox(args: argparse.Namespace) -> tuple[FaultTarget, Endpoints]:
-    from sandbox import cluster as sb
-
-    st = sb.status(Path(args.sandbox))
-    if not st["up"]:
-        raise DrillUsageError(f"the sandbox in {args.sandbox} is down (`redwarden sandbox up --dir {args.sandbox}`)")
-    if st["cluster"] != args.cluster:
-        raise DrillUsageError(f"the sandbox in {args.sandbox} runs cluster {st['cluster']!r}, not {args.cluster!r}")
-    target = SandboxTarget(Path(args.sandbox))
-    url = args.controller or str(st["controller_url"])
-    return target, Endpoints(url, args.cluster, str(st["master_name"]), str(st["redis_password"]), target.sentinels)
-
-
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, sandbox_target: TargetResolver | None = None) -> int:
     """`redwarden drill CLUSTER --fault F ...`: 0 when every run ended healthy, 1 on a timeout or error,
     2 on a usage error."""
-    from agent.logs import configure_logging
+    from protocol.logs import configure_logging
 
     configure_logging("console", "warning")  # adapters' log lines go to stderr; stdout stays the result
     try:
         if args.runs < 1:
             raise DrillUsageError("--runs must be >= 1")
-        target, endpoints = _sandbox(args) if args.sandbox else _real_cluster(args)
+        if args.sandbox:
+            if sandbox_target is None:
+                raise DrillUsageError("--sandbox needs the sandbox, which is not installed here "
+                                      "(pip install 'redwarden[sandbox]')")
+            target, endpoints = sandbox_target(args)
+        else:
+            target, endpoints = _real_cluster(args)
         opts = DrillOptions(fault=args.fault, runs=args.runs, timeout_s=args.timeout, between_s=args.between)
         api = ControllerApi(endpoints.controller_url, endpoints.cluster)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pydantic
 
-from agent.report import Report, report_to_dict
-from controller.view import NodeState
+from controller.core.view import NodeState
+from protocol.report import Report, report_to_dict
 
 REPORT_ADAPTER: pydantic.TypeAdapter[Report] = pydantic.TypeAdapter(Report)
 
@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS node_reports (
 """
 
 
-class StateStore:
+class ReportStore:
     def __init__(self, path: str | Path, flush_interval_s: float = 2.0) -> None:
         self._path = str(path)
         if self._path != ":memory:":

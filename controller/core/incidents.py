@@ -19,9 +19,9 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from controller.alerts import SEVERITY_RANK, AlertEvent
-from controller.findings import Code, Finding
-from controller.policy import Policy
+from controller.core.alerts import SEVERITY_RANK, AlertEvent
+from controller.core.findings import Code, Finding
+from controller.core.policy import Policy
 
 
 @dataclass(frozen=True, slots=True)

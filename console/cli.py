@@ -1,10 +1,12 @@
-"""`redwarden`: the controller's command line.
+"""`redwarden`: the operator's command line.
 
     redwarden controller run --config PATH
     redwarden status [--json] [--controller URL]
-    redwarden sandbox up|status|down|fault ...
+    redwarden history | cluster create | pause | resume | ack | drill ...
+    redwarden sandbox up|status|down|fault ...      (where the sandbox is installed: a plugin)
 
-Layer: entry point. Errors a person can fix end with exit code 2 (usage/config) or 1 (runtime) and one
+Layer: console (entry point). Every command but `controller run` is an HTTP client of the controller
+(`console.client`). Errors a person can fix end with exit code 2 (usage/config) or 1 (runtime) and one
 line that says what to do; no traceback.
 """
 
@@ -14,13 +16,13 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-import requests
-
-from agent.settings import ConfigError
-from controller import __version__
+from console import __version__
+from console.client import ControllerClient
+from console.plugins import CliPlugin, load_plugins
+from protocol.settings import ConfigError
 
 DEFAULT_CONTROLLER_URL = "http://127.0.0.1:8787"
 
@@ -30,20 +32,14 @@ def _controller_url(args: argparse.Namespace) -> str:
     return url.rstrip("/")
 
 
-def _get_json(url: str) -> Any:
-    try:
-        resp = requests.get(url, timeout=5)
-    except requests.RequestException as e:
-        raise RuntimeError(f"cannot reach the controller at {url}: {type(e).__name__}") from None
-    if resp.status_code != 200:
-        raise RuntimeError(f"{url} answered HTTP {resp.status_code}: {resp.text[:200]}")
-    return resp.json()
+def _client(args: argparse.Namespace, admin: bool = False) -> ControllerClient:
+    return ControllerClient(_controller_url(args), _admin_token(args) if admin else None)
 
 
 def cmd_controller_run(args: argparse.Namespace) -> int:
-    from agent.logs import configure_logging
+    from controller.app.service import run_controller
     from controller.config import load_config
-    from controller.service import run_controller
+    from protocol.logs import configure_logging
 
     config = load_config(args.config)
     configure_logging(config.log_format, config.log_level)
@@ -52,10 +48,9 @@ def cmd_controller_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from controller.status import render_status
+    from console.render import render_status
 
-    base = _controller_url(args)
-    data = _get_json(f"{base}/v1/clusters")
+    data = _client(args).clusters()
     if args.cluster:
         data = {"clusters": [c for c in data["clusters"] if c["name"] == args.cluster]}
     if args.json:
@@ -66,11 +61,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from controller.status import render_history
+    from console.render import render_history
 
-    base = _controller_url(args)
-    query = f"?limit={args.limit}" + (f"&cluster={args.cluster}" if args.cluster else "")
-    data = _get_json(f"{base}/v1/incidents{query}")
+    data = _client(args).incidents(args.cluster, args.limit)
     if args.json:
         print(json.dumps(data, indent=2))
     else:
@@ -79,90 +72,34 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def _admin_token(args: argparse.Namespace) -> str | None:
-    from agent.settings import read_secret
+    from protocol.settings import read_secret
 
     return os.environ.get("REDWARDEN_ADMIN_TOKEN") or read_secret(args.admin_token_file, "--admin-token-file")
 
 
 def cmd_cluster_create(args: argparse.Namespace) -> int:
-    from controller.provision import ControllerClient, create_cluster
+    from console.provision import create_cluster
 
-    client = ControllerClient(_controller_url(args), _admin_token(args))
-    cluster = create_cluster(client, args.name, args.nodes, prefix=args.prefix, timeout_s=args.timeout,
-                             progress=lambda m: print(f"  {m}", file=sys.stderr))
+    cluster = create_cluster(_client(args, admin=True), args.name, args.nodes, prefix=args.prefix,
+                             timeout_s=args.timeout, progress=lambda m: print(f"  {m}", file=sys.stderr))
     print(f"cluster {args.name} is healthy: master {cluster['master']}, {len(cluster['nodes'])} nodes")
     return 0
 
 
 def _switch(args: argparse.Namespace, verb: str) -> int:
-    import requests as rq
-
-    url = f"{_controller_url(args)}/v1/clusters/{args.cluster}/{verb}"
-    params = {"node": args.node} if getattr(args, "node", None) else {}
-    token = _admin_token(args)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        resp = rq.post(url, params=params, headers=headers, timeout=10)
-    except rq.RequestException as e:
-        raise RuntimeError(f"cannot reach the controller: {type(e).__name__}") from None
-    if resp.status_code != 200:
-        raise RuntimeError(f"{verb} refused: HTTP {resp.status_code} {resp.text[:200]}")
-    heal = resp.json()
-    target = f"{args.cluster}/{args.node}" if getattr(args, "node", None) else args.cluster
+    node = getattr(args, "node", None)
+    heal = _client(args, admin=True).switch(args.cluster, verb, node)
+    target = f"{args.cluster}/{node}" if node else args.cluster
     print(f"{target}: {verb} done; paused={heal['paused']} paused_nodes={heal['paused_nodes']} "
           f"budget {heal['budget']['used_today']}/{heal['budget']['per_day']} acked={heal['budget']['acked']}")
     return 0
 
 
-def cmd_sandbox(args: argparse.Namespace) -> int:
-    from sandbox import cluster as sb
-
-    root = Path(args.dir)
-    if args.sandbox_command == "up":
-        opts = sb.SandboxOptions(
-            nodes=args.nodes,
-            down_after_ms=args.down_after_ms,
-            failover_timeout_ms=args.failover_timeout_ms,
-            report_interval_s=args.report_interval_s,
-            heal=not args.no_heal,
-            dry_run=args.dry_run,
-            fast_failover=not args.no_fast_failover,
-            sentinel_reset_interval_s=args.sentinel_reset_interval_s,
-            daily_budget=args.daily_budget,
-            reserved_ip=args.reserved_ip,
-            slack_webhook=args.slack_webhook,
-            pagerduty_url=args.pagerduty_url,
-            pagerduty_routing_key=args.pagerduty_routing_key,
-            webhook_url=args.webhook_url,
-        )
-        state = sb.up(root, opts, timeout_s=args.timeout, progress=lambda m: print(f"  {m}", file=sys.stderr))
-        print(state["controller_url"])
-        return 0
-    if args.sandbox_command == "status":
-        st = sb.status(root)
-        if args.json:
-            print(json.dumps(st, indent=2))
-        else:
-            print(f"sandbox {st['dir']}: {'up' if st['up'] else 'down'}, controller {st['controller_url']} "
-                  f"(pid {st['controller_pid']})")
-            for d in st["droplets"]:
-                pids = ", ".join(f"{k} {v or 'stopped'}" for k, v in d["pids"].items())
-                print(f"  {d['name']:<10} {d['address']:<12} {pids}")
-        return 0
-    if args.sandbox_command == "down":
-        sb.down(root)
-        print(f"sandbox {root} is down")
-        return 0
-    if args.sandbox_command == "fault":
-        print(sb.fault(root, args.node, args.service, args.action))
-        return 0
-    raise AssertionError(args.sandbox_command)  # pragma: no cover
-
-
 def cmd_drill(args: argparse.Namespace) -> int:
-    from controller.drill import main as drill_main
+    from console.drill import main as drill_main
 
-    return drill_main(args)
+    resolvers = [p.drill_target for p in args.plugins]
+    return drill_main(args, sandbox_target=resolvers[0] if resolvers else None)
 
 
 def _add_drill_parser(sub: Any) -> None:
@@ -186,7 +123,7 @@ def _add_drill_parser(sub: Any) -> None:
     dr.set_defaults(func=cmd_drill)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(plugins: Sequence[CliPlugin] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="redwarden", description="Self-healing monitor for Redis Sentinel.")
     parser.add_argument("--version", action="version", version=f"redwarden {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -232,44 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
         sw.add_argument("--admin-token-file", help="file with the controller's admin token")
         sw.set_defaults(func=lambda a, v=verb: _switch(a, v))
 
-    sb = sub.add_parser("sandbox", help="a local cluster of real Redis and Sentinel processes")
-    sb_sub = sb.add_subparsers(dest="sandbox_command", required=True)
-    up = sb_sub.add_parser("up", help="start a cluster and return once it is healthy")
-    up.add_argument("--dir", required=True)
-    up.add_argument("--nodes", type=int, default=3)
-    up.add_argument("--down-after-ms", type=int, default=5000)
-    up.add_argument("--failover-timeout-ms", type=int, default=60000)
-    up.add_argument("--report-interval-s", type=float, default=1.0)
-    up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for health")
-    up.add_argument("--no-heal", action="store_true", help="the controller watches and alerts but never acts")
-    up.add_argument("--dry-run", action="store_true", help="the controller plans and logs actions, takes none")
-    up.add_argument("--no-fast-failover", action="store_true", help="leave a dead master to Sentinel's timer")
-    up.add_argument("--daily-budget", type=int, default=30, help="healing actions per day before alert-only")
-    up.add_argument("--reserved-ip", action="store_true",
-                    help="create a reserved IP the controller keeps on the master's droplet")
-    up.add_argument("--sentinel-reset-interval-s", type=float, default=5.0,
-                    help="between two SENTINEL RESETs (production: >= 30)")
-    up.add_argument("--slack-webhook", metavar="URL", help="Slack incoming webhook for the controller's alerts")
-    up.add_argument("--pagerduty-url", metavar="URL", help="PagerDuty Events API v2 URL (e.g. a local receiver)")
-    up.add_argument("--pagerduty-routing-key", metavar="KEY", help="PagerDuty routing key")
-    up.add_argument("--webhook-url", metavar="URL", help="generic JSON webhook for every alert")
-    sbs = sb_sub.add_parser("status", help="addresses and pids of the sandbox's processes")
-    sbs.add_argument("--dir", required=True)
-    sbs.add_argument("--json", action="store_true")
-    dn = sb_sub.add_parser("down", help="stop every process of the sandbox")
-    dn.add_argument("--dir", required=True)
-    ft = sb_sub.add_parser("fault", help="inject a fault or undo it")
-    ft.add_argument("--dir", required=True)
-    ft.add_argument("node")
-    ft.add_argument("service", choices=("redis", "sentinel", "agent"))
-    ft.add_argument("action", choices=("kill", "freeze", "thaw", "start"))
-    sb.set_defaults(func=cmd_sandbox)
     _add_drill_parser(sub)
+    for plugin in plugins:
+        plugin.add_commands(sub)
+    parser.set_defaults(plugins=list(plugins))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    plugins = load_plugins()
+    args = build_parser(plugins).parse_args(argv)
+    plugin_errors = tuple(e for p in plugins for e in p.errors)
     try:
         code: int = args.func(args)
         return code
@@ -279,10 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:
-        from controller.provision import ProvisionError
-        from sandbox.cluster import SandboxError
+        from console.provision import ProvisionError
 
-        if isinstance(e, SandboxError | RuntimeError | ProvisionError):
+        if isinstance(e, RuntimeError | ProvisionError | plugin_errors):
             print(f"redwarden: {e}", file=sys.stderr)
             return 1
         raise

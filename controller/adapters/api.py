@@ -7,12 +7,11 @@ frozen `Report` handed to the store. Invalid input gets a 4xx whose body names t
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
-import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import pydantic
 import structlog
@@ -20,23 +19,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from agent.report import Report
-from agent.signing import HEADER_CLUSTER, HEADER_SIGNATURE, HEADER_TIMESTAMP, verify
 from controller import __version__
-from controller.checks import check, cluster_health
-from controller.config import ControllerConfig, cluster_redis_password
-from controller.directives import DirectiveQueue
-from controller.do_adapter import ProviderError
-from controller.enroll import Enrollments
-from controller.findings import Finding
-from controller.heal_store import HealStore
-from controller.incident_store import IncidentLog
-from controller.policy import Policy
-from controller.store import REPORT_ADAPTER, StateStore
-from controller.view import ClusterView, cluster_status, vitals_changed
-
-if TYPE_CHECKING:
-    from controller.healing import Healer
+from controller.adapters.cloud import Droplet, ProviderError
+from controller.adapters.directives import DirectiveQueue
+from controller.adapters.storage.reports import REPORT_ADAPTER
+from controller.config import ClusterConfig, cluster_redis_password
+from controller.core.view import NodeState, vitals_changed
+from protocol.report import Report
+from protocol.signing import HEADER_CLUSTER, HEADER_SIGNATURE, HEADER_TIMESTAMP, verify
 
 log = structlog.get_logger("redwarden.controller")
 
@@ -53,75 +43,67 @@ def validation_detail(err: pydantic.ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-class Controller:
-    """Holds config, secrets and the store; builds views. Shared by the API and the cycle."""
-
-    def __init__(
-        self,
-        config: ControllerConfig,
-        secrets: dict[str, bytes],
-        store: StateStore,
-        clock: Callable[[], float] = time.time,
-        policy: Policy | None = None,
-        incident_log: IncidentLog | None = None,
-    ) -> None:
-        self.config = config
-        self.secrets = secrets
-        self.store = store
-        self.clock = clock
-        self.policy = policy or Policy()
-        self.incident_log = incident_log
-        self.directives = DirectiveQueue()
-        self.healer: Healer | None = None  # set by the service when healing is wired
-        self.heal_store: HealStore | None = None
-        self.enrollments: Enrollments | None = None
-        self.admin_token: str | None = None
-        # written by the watch cycle; read by the API (a dict assignment is atomic under the GIL)
-        self.latest_findings: dict[str, tuple[Finding, ...]] = {}
-        # set by the API when a report changes a node's vitals; wakes the watch cycle before its interval
-        self.changed = threading.Event()
-
-    def view(self, cluster: str, now: float | None = None) -> ClusterView:
-        cfg = self.config.clusters[cluster]
-        return ClusterView(
-            name=cluster,
-            master_name=cfg.master_name,
-            expected_nodes=cfg.expected_nodes,
-            report_interval_s=cfg.report_interval_s,
-            stale_after_s=cfg.stale_after_s,
-            now=self.clock() if now is None else now,
-            nodes=self.store.nodes(cluster),
-        )
-
-    def policy_for(self, cluster: str) -> Policy:
-        """The policy, with the cluster's own idea of silence (one setting, not two that could differ)."""
-        cfg = self.config.clusters[cluster]
-        return dataclasses.replace(self.policy, agent_silent_intervals=float(cfg.stale_after_intervals))
-
-    def status(self, cluster: str, now: float) -> dict[str, Any]:
-        """A cluster in the status contract, with its health and the findings of the last cycle."""
-        view = self.view(cluster, now)
-        findings = self.latest_findings.get(cluster)
-        if findings is None:  # no cycle has run yet
-            findings = check(view, self.policy_for(cluster), now)
-        out = cluster_status(view)
-        out["health"] = cluster_health(findings)
-        if self.healer is not None:
-            out["heal"] = self.healer.status(cluster)
-        out["findings"] = [
-            {"code": str(f.code), "severity": str(f.severity), "subject": f.subject, "message": f.message,
-             "key": f.key}
-            for f in findings
-        ]
-        return out
+class ReportSink(Protocol):
+    def put_report(self, report: Report, received_at: float, raw: bytes | None = None) -> NodeState | None: ...
 
 
-def create_app(ctl: Controller) -> FastAPI:
+class FleetReader(Protocol):
+    def names(self) -> list[str]: ...
+
+    def status(self, cluster: str, now: float) -> dict[str, Any]: ...
+
+
+class History(Protocol):
+    def history(self, cluster: str | None, limit: int) -> list[dict[str, Any]]: ...
+
+
+class Enrollment(Protocol):
+    def redeem(self, cluster: str, node: str, token: str, now: float) -> str | None: ...
+
+
+class HealSwitches(Protocol):
+    def pause(self, cluster: str, node: str | None = None) -> object: ...
+
+    def resume(self, cluster: str, node: str | None = None) -> object: ...
+
+    def ack(self, cluster: str) -> object: ...
+
+    def status(self, cluster: str) -> dict[str, Any]: ...
+
+
+class NodeCreator(Protocol):
+    def create_node(self, cluster: str, name: str, sentinels: tuple[str, ...]) -> Droplet: ...
+
+    def ensure_firewall(self, cluster: str, controller_address: str | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class ApiDeps:
+    """What the API needs, each behind the narrowest interface that serves it (wired by `app.service`)."""
+
+    clusters: Mapping[str, ClusterConfig]
+    secrets: Mapping[str, bytes]  # each cluster's push secret
+    reports: ReportSink
+    directives: DirectiveQueue
+    fleet: FleetReader
+    clock: Callable[[], float] = time.time
+    max_report_bytes: int = 256 * 1024
+    listen_host: str = "127.0.0.1"
+    admin_token: str | None = None
+    incidents: History | None = None
+    actions: History | None = None
+    enrollments: Enrollment | None = None
+    heal: HealSwitches | None = None
+    provisioner: NodeCreator | None = None
+    on_vitals_changed: Callable[[], None] = lambda: None  # wakes the watch loop
+
+
+def create_app(deps: ApiDeps) -> FastAPI:
     app = FastAPI(title="redwarden controller", version=__version__)
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"ok": True, "version": __version__, "clusters": len(ctl.config.clusters)}
+        return {"ok": True, "version": __version__, "clusters": len(deps.clusters)}
 
     @app.post("/v1/reports", responses={401: {}, 413: {}, 422: {}})
     async def post_report(request: Request) -> Response:
@@ -132,13 +114,13 @@ def create_app(ctl: Controller) -> FastAPI:
             missing = [h for h, v in ((HEADER_CLUSTER, cluster), (HEADER_TIMESTAMP, timestamp),
                                       (HEADER_SIGNATURE, signature)) if not v]
             return _error(401, f"missing header {missing[0]}", loc=f"header.{missing[0]}")
-        secret = ctl.secrets.get(cluster)
+        secret = deps.secrets.get(cluster)
         if secret is None:
             return _error(401, "unknown cluster", loc=f"header.{HEADER_CLUSTER}")
         body = await request.body()
-        if len(body) > ctl.config.max_report_bytes:
-            return _error(413, f"report is {len(body)} bytes, limit {ctl.config.max_report_bytes}")
-        now = ctl.clock()
+        if len(body) > deps.max_report_bytes:
+            return _error(413, f"report is {len(body)} bytes, limit {deps.max_report_bytes}")
+        now = deps.clock()
         reason = verify(secret, timestamp, body, signature, now)
         if reason is not None:
             log.warning("report.rejected", cluster=cluster, reason=reason)
@@ -150,39 +132,39 @@ def create_app(ctl: Controller) -> FastAPI:
         if report.identity.cluster != cluster:
             return _error(422, f"identity.cluster {report.identity.cluster!r} does not match the signed "
                           f"cluster {cluster!r}", loc="identity.cluster")
-        previous = ctl.store.put_report(report, now, raw=body)
+        previous = deps.reports.put_report(report, now, raw=body)
         if vitals_changed(previous, report):
-            ctl.changed.set()  # a process died or came back, a role moved: the watch cycle runs now
-        ctl.directives.acknowledge(cluster, report.identity.node, report.acks)
-        return JSONResponse({"accepted": True, "directives": ctl.directives.for_node(cluster, report.identity.node)})
+            deps.on_vitals_changed()  # a process died or came back, a role moved: the watch cycle runs now
+        deps.directives.acknowledge(cluster, report.identity.node, report.acks)
+        return JSONResponse({"accepted": True, "directives": deps.directives.for_node(cluster, report.identity.node)})
 
     @app.get("/v1/clusters")
     def list_clusters() -> dict[str, Any]:
-        now = ctl.clock()
-        return {"clusters": [ctl.status(name, now) for name in sorted(ctl.config.clusters)]}
+        now = deps.clock()
+        return {"clusters": [deps.fleet.status(name, now) for name in deps.fleet.names()]}
 
     @app.get("/v1/clusters/{name}", responses={404: {}})
     def get_cluster(name: str) -> Response:
-        if name not in ctl.config.clusters:
+        if name not in deps.clusters:
             return _error(404, f"no cluster named {name!r}", loc="path.name")
-        return JSONResponse(ctl.status(name, ctl.clock()))
+        return JSONResponse(deps.fleet.status(name, deps.clock()))
 
     @app.get("/v1/incidents")
     def list_incidents(cluster: str | None = None, limit: int = 100) -> Response:
-        if cluster is not None and cluster not in ctl.config.clusters:
+        if cluster is not None and cluster not in deps.clusters:
             return _error(404, f"no cluster named {cluster!r}", loc="query.cluster")
         if not 1 <= limit <= 10_000:
             return _error(422, "limit must be between 1 and 10000", loc="query.limit")
-        incidents = ctl.incident_log.history(cluster, limit) if ctl.incident_log else []
+        incidents = deps.incidents.history(cluster, limit) if deps.incidents else []
         return JSONResponse({"incidents": incidents})
 
     @app.get("/v1/actions")
     def list_actions(cluster: str | None = None, limit: int = 100) -> Response:
-        if cluster is not None and cluster not in ctl.config.clusters:
+        if cluster is not None and cluster not in deps.clusters:
             return _error(404, f"no cluster named {cluster!r}", loc="query.cluster")
         if not 1 <= limit <= 10_000:
             return _error(422, "limit must be between 1 and 10000", loc="query.limit")
-        actions = ctl.heal_store.history(cluster, limit) if ctl.heal_store else []
+        actions = deps.actions.history(cluster, limit) if deps.actions else []
         return JSONResponse({"actions": actions})
 
     @app.post("/v1/enroll", responses={403: {}, 404: {}, 422: {}})
@@ -197,41 +179,41 @@ def create_app(ctl: Controller) -> FastAPI:
             if not isinstance(body.get(key), str) or not body[key]:
                 return _error(422, f"{key} is required (a string)", loc=key)
         cluster = body["cluster"]
-        if cluster not in ctl.config.clusters or ctl.enrollments is None:
+        if cluster not in deps.clusters or deps.enrollments is None:
             return _error(404, f"no cluster named {cluster!r} accepts enrollments", loc="cluster")
-        reason = ctl.enrollments.redeem(cluster, body["node"], body["token"], ctl.clock())
+        reason = deps.enrollments.redeem(cluster, body["node"], body["token"], deps.clock())
         if reason is not None:
             log.warning("enroll.refused", cluster=cluster, node=body["node"], reason=reason)
             return _error(403, reason, loc="token")
-        password = cluster_redis_password(cluster, ctl.config.clusters[cluster])
+        password = cluster_redis_password(cluster, deps.clusters[cluster])
         if not password:
             return _error(404, f"clusters.{cluster}.redis_password_file is not set on the controller")
         log.info("enroll.accepted", cluster=cluster, node=body["node"])
-        return JSONResponse({"redis_password": password, "cluster_secret": ctl.secrets[cluster].decode()})
+        return JSONResponse({"redis_password": password, "cluster_secret": deps.secrets[cluster].decode()})
 
     def _admin(request: Request, cluster: str) -> Response | None:
-        if cluster not in ctl.config.clusters:
+        if cluster not in deps.clusters:
             return _error(404, f"no cluster named {cluster!r}", loc="path.cluster")
-        if ctl.healer is None:
+        if deps.heal is None:
             return _error(409, "healing is not running on this controller")
-        if ctl.admin_token is not None:
+        if deps.admin_token is not None:
             given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given, f"Bearer {ctl.admin_token}"):
+            if not hmac.compare_digest(given, f"Bearer {deps.admin_token}"):
                 return _error(401, "admin token required (Authorization: Bearer ...)", loc="header.Authorization")
         return None
 
     def _switch(request: Request, cluster: str, verb: str, node: str | None = None) -> Response:
         if (refused := _admin(request, cluster)) is not None:
             return refused
-        assert ctl.healer is not None
+        assert deps.heal is not None
         if verb == "pause":
-            ctl.healer.pause(cluster, node)
+            deps.heal.pause(cluster, node)
         elif verb == "resume":
-            ctl.healer.resume(cluster, node)
+            deps.heal.resume(cluster, node)
         else:
-            ctl.healer.ack(cluster)
+            deps.heal.ack(cluster)
         log.warning("heal.switched", verb=verb, cluster=cluster, node=node)
-        return JSONResponse(ctl.healer.status(cluster))
+        return JSONResponse(deps.heal.status(cluster))
 
     @app.post("/v1/clusters/{cluster}/pause")
     def pause(request: Request, cluster: str, node: str | None = None) -> Response:
@@ -261,12 +243,13 @@ def create_app(ctl: Controller) -> FastAPI:
         sentinels = body.get("sentinels", [])
         if not isinstance(sentinels, list) or not all(isinstance(x, str) for x in sentinels):
             return _error(422, "sentinels must be a list of ip:port strings", loc="sentinels")
-        assert ctl.healer is not None
+        if deps.provisioner is None:
+            return _error(409, "this controller has no DigitalOcean adapter to create droplets with")
+        provisioner = deps.provisioner
         try:
             if body.get("firewall"):
-                ctl.healer.executor.ensure_firewall(cluster, ctl.config.listen_host)
-            droplet = await run_in_threadpool(ctl.healer.executor.create_node, cluster, body["name"],
-                                              tuple(sentinels))
+                await run_in_threadpool(provisioner.ensure_firewall, cluster, deps.listen_host)
+            droplet = await run_in_threadpool(provisioner.create_node, cluster, body["name"], tuple(sentinels))
         except ProviderError as e:
             return _error(502, str(e))
         return JSONResponse({"droplet": {"id": droplet.id, "name": droplet.name, "status": droplet.status}},

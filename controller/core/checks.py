@@ -42,10 +42,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from agent.report import ConnectedReplica, SentinelMasterView, SentinelPeer
-from controller.findings import Code, Evidence, EvidenceValue, Finding, Severity, SubjectKind
-from controller.policy import MIB, Policy
-from controller.view import ClusterView, NodeState
+from controller.core.findings import Code, Evidence, EvidenceValue, Finding, Severity, SubjectKind
+from controller.core.policy import MIB, Policy
+from controller.core.view import ClusterView, NodeState
+from protocol.report import ConnectedReplica, SentinelMasterView, SentinelPeer
 
 Health = Literal["healthy", "degraded", "critical"]
 

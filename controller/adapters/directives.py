@@ -11,7 +11,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from agent.report import DirectiveAck
+from protocol.directives import Directive
+from protocol.report import DirectiveAck
 
 AckHandler = Callable[[str, str, DirectiveAck], None]  # (cluster, node, ack)
 
@@ -19,23 +20,20 @@ AckHandler = Callable[[str, str, DirectiveAck], None]  # (cluster, node, ack)
 class DirectiveQueue:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        self._pending: dict[tuple[str, str], dict[str, Directive]] = {}
         self._handlers: list[AckHandler] = []
 
     def on_ack(self, handler: AckHandler) -> None:
         self._handlers.append(handler)
 
-    def send(self, cluster: str, node: str, directive: dict[str, Any]) -> None:
+    def send(self, cluster: str, node: str, directive: Directive) -> None:
         with self._lock:
-            self._pending.setdefault((cluster, node), {})[str(directive["id"])] = directive
+            self._pending.setdefault((cluster, node), {})[directive.id] = directive
 
     def for_node(self, cluster: str, node: str) -> list[dict[str, Any]]:
+        """What goes on the wire to this node: its unacknowledged directives."""
         with self._lock:
-            return list(self._pending.get((cluster, node), {}).values())
-
-    def pending(self, cluster: str) -> list[tuple[str, dict[str, Any]]]:
-        with self._lock:
-            return [(n, d) for (c, n), ds in self._pending.items() if c == cluster for d in ds.values()]
+            return [d.to_wire() for d in self._pending.get((cluster, node), {}).values()]
 
     def acknowledge(self, cluster: str, node: str, acks: tuple[DirectiveAck, ...]) -> None:
         if not acks:

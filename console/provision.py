@@ -1,9 +1,9 @@
 """`redwarden cluster create` (client side): provision a new cluster through the controller, and wait,
 with progress, until it is healthy. Also the health wait the sandbox uses.
 
-Layer: application (a client of the controller's API). The controller holds the DigitalOcean token and
-creates the droplets; this side decides the order: the first droplet bootstraps as master, the others
-join it as replicas once it reports.
+Layer: console (a client of the controller's API, through `console.client`). The controller holds the
+DigitalOcean token and creates the droplets; this side decides the order: the first droplet bootstraps as
+master, the others join it as replicas once it reports.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import requests
+
+from console.client import ControllerClient, ControllerError
 
 
 class ProvisionError(Exception):
@@ -40,32 +42,6 @@ def healthy_problem(cluster: dict[str, Any], nodes: int) -> str | None:
     return None
 
 
-class ControllerClient:
-    def __init__(self, url: str, admin_token: str | None = None, timeout_s: float = 10.0) -> None:
-        self.url = url.rstrip("/")
-        self.session = requests.Session()
-        if admin_token:
-            self.session.headers["Authorization"] = f"Bearer {admin_token}"
-        self.timeout_s = timeout_s
-
-    def cluster(self, name: str) -> dict[str, Any]:
-        resp = self.session.get(f"{self.url}/v1/clusters/{name}", timeout=self.timeout_s)
-        if resp.status_code != 200:
-            raise ProvisionError(f"the controller answered HTTP {resp.status_code} for cluster {name}: "
-                                 f"{resp.text[:200]}")
-        data: dict[str, Any] = resp.json()
-        return data
-
-    def create_node(self, cluster: str, name: str, sentinels: list[str], firewall: bool = False) -> dict[str, Any]:
-        resp = self.session.post(f"{self.url}/v1/clusters/{cluster}/nodes",
-                                 json={"name": name, "sentinels": sentinels, "firewall": firewall},
-                                 timeout=max(self.timeout_s, 120))
-        if resp.status_code != 202:
-            raise ProvisionError(f"creating {name} failed: HTTP {resp.status_code} {resp.text[:300]}")
-        droplet: dict[str, Any] = resp.json()["droplet"]
-        return droplet
-
-
 def wait_healthy(fetch: Callable[[], dict[str, Any]], nodes: int, timeout_s: float,
                  progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
@@ -77,7 +53,7 @@ def wait_healthy(fetch: Callable[[], dict[str, Any]], nodes: int, timeout_s: flo
             if found is None:
                 return cluster
             problem = found
-        except (requests.RequestException, ValueError, KeyError, ProvisionError):
+        except (requests.RequestException, ValueError, KeyError, ControllerError, ProvisionError):
             problem = "controller not answering"
         if problem != said:
             progress(f"waiting: {problem}")
@@ -108,7 +84,7 @@ def create_cluster(client: ControllerClient, name: str, nodes: int, prefix: str 
             raise ProvisionError(f"{first} did not report as master within {timeout_s:.0f} s")
         try:
             address = first_up()
-        except (requests.RequestException, ProvisionError):
+        except (requests.RequestException, ControllerError, ProvisionError):
             address = None
         if address is None:
             time.sleep(0.2)

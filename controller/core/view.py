@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from agent.report import Report, SentinelMasterView
+from protocol.report import Report, SentinelMasterView
 
 
 @dataclass(frozen=True, slots=True)

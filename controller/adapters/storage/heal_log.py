@@ -15,7 +15,7 @@ from typing import Any
 
 import pydantic
 
-from controller.heal import HealState
+from controller.core.planner import HealState
 
 STATE_ADAPTER: pydantic.TypeAdapter[HealState] = pydantic.TypeAdapter(HealState)
 

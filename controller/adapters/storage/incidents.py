@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from controller.incidents import Incident, incident_from_dict
+from controller.core.incidents import Incident, incident_from_dict
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (

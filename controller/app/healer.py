@@ -2,7 +2,7 @@
 
 Layer: application. Owns each cluster's `HealState` (persisted through `HealStore` after every action),
 the cloud view (a poller thread lists each cluster's droplets by tag), and the operator's switches
-(pause, resume, ack). The decisions are `controller.heal`'s; the effects are the executor's.
+(pause, resume, ack). The decisions are `controller.core.planner`'s; the effects are the executor's.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Any
 
 import structlog
 
-from controller.do_adapter import Cloud, ProviderError
-from controller.executor import Executor
-from controller.findings import Finding
-from controller.heal import Droplet, HealPolicy, HealSnapshot, HealState, Plan, observe, plan_heal, utc_day
-from controller.heal_store import HealStore
-from controller.view import ClusterView
+from controller.adapters.cloud import Cloud, ProviderError
+from controller.adapters.storage.heal_log import HealStore
+from controller.app.executor import Executor
+from controller.core.findings import Finding
+from controller.core.planner import Droplet, HealPolicy, HealSnapshot, HealState, Plan, observe, plan_heal, utc_day
+from controller.core.view import ClusterView
 
 log = structlog.get_logger("redwarden.controller")
 
@@ -160,3 +160,50 @@ class Healer:
         self._stop.set()
         if self._poller is not None:
             self._poller.join(timeout=5)
+
+
+class HealWorker:
+    """Runs the healer on its own thread, so that a slow DigitalOcean call delays healing but never the
+    findings and alerts of any cluster. It keeps only the latest (view, confirmed findings) per cluster:
+    after a slow call the healer acts on what the cluster looks like now, not on the backlog."""
+
+    def __init__(self, healer: Healer) -> None:
+        self.healer = healer
+        self._lock = threading.Lock()
+        self._latest: dict[str, tuple[ClusterView, tuple[Finding, ...], float]] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, view: ClusterView, confirmed: tuple[Finding, ...], now: float) -> None:
+        with self._lock:
+            self._latest[view.name] = (view, confirmed, now)
+        self._wake.set()
+
+    def run_pending(self) -> None:
+        """Heal every cluster with a submitted view, once each."""
+        with self._lock:
+            pending, self._latest = self._latest, {}
+        for view, confirmed, now in pending.values():
+            try:
+                self.healer.step(view, confirmed, now)
+            except Exception:
+                log.exception("heal.step_failed", cluster=view.name)
+
+    def start(self) -> None:
+        def loop() -> None:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
+                self.run_pending()
+
+        self._thread = threading.Thread(target=loop, name="heal-worker", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

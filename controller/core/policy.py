@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from controller.findings import Code
+from controller.core.findings import Code
 
 MIB = 1024 * 1024
 

@@ -1,0 +1,83 @@
+"""The one HTTP client of the controller's API, used by every console command.
+
+Layer: console (adapter). Errors come back as `ControllerError` with what to do about them; a 404 is
+`ControllerNotFound` (a wrong cluster name is the caller's mistake, not an outage). Tokens go in the
+`Authorization` header and never into a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+
+
+class ControllerError(RuntimeError):
+    """The controller could not be reached, or refused or failed the request; the message says which."""
+
+
+class ControllerNotFound(ControllerError):
+    """The controller answered 404: no such cluster (or path)."""
+
+
+class ControllerClient:
+    def __init__(self, url: str, token: str | None = None, timeout_s: float = 10.0,
+                 session: requests.Session | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.session = session or requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def _request(self, method: str, path: str, params: Mapping[str, str | int] | None = None,
+                 json: object = None, expect: int = 200, timeout_s: float | None = None) -> Any:
+        url = f"{self.url}{path}"
+        try:
+            resp = self.session.request(method, url, params=params, json=json, timeout=timeout_s or self.timeout_s)
+        except requests.RequestException as e:
+            raise ControllerError(f"cannot reach the controller at {self.url}: {type(e).__name__}") from None
+        if resp.status_code == 404:
+            raise ControllerNotFound(f"{url}: {resp.text[:200]}")
+        if resp.status_code != expect:
+            raise ControllerError(f"{method} {url} answered HTTP {resp.status_code}: {resp.text[:300]}")
+        try:
+            return resp.json()
+        except ValueError:
+            raise ControllerError(f"{url} did not answer JSON") from None
+
+    def get(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
+        return self._request("GET", path, params)
+
+    # -- the API, one method per endpoint the console uses ----------------------------------------------
+    def clusters(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.get("/v1/clusters")
+        return data
+
+    def cluster(self, name: str) -> dict[str, Any]:
+        data: dict[str, Any] = self.get(f"/v1/clusters/{name}")
+        return data
+
+    def incidents(self, cluster: str | None = None, limit: int = 100) -> dict[str, Any]:
+        params: dict[str, str | int] = {"limit": limit, **({"cluster": cluster} if cluster else {})}
+        data: dict[str, Any] = self.get("/v1/incidents", params)
+        return data
+
+    def actions(self, cluster: str | None = None, limit: int = 100) -> dict[str, Any]:
+        params: dict[str, str | int] = {"limit": limit, **({"cluster": cluster} if cluster else {})}
+        data: dict[str, Any] = self.get("/v1/actions", params)
+        return data
+
+    def switch(self, cluster: str, verb: str, node: str | None = None) -> dict[str, Any]:
+        """`pause`, `resume` or `ack` (admin): the cluster's heal status afterwards."""
+        data: dict[str, Any] = self._request("POST", f"/v1/clusters/{cluster}/{verb}",
+                                             params={"node": node} if node else None)
+        return data
+
+    def create_node(self, cluster: str, name: str, sentinels: list[str], firewall: bool = False) -> dict[str, Any]:
+        """One droplet that bootstraps into the cluster (admin); the droplet as the controller created it."""
+        data = self._request("POST", f"/v1/clusters/{cluster}/nodes",
+                             json={"name": name, "sentinels": sentinels, "firewall": firewall}, expect=202,
+                             timeout_s=max(self.timeout_s, 120))
+        droplet: dict[str, Any] = data["droplet"]
+        return droplet

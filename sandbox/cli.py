@@ -1,0 +1,139 @@
+"""The sandbox's commands: `redwarden sandbox up|status|down|fault` and `redwarden-sandbox ...`.
+
+Layer: sandbox (entry point). The console's `redwarden` command finds this module through the entry point
+group `redwarden.cli` (`PLUGIN`), so it never imports the sandbox; `redwarden-sandbox` (or
+`python -m sandbox`) runs the same commands on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from console.drill import Endpoints, FaultTarget
+from sandbox import cluster as sb
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    root = Path(args.dir)
+    if args.sandbox_command == "up":
+        opts = sb.SandboxOptions(
+            nodes=args.nodes,
+            down_after_ms=args.down_after_ms,
+            failover_timeout_ms=args.failover_timeout_ms,
+            report_interval_s=args.report_interval_s,
+            heal=not args.no_heal,
+            dry_run=args.dry_run,
+            fast_failover=not args.no_fast_failover,
+            sentinel_reset_interval_s=args.sentinel_reset_interval_s,
+            daily_budget=args.daily_budget,
+            reserved_ip=args.reserved_ip,
+            slack_webhook=args.slack_webhook,
+            pagerduty_url=args.pagerduty_url,
+            pagerduty_routing_key=args.pagerduty_routing_key,
+            webhook_url=args.webhook_url,
+        )
+        state = sb.up(root, opts, timeout_s=args.timeout, progress=lambda m: print(f"  {m}", file=sys.stderr))
+        print(state["controller_url"])
+        return 0
+    if args.sandbox_command == "status":
+        st = sb.status(root)
+        if args.json:
+            print(json.dumps(st, indent=2))
+        else:
+            print(f"sandbox {st['dir']}: {'up' if st['up'] else 'down'}, controller {st['controller_url']} "
+                  f"(pid {st['controller_pid']})")
+            for d in st["droplets"]:
+                pids = ", ".join(f"{k} {v or 'stopped'}" for k, v in d["pids"].items())
+                print(f"  {d['name']:<10} {d['address']:<12} {pids}")
+        return 0
+    if args.sandbox_command == "down":
+        sb.down(root)
+        print(f"sandbox {root} is down")
+        return 0
+    if args.sandbox_command == "fault":
+        print(sb.fault(root, args.node, args.service, args.action))
+        return 0
+    raise AssertionError(args.sandbox_command)  # pragma: no cover
+
+
+def add_commands(sub: Any) -> None:
+    """Add `sandbox` and its subcommands to a `redwarden` argument parser's subparsers."""
+    sp = sub.add_parser("sandbox", help="a local cluster of real Redis and Sentinel processes")
+    sb_sub = sp.add_subparsers(dest="sandbox_command", required=True)
+    up = sb_sub.add_parser("up", help="start a cluster and return once it is healthy")
+    up.add_argument("--dir", required=True)
+    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--down-after-ms", type=int, default=5000)
+    up.add_argument("--failover-timeout-ms", type=int, default=60000)
+    up.add_argument("--report-interval-s", type=float, default=1.0)
+    up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for health")
+    up.add_argument("--no-heal", action="store_true", help="the controller watches and alerts but never acts")
+    up.add_argument("--dry-run", action="store_true", help="the controller plans and logs actions, takes none")
+    up.add_argument("--no-fast-failover", action="store_true", help="leave a dead master to Sentinel's timer")
+    up.add_argument("--daily-budget", type=int, default=30, help="healing actions per day before alert-only")
+    up.add_argument("--reserved-ip", action="store_true",
+                    help="create a reserved IP the controller keeps on the master's droplet")
+    up.add_argument("--sentinel-reset-interval-s", type=float, default=5.0,
+                    help="between two SENTINEL RESETs (production: >= 30)")
+    up.add_argument("--slack-webhook", metavar="URL", help="Slack incoming webhook for the controller's alerts")
+    up.add_argument("--pagerduty-url", metavar="URL", help="PagerDuty Events API v2 URL (e.g. a local receiver)")
+    up.add_argument("--pagerduty-routing-key", metavar="KEY", help="PagerDuty routing key")
+    up.add_argument("--webhook-url", metavar="URL", help="generic JSON webhook for every alert")
+    sbs = sb_sub.add_parser("status", help="addresses and pids of the sandbox's processes")
+    sbs.add_argument("--dir", required=True)
+    sbs.add_argument("--json", action="store_true")
+    dn = sb_sub.add_parser("down", help="stop every process of the sandbox")
+    dn.add_argument("--dir", required=True)
+    ft = sb_sub.add_parser("fault", help="inject a fault or undo it")
+    ft.add_argument("--dir", required=True)
+    ft.add_argument("node")
+    ft.add_argument("service", choices=("redis", "sentinel", "agent"))
+    ft.add_argument("action", choices=("kill", "freeze", "thaw", "start"))
+    sp.set_defaults(func=cmd_sandbox)
+
+
+def drill_target(args: argparse.Namespace) -> tuple[FaultTarget, Endpoints]:
+    from sandbox.drill_target import drill_target as resolve
+
+    return resolve(args)
+
+
+class _Plugin:
+    """What the console asks of the sandbox (see `console.plugins.CliPlugin`)."""
+
+    errors: tuple[type[Exception], ...] = (sb.SandboxError,)
+
+    @staticmethod
+    def add_commands(sub: Any) -> None:
+        add_commands(sub)
+
+    @staticmethod
+    def drill_target(args: argparse.Namespace) -> tuple[FaultTarget, Endpoints]:
+        return drill_target(args)
+
+
+PLUGIN = _Plugin()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`redwarden-sandbox up|status|down|fault ...`: the sandbox's commands without the console."""
+    parser = argparse.ArgumentParser(prog="redwarden-sandbox", description="A local redwarden cluster.")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(["sandbox", *argv])
+    try:
+        code: int = args.func(args)
+        return code
+    except KeyboardInterrupt:
+        return 130
+    except sb.SandboxError as e:
+        print(f"redwarden-sandbox: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
