@@ -227,7 +227,7 @@ def droplets(root: Path) -> list[dict[str, Any]]:
 def droplet_services(d: dict[str, Any]) -> ProcessServices:
     """The droplet's services, started from outside it with its markers (so the local DigitalOcean's
     power_off finds them, and the agent learns its address as it would at boot)."""
-    from sandbox.doapi import droplet_env
+    from sandbox.doapi.processes import droplet_env
 
     droot = Path(d["root"])
     env = droplet_env({}, droot, int(d["id"]), str(d["name"]), str(d["address"] or ""))
@@ -309,7 +309,7 @@ def any_running(root: Path) -> bool:
 
 
 def down(root: Path) -> None:
-    from sandbox.doapi import kill_droplet_processes
+    from sandbox.doapi.processes import kill_droplet_processes
 
     root = root.resolve()
     state = load_state(root)

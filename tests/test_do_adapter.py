@@ -28,7 +28,7 @@ from controller.adapters.cloud import (
     PydoCloud,
 )
 from sandbox.addresses import DEFAULT_CLAIMS_DIR
-from sandbox.doapi import owned_processes
+from sandbox.doapi.processes import owned_processes
 from tests.test_doapi import IMAGE, REGION, SIZE, TOKEN, LocalApi, cloud_config, local_doapi
 
 

@@ -26,15 +26,10 @@ import pytest
 import requests
 
 from sandbox.addresses import DEFAULT_CLAIMS_DIR, release_addresses
-from sandbox.doapi import (
-    DoApiHandle,
-    DoApiOptions,
-    kill_droplet_processes,
-    owned_processes,
-    parse_user_data,
-    rooted,
-    start_doapi,
-)
+from sandbox.doapi.cloud_config import parse_user_data, rooted
+from sandbox.doapi.processes import kill_droplet_processes, owned_processes
+from sandbox.doapi.server import DoApiHandle, start_doapi
+from sandbox.doapi.state import DoApiOptions
 from tests.helpers import wait_until
 
 TOKEN = "doapi-test-token-" + os.urandom(8).hex()  # random, so a leak into output would be recognisable
