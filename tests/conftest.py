@@ -1,4 +1,5 @@
-"""Shared fixtures: a sandbox cluster of real redis-server/redis-sentinel processes, torn down always."""
+"""Shared fixtures: a sandbox cluster of real redis-server/redis-sentinel processes, torn down always; the
+controller's state file (a `Database`), closed always."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+
+from controller.adapters.storage.db import Database
 
 REDWARDEN = [sys.executable, "-m", "console.cli"]
 
@@ -86,3 +89,25 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     module-scoped so scenarios share the boot cost."""
     with running_sandbox(tmp_path_factory.mktemp("sandbox"), "--report-interval-s", "0.5", "--no-heal") as sb:
         yield sb
+
+
+@pytest.fixture
+def open_db() -> Iterator[Callable[[Path], Database]]:
+    """Opens a state file (as a controller start does; call again on the same path for a restart); every
+    one opened is closed at the end of the test."""
+    opened: list[Database] = []
+
+    def open_(path: Path) -> Database:
+        db = Database(path)
+        opened.append(db)
+        return db
+
+    yield open_
+    for db in opened:
+        db.close()
+
+
+@pytest.fixture
+def state_db(open_db: Callable[[Path], Database], tmp_path: Path) -> Database:
+    """A fresh state file in the test's directory."""
+    return open_db(tmp_path / "state.db")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 from console.render import render_status
 from controller.adapters.api import ApiDeps, create_app
 from controller.adapters.directives import DirectiveQueue
+from controller.adapters.storage.db import Database
 from controller.adapters.storage.reports import ReportStore
 from controller.app.fleet import Fleet
 from controller.config import ClusterConfig, ControllerConfig
@@ -39,19 +41,18 @@ class Api:
     """The API wired to a real report store and fleet, as the service wires it; `changed` stands for the
     watch loop's wake-up."""
 
-    def __init__(self, tmp_path: Path, clock: Clock) -> None:
-        config = ControllerConfig(state_path=str(tmp_path / "state.db"),
-                                  clusters={"sandbox": ClusterConfig(report_interval_s=1.0)})
-        self.store = ReportStore(config.state_path)
+    def __init__(self, db: Database, clock: Clock) -> None:
+        config = ControllerConfig(state_path=db.path, clusters={"sandbox": ClusterConfig(report_interval_s=1.0)})
+        self.store = ReportStore(db)
         self.changed = threading.Event()
         self.deps = ApiDeps(clusters=config.clusters, secrets={"sandbox": SECRET}, reports=self.store,
                             directives=DirectiveQueue(), fleet=Fleet(config.clusters, self.store), clock=clock,
                             on_vitals_changed=self.changed.set)
 
 
-def make(tmp_path: Path, now: float) -> tuple[TestClient, Api, Clock]:
+def make(db: Database, now: float) -> tuple[TestClient, Api, Clock]:
     clock = Clock(now)
-    api = Api(tmp_path, clock)
+    api = Api(db, clock)
     return TestClient(create_app(api.deps)), api, clock
 
 
@@ -62,10 +63,10 @@ def post(client: TestClient, report: dict[str, Any], now: float) -> Any:
         HEADER_CLUSTER: "sandbox", HEADER_TIMESTAMP: ts, HEADER_SIGNATURE: sign(SECRET, ts, body)})
 
 
-def test_ingest_and_derive_the_cluster_view(tmp_path: Path) -> None:
+def test_ingest_and_derive_the_cluster_view(state_db: Database) -> None:
     reports = [recorded(f"healthy-redis-{i}") for i in (1, 2, 3)]
     now = reports[0]["collected_at"]
-    client, _, clock = make(tmp_path, now)
+    client, _, clock = make(state_db, now)
     for r in reports:
         assert post(client, r, now).json() == {"accepted": True, "directives": []}
     clock.now = now + 0.5
@@ -87,13 +88,13 @@ def test_ingest_and_derive_the_cluster_view(tmp_path: Path) -> None:
     assert client.get("/v1/clusters/nope").status_code == 404
 
 
-def test_reports_survive_a_controller_restart(tmp_path: Path) -> None:
+def test_reports_survive_a_controller_restart(tmp_path: Path, open_db: Callable[[Path], Database]) -> None:
     report = recorded("healthy-redis-1")
     now = report["collected_at"]
-    client, ctl, _ = make(tmp_path, now)
+    client, ctl, _ = make(open_db(tmp_path / "state.db"), now)
     post(client, report, now)
     ctl.store.close()
-    client2, ctl2, _ = make(tmp_path, now + 1)
+    client2, ctl2, _ = make(open_db(tmp_path / "state.db"), now + 1)
     nodes = client2.get("/v1/clusters/sandbox").json()["nodes"]
     assert [(n["name"], n["report_age_s"]) for n in nodes] == [("redis-1", 1.0)]
     ctl2.store.close()
@@ -109,17 +110,17 @@ def test_reports_survive_a_controller_restart(tmp_path: Path) -> None:
         (lambda r: r.update(seq=None), "seq"),
     ],
 )
-def test_invalid_reports_get_422_naming_the_field(tmp_path: Path, mutate: Any, loc: str) -> None:
+def test_invalid_reports_get_422_naming_the_field(state_db: Database, mutate: Any, loc: str) -> None:
     report = recorded("healthy-redis-1")
     mutate(report)
-    client, _, _ = make(tmp_path, report["collected_at"])
+    client, _, _ = make(state_db, report["collected_at"])
     resp = post(client, report, report["collected_at"])
     assert resp.status_code == 422
     assert loc in [d.get("loc") for d in resp.json()["detail"]]
 
 
-def test_non_json_and_non_object_bodies_are_4xx(tmp_path: Path) -> None:
-    client, _, _ = make(tmp_path, 1000.0)
+def test_non_json_and_non_object_bodies_are_4xx(state_db: Database) -> None:
+    client, _, _ = make(state_db, 1000.0)
     for body in (b"{", b"[]", b"null", b"\xff\xfe"):
         ts = "1000.000"
         resp = client.post("/v1/reports", content=body, headers={
@@ -129,10 +130,10 @@ def test_non_json_and_non_object_bodies_are_4xx(tmp_path: Path) -> None:
     assert resp.status_code == 401 and "missing header" in resp.text
 
 
-def test_a_report_that_changes_a_nodes_vitals_wakes_the_watch_cycle(tmp_path: Path) -> None:
+def test_a_report_that_changes_a_nodes_vitals_wakes_the_watch_cycle(state_db: Database) -> None:
     report = recorded("healthy-redis-1")
     now = report["collected_at"]
-    client, ctl, _ = make(tmp_path, now)
+    client, ctl, _ = make(state_db, now)
     post(client, report, now)
     assert ctl.changed.is_set()  # a node not seen before
     ctl.changed.clear()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 
+from controller.adapters.storage.db import Database
 from controller.adapters.storage.enrollments import Enrollments
 from controller.adapters.userdata import DEFAULT_TEMPLATES, MAX_USER_DATA_BYTES, NodeBoot, render_user_data
 
@@ -17,8 +17,8 @@ BOOT = NodeBoot(cluster="shop", node="redis-4", controller_url="http://10.0.0.2:
                 agent_deb_url="https://example.invalid/redwarden-agent.deb", metadata_url="http://metadata.invalid/v1")
 
 
-def test_tokens_are_single_use_bound_and_expiring(tmp_path: Path) -> None:
-    e = Enrollments(tmp_path / "state.db")
+def test_tokens_are_single_use_bound_and_expiring(state_db: Database) -> None:
+    e = Enrollments(state_db)
     token = e.issue("shop", "redis-4", now=100.0, ttl_s=60)
     assert e.redeem("shop", "redis-5", token, now=110) == "token issued for another node"
     assert e.redeem("shop", "redis-4", "guess", now=110) == "unknown token"
@@ -26,7 +26,6 @@ def test_tokens_are_single_use_bound_and_expiring(tmp_path: Path) -> None:
     assert e.redeem("shop", "redis-4", token, now=111) == "token already used"
     late = e.issue("shop", "redis-6", now=100.0, ttl_s=60)
     assert e.redeem("shop", "redis-6", late, now=161) == "token expired"
-    e.close()
 
 
 @pytest.mark.parametrize("services", ["systemd", "sandbox"])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controller.adapters.storage.db import Database
 from controller.adapters.storage.incidents import IncidentLog
 from controller.core.findings import Code, Finding, Severity
 from controller.core.incidents import Incident, incident_from_dict, track
@@ -81,14 +83,15 @@ def test_escalation_triggers_again_with_the_same_key() -> None:
     assert active[0].severity == "critical"  # an incident does not de-escalate while open
 
 
-def test_incidents_survive_a_restart(tmp_path: Path) -> None:
-    log = IncidentLog(tmp_path / "state.db")
+def test_incidents_survive_a_restart(tmp_path: Path, open_db: Callable[[Path], Database]) -> None:
+    first = open_db(tmp_path / "state.db")
+    log = IncidentLog(first)
     f = replica_down()
     t1 = track((), [f], POLICY, 0)
     t2 = track(t1.incidents, [f], POLICY, 2)
     log.save(t2.changed)
-    log.close()
-    log = IncidentLog(tmp_path / "state.db")
+    first.close()
+    log = IncidentLog(open_db(tmp_path / "state.db"))
     active = log.load_active()
     assert [i.key for i in active] == [f.key] and active[0].opened_at == 2
     # the restarted tracker does not trigger again, and resolves it later
@@ -99,7 +102,6 @@ def test_incidents_survive_a_restart(tmp_path: Path) -> None:
     log.save(t4.changed)
     assert [i["status"] for i in log.history("shop")] == ["resolved"]
     assert log.history("other") == []
-    log.close()
 
 
 def test_incident_round_trips_through_its_dict() -> None:

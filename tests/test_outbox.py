@@ -16,6 +16,7 @@ import structlog
 
 from controller.adapters.notify import DeliveryResult, Notifier, PagerDutyNotifier, SlackNotifier, WebhookNotifier
 from controller.adapters.outbox import Outbox
+from controller.adapters.storage.db import Database
 from controller.core.alerts import AlertEvent
 from sandbox.receiver import Received, Receiver
 from tests.helpers import wait_until
@@ -111,12 +112,13 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def make_outbox(tmp_path: Path) -> Iterator[Callable[..., Outbox]]:
+def make_outbox(tmp_path: Path, open_db: Callable[[Path], Database]) -> Iterator[Callable[..., Outbox]]:
+    """An outbox on the test's state file, opened afresh each call (a second call is a controller restart)."""
     made: list[Outbox] = []
 
     def make(notifiers: list[Notifier], clock: Callable[[], float], **kw: Any) -> Outbox:
         kw.setdefault("backoff_base_s", 1.0)
-        ob = Outbox(tmp_path / "state.db", notifiers, clock, **kw)
+        ob = Outbox(open_db(tmp_path / "state.db"), notifiers, clock, **kw)
         made.append(ob)
         return ob
 
@@ -363,10 +365,10 @@ def test_purge_forgets_old_finished_rows(receiver: Receiver, make_outbox: Any) -
     assert outbox.stats()["webhook"].delivered == 0
 
 
-def test_duplicate_notifier_names_are_refused(receiver: Receiver, tmp_path: Path) -> None:
+def test_duplicate_notifier_names_are_refused(receiver: Receiver, state_db: Database) -> None:
     hooks: list[Notifier] = [WebhookNotifier(f"{receiver.url}/webhook"), WebhookNotifier(f"{receiver.url}/webhook")]
     with pytest.raises(ValueError, match="'webhook' is used twice"):
-        Outbox(tmp_path / "state.db", hooks)
+        Outbox(state_db, hooks)
 
 
 def test_background_thread_delivers_after_an_outage(receiver: Receiver, make_outbox: Any) -> None:

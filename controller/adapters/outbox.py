@@ -12,48 +12,27 @@ delivered re-sends that one message after restart (PagerDuty de-duplicates it by
 controller (a new `Outbox` on the same file) carries on with what is pending; delivered rows are kept for
 `retention_s` and are never re-sent, and enqueuing an event again is a no-op (idempotent on event_id).
 
-The tables live in the controller's state database, on a connection of their own (WAL, like the store).
+The table (`alert_outbox`) lives in the controller's state file, the shared `Database` (defined in
+`controller.adapters.storage.migrations`); this module owns its rows and the delivery thread.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import structlog
 
 from controller.adapters.notify import DeliveryResult, Notifier, admits
+from controller.adapters.storage.db import Database
 from controller.core.alerts import AlertEvent
 
 log = structlog.get_logger("redwarden.controller")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alert_outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,   -- enqueue order: the delivery order per notifier
-    event_id TEXT NOT NULL,
-    notifier TEXT NOT NULL,                 -- Notifier.name
-    action TEXT NOT NULL,                   -- trigger | resolve
-    incident_key TEXT NOT NULL,
-    event TEXT NOT NULL,                    -- AlertEvent.to_dict() as JSON (no secrets in it)
-    enqueued_at REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL,
-    last_attempt_at REAL,
-    last_error TEXT,                        -- never a URL or key: see controller.adapters.notify
-    delivered_at REAL,
-    failed_at REAL,                         -- given up: permanent failure, or notifier no longer configured
-    UNIQUE (event_id, notifier)
-);
-CREATE INDEX IF NOT EXISTS alert_outbox_open ON alert_outbox (notifier, id)
-    WHERE delivered_at IS NULL AND failed_at IS NULL;
-"""
 
 _OPEN = "delivered_at IS NULL AND failed_at IS NULL"
 
@@ -106,7 +85,7 @@ class Outbox:
 
     def __init__(
         self,
-        path: str | Path,
+        db: Database,
         notifiers: Sequence[Notifier],
         clock: Callable[[], float] = time.time,
         *,
@@ -129,14 +108,7 @@ class Outbox:
         self._max_retry_after_s = max_retry_after_s
         self._retention_s = retention_s
         self._rng = rng or random.Random()
-        self._path = str(path)
-        if self._path != ":memory:":
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None, timeout=10.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self._db_lock = threading.Lock()
+        self._db = db
         self._deliver_lock = threading.Lock()  # one delivery pass at a time (thread or a direct call)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -161,21 +133,14 @@ class Outbox:
         ]
         if not rows:
             return 0
-        with self._db_lock:
-            before = self._db.total_changes
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO alert_outbox "
-                    "(event_id, notifier, action, incident_key, event, enqueued_at, next_attempt_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            added = self._db.total_changes - before
+        with self._db.transaction() as tx:
+            tx.executemany(
+                "INSERT INTO alert_outbox "
+                "(event_id, notifier, action, incident_key, event, enqueued_at, next_attempt_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id, notifier) DO NOTHING",
+                rows,
+            )
+            added = tx.rowcount  # summed over the rows: 0 for each one already there
         if added:
             self._wake.set()
         return added
@@ -296,26 +261,25 @@ class Outbox:
             self._wake.clear()
 
     def close(self) -> None:
-        """Stop the thread (after its current send) and close the database; pending rows stay for next time."""
+        """Stop the thread (after its current send); pending rows stay for next time. The `Database` stays open
+        (its owner closes it after the stores)."""
         if self._closed:
             return
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        with self._deliver_lock, self._db_lock:
+        with self._deliver_lock:  # a direct deliver_due() in another thread finishes its send first
             self._closed = True
-            self._db.close()
 
     # -- reading ------------------------------------------------------------------------------------
 
     def next_due_at(self) -> float | None:
         """When the earliest pending delivery may next be tried (rate limits included), or None if none."""
-        with self._db_lock:
-            rows = self._db.execute(
-                "SELECT notifier, next_attempt_at FROM alert_outbox WHERE id IN "
-                f"(SELECT MIN(id) FROM alert_outbox WHERE {_OPEN} GROUP BY notifier)"
-            ).fetchall()
+        rows = self._db.read(
+            "SELECT notifier, next_attempt_at FROM alert_outbox WHERE id IN "
+            f"(SELECT MIN(id) FROM alert_outbox WHERE {_OPEN} GROUP BY notifier)"
+        )
         intervals = {n.name: n.min_interval_s for n in self._notifiers}
         times = [
             max(float(at), self._last_sent.get(name, float("-inf")) + intervals[name])
@@ -326,24 +290,23 @@ class Outbox:
 
     def pending(self) -> list[PendingDelivery]:
         """Deliveries not yet done nor given up, oldest first."""
-        with self._db_lock:
-            rows = self._db.execute(
-                "SELECT id, event_id, notifier, action, incident_key, enqueued_at, attempts, next_attempt_at, "
-                f"last_error FROM alert_outbox WHERE {_OPEN} ORDER BY id"
-            ).fetchall()
+        rows = self._db.read(
+            "SELECT id, event_id, notifier, action, incident_key, enqueued_at, attempts, next_attempt_at, "
+            f"last_error FROM alert_outbox WHERE {_OPEN} ORDER BY id"
+        )
         return [PendingDelivery(*row) for row in rows]
 
     def stats(self) -> dict[str, NotifierStats]:
         """Per configured notifier: counts, how old the oldest pending delivery is, the last error."""
-        with self._db_lock:
-            counts = self._db.execute(
+        with self._db.transaction() as tx:  # both reads see the same rows
+            counts = tx.execute(
                 "SELECT notifier, "
                 f"SUM({_OPEN}), SUM(delivered_at IS NOT NULL), SUM(failed_at IS NOT NULL), "
                 f"MIN(CASE WHEN {_OPEN} THEN enqueued_at END), MAX(delivered_at) "
                 "FROM alert_outbox GROUP BY notifier"
             ).fetchall()
             errors = dict(
-                self._db.execute(
+                tx.execute(
                     "SELECT notifier, last_error FROM alert_outbox WHERE id IN ("
                     f"SELECT COALESCE(MIN(CASE WHEN {_OPEN} THEN id END), MAX(CASE WHEN failed_at IS NOT NULL "
                     "THEN id END)) FROM alert_outbox GROUP BY notifier)"
@@ -364,34 +327,33 @@ class Outbox:
 
     def purge(self, before: float) -> int:
         """Forget deliveries done or given up before `before` (their event ids become enqueueable again)."""
-        with self._db_lock:
-            cur = self._db.execute(
-                "DELETE FROM alert_outbox WHERE delivered_at < ? OR failed_at < ?",
-                (before, before),
-            )
-            return cur.rowcount
+        with self._db.transaction() as tx:
+            tx.execute("DELETE FROM alert_outbox WHERE delivered_at < ? OR failed_at < ?", (before, before))
+            return tx.rowcount
 
     # -- internals ----------------------------------------------------------------------------------
 
     def _head(self, notifier: str) -> _Head | None:
-        with self._db_lock:
-            row = self._db.execute(
-                f"SELECT id, event, attempts, next_attempt_at FROM alert_outbox WHERE notifier = ? AND {_OPEN} "
-                "ORDER BY id LIMIT 1",
-                (notifier,),
-            ).fetchone()
-        return None if row is None else _Head(int(row[0]), str(row[1]), int(row[2]), float(row[3]))
+        rows = self._db.read(
+            f"SELECT id, event, attempts, next_attempt_at FROM alert_outbox WHERE notifier = ? AND {_OPEN} "
+            "ORDER BY id LIMIT 1",
+            (notifier,),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return _Head(int(row[0]), str(row[1]), int(row[2]), float(row[3]))
 
     def _update(self, sql: str, params: tuple[Any, ...]) -> None:
-        with self._db_lock:
-            self._db.execute(sql, params)
+        with self._db.transaction() as tx:
+            tx.execute(sql, params)
 
     def _load_last_sent(self) -> dict[str, float]:
         """Each notifier's last attempt before a restart, so the rate limit holds across it."""
-        rows = self._db.execute(
+        rows = self._db.read(
             "SELECT notifier, MAX(last_attempt_at) FROM alert_outbox WHERE last_attempt_at IS NOT NULL "
             "GROUP BY notifier"
-        ).fetchall()
+        )
         return {str(name): float(at) for name, at in rows}
 
     def _abandon_orphans(self) -> None:
@@ -400,12 +362,12 @@ class Outbox:
         marks = ",".join("?" * len(names))
         where = f"{_OPEN} AND notifier NOT IN ({marks})" if names else _OPEN
         now = self._clock()
-        with self._db_lock:
-            orphans = self._db.execute(
+        with self._db.transaction() as tx:
+            orphans = tx.execute(
                 f"SELECT notifier, COUNT(*) FROM alert_outbox WHERE {where} GROUP BY notifier", names
             ).fetchall()
             for name, count in orphans:
-                self._db.execute(
+                tx.execute(
                     f"UPDATE alert_outbox SET failed_at = ?, last_error = ? WHERE {_OPEN} AND notifier = ?",
                     (now, f"notifier {name!r} is no longer configured", name),
                 )

@@ -1,4 +1,4 @@
-"""Runs the controller: the state stores, the watch loop, the healer, the alert outbox and the HTTP API.
+"""Runs the controller: the state file and its stores, the watch loop, the healer, the alert outbox and the HTTP API.
 
 Layer: app (wiring). `assemble` builds every part and connects each to exactly what it uses (no object
 that every part holds); `run_controller` starts their threads, serves the API with uvicorn, and closes
@@ -24,6 +24,7 @@ from controller.adapters.directives import DirectiveQueue
 from controller.adapters.notify import Notifier, build_notifiers
 from controller.adapters.outbox import Outbox
 from controller.adapters.redis_ops import DirectRedisOps, RedisOps
+from controller.adapters.storage.db import Database
 from controller.adapters.storage.enrollments import Enrollments
 from controller.adapters.storage.heal_log import HealStore
 from controller.adapters.storage.incidents import IncidentLog
@@ -51,6 +52,7 @@ class Parts:
     """The controller's parts, built and connected but not started."""
 
     config: ControllerConfig
+    db: Database  # the state file every store below shares; closed last
     reports: ReportStore
     incidents: IncidentLog
     heal_log: HealStore
@@ -64,15 +66,26 @@ class Parts:
 
 def assemble(config: ControllerConfig, secrets: dict[str, bytes] | None = None,
              clock: Callable[[], float] = time.time, cloud: Cloud | None = None) -> Parts:
-    """Every part of a controller, connected. `cloud` defaults to the one the settings name."""
+    """Every part of a controller, connected. `cloud` defaults to the one the settings name. Raises
+    `StateFileError` when the state file cannot be used (its message says what to do)."""
     secrets = load_cluster_secrets(config) if secrets is None else secrets
     cloud = build_cloud(config) if cloud is None else cloud
     notifiers = build_notifiers(config.notify)
-    reports = ReportStore(config.state_path)
-    incidents = IncidentLog(config.state_path)
-    heal_log = HealStore(config.state_path)
-    enrollments = Enrollments(config.state_path)
-    outbox = Outbox(config.state_path, notifiers)
+    db = Database(config.state_path)
+    try:
+        return _assemble(config, secrets, clock, cloud, notifiers, db)
+    except BaseException:
+        db.close()
+        raise
+
+
+def _assemble(config: ControllerConfig, secrets: dict[str, bytes], clock: Callable[[], float],
+              cloud: Cloud | None, notifiers: list[Notifier], db: Database) -> Parts:
+    reports = ReportStore(db)
+    incidents = IncidentLog(db)
+    heal_log = HealStore(db)
+    enrollments = Enrollments(db)
+    outbox = Outbox(db, notifiers)
     directives = DirectiveQueue()
     public_url = config.public_url or f"http://{config.listen_host}:{config.listen_port}"
     tags = {name: c.tag or f"redwarden-{name}" for name, c in config.clusters.items()}
@@ -114,7 +127,7 @@ def assemble(config: ControllerConfig, secrets: dict[str, bytes] | None = None,
         provisioner=provisioner,
         on_vitals_changed=watcher.wake,
     ))
-    return Parts(config, reports, incidents, heal_log, enrollments, outbox, notifiers, healer, watcher, app)
+    return Parts(config, db, reports, incidents, heal_log, enrollments, outbox, notifiers, healer, watcher, app)
 
 
 def run_controller(config: ControllerConfig) -> None:
@@ -150,6 +163,6 @@ def run_controller(config: ControllerConfig) -> None:
         parts.outbox.close()
         for n in parts.notifiers:
             n.close()  # type: ignore[attr-defined]
-        parts.incidents.close()
-        parts.reports.close()
+        parts.reports.close()  # its last flush
+        parts.db.close()
         log.info("controller.stopped")

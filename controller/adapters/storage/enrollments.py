@@ -1,7 +1,8 @@
 """One-time enrollment tokens: how a new droplet gets its secrets without them being in its user_data.
 
-Layer: adapter (SQLite). The controller puts a fresh random token in the droplet's user_data; the
-bootstrap trades it once, within `ttl_s`, for the Redis password and the cluster secret
+Layer: adapter (the `enrollments` table of the shared `Database`, defined in
+`controller.adapters.storage.migrations`). The controller puts a fresh random token in the droplet's
+user_data; the bootstrap trades it once, within `ttl_s`, for the Redis password and the cluster secret
 (`POST /v1/enroll`). Only a SHA-256 of the token is stored. Trade-off: user_data stays readable from
 the droplet's metadata service for its whole life, so anything in it is as good as public to a process
 on that droplet; a spent, expiring token is worthless there, while a password would not be. The cost is
@@ -13,19 +14,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import sqlite3
-import threading
-from pathlib import Path
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS enrollments (
-    token_sha256 TEXT PRIMARY KEY,
-    cluster TEXT NOT NULL,
-    node TEXT NOT NULL,
-    expires_at REAL NOT NULL,
-    used_at REAL
-);
-"""
+from controller.adapters.storage.db import Database
 
 
 def _digest(token: str) -> str:
@@ -33,16 +23,13 @@ def _digest(token: str) -> str:
 
 
 class Enrollments:
-    def __init__(self, path: str | Path) -> None:
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
-        self._lock = threading.Lock()
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     def issue(self, cluster: str, node: str, now: float, ttl_s: float = 3600.0) -> str:
         token = secrets.token_urlsafe(32)
-        with self._lock:
-            self._db.execute(
+        with self._db.transaction() as tx:
+            tx.execute(
                 "INSERT INTO enrollments (token_sha256, cluster, node, expires_at) VALUES (?, ?, ?, ?)",
                 (_digest(token), cluster, node, now + ttl_s),
             )
@@ -50,8 +37,8 @@ class Enrollments:
 
     def redeem(self, cluster: str, node: str, token: str, now: float) -> str | None:
         """None when the token is good (it is spent now), else why not (safe to show)."""
-        with self._lock:
-            row = self._db.execute(
+        with self._db.transaction() as tx:  # read and spend in one transaction: a token is good once
+            row = tx.execute(
                 "SELECT cluster, node, expires_at, used_at FROM enrollments WHERE token_sha256 = ?",
                 (_digest(token),),
             ).fetchone()
@@ -63,9 +50,5 @@ class Enrollments:
                 return "token already used"
             if now > row[2]:
                 return "token expired"
-            self._db.execute("UPDATE enrollments SET used_at = ? WHERE token_sha256 = ?", (now, _digest(token)))
+            tx.execute("UPDATE enrollments SET used_at = ? WHERE token_sha256 = ?", (now, _digest(token)))
         return None
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()

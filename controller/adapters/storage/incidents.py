@@ -2,40 +2,23 @@
 
 Layer: adapter. Only confirmed incidents are written; pending findings live in memory and are simply
 re-observed after a restart. On start the open ones are loaded, so a restart neither forgets an open
-incident nor triggers it again.
+incident nor triggers it again. The table (`incidents`) is defined in
+`controller.adapters.storage.migrations`; the file is the shared `Database`.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from controller.adapters.storage.db import Database
 from controller.core.incidents import Incident, incident_from_dict
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS incidents (
-    id TEXT PRIMARY KEY,
-    key TEXT NOT NULL,
-    cluster TEXT NOT NULL,
-    status TEXT NOT NULL,
-    opened_at REAL,
-    resolved_at REAL,
-    data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS incidents_cluster_opened ON incidents (cluster, opened_at);
-"""
 
 
 class IncidentLog:
-    def __init__(self, path: str | Path) -> None:
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
-        self._lock = threading.Lock()
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     def save(self, incidents: Sequence[Incident]) -> None:
         rows = [
@@ -45,19 +28,16 @@ class IncidentLog:
         ]
         if not rows:
             return
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany(
+        with self._db.transaction() as tx:
+            tx.executemany(
                 "INSERT INTO incidents (id, key, cluster, status, opened_at, resolved_at, data) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET status = excluded.status, "
                 "resolved_at = excluded.resolved_at, data = excluded.data",
                 rows,
             )
-            self._db.execute("COMMIT")
 
     def load_active(self) -> list[Incident]:
-        with self._lock:
-            rows = self._db.execute("SELECT data FROM incidents WHERE status IN ('open', 'clearing')").fetchall()
+        rows = self._db.read("SELECT data FROM incidents WHERE status IN ('open', 'clearing')")
         return [incident_from_dict(json.loads(r[0])) for r in rows]
 
     def history(self, cluster: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
@@ -68,10 +48,5 @@ class IncidentLog:
             query += " WHERE cluster = ?"
             args = (cluster,)
         query += " ORDER BY opened_at DESC LIMIT ?"
-        with self._lock:
-            rows = self._db.execute(query, (*args, limit)).fetchall()
+        rows = self._db.read(query, (*args, limit))
         return [json.loads(r[0]) for r in rows]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()

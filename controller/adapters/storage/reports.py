@@ -4,45 +4,28 @@ Layer: adapter. Ingest is the hot path (thousands of reports per second), so `pu
 a dict under a lock; a writer thread flushes the nodes that changed to SQLite once per
 `flush_interval_s`, in one transaction, as the JSON body the agent sent (no re-serialisation on the
 hot path or under the GIL-heavy flush). On start the last persisted reports are loaded, so a restarted
-controller knows its fleet (their ages tell it how old that knowledge is).
+controller knows its fleet (their ages tell it how old that knowledge is). The table (`node_reports`) is
+defined in `controller.adapters.storage.migrations`; the file is the shared `Database`.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
-from pathlib import Path
 
 import pydantic
 
+from controller.adapters.storage.db import Database
 from controller.core.view import NodeState
 from protocol.report import Report, report_to_dict
 
 REPORT_ADAPTER: pydantic.TypeAdapter[Report] = pydantic.TypeAdapter(Report)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS node_reports (
-    cluster TEXT NOT NULL,
-    node TEXT NOT NULL,
-    received_at REAL NOT NULL,
-    report TEXT NOT NULL,
-    PRIMARY KEY (cluster, node)
-);
-"""
-
 
 class ReportStore:
-    def __init__(self, path: str | Path, flush_interval_s: float = 2.0) -> None:
-        self._path = str(path)
-        if self._path != ":memory:":
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+    def __init__(self, db: Database, flush_interval_s: float = 2.0) -> None:
+        self._db = db
         self._lock = threading.Lock()
-        self._db_lock = threading.Lock()
         self._latest: dict[tuple[str, str], NodeState] = {}
         self._dirty: dict[tuple[str, str], bytes] = {}
         self._flush_interval_s = flush_interval_s
@@ -51,7 +34,7 @@ class ReportStore:
         self._load()
 
     def _load(self) -> None:
-        rows = self._db.execute("SELECT cluster, node, received_at, report FROM node_reports").fetchall()
+        rows = self._db.read("SELECT cluster, node, received_at, report FROM node_reports")
         for cluster, node, received_at, raw in rows:
             try:
                 report = REPORT_ADAPTER.validate_json(raw)
@@ -79,8 +62,8 @@ class ReportStore:
         with self._lock:
             self._latest.pop((cluster, node), None)
             self._dirty.pop((cluster, node), None)
-        with self._db_lock:
-            self._db.execute("DELETE FROM node_reports WHERE cluster = ? AND node = ?", (cluster, node))
+        with self._db.transaction() as tx:
+            tx.execute("DELETE FROM node_reports WHERE cluster = ? AND node = ?", (cluster, node))
 
     def nodes(self, cluster: str) -> tuple[NodeState, ...]:
         with self._lock:
@@ -92,15 +75,13 @@ class ReportStore:
             dirty, self._dirty = self._dirty, {}
             rows = [(c, n, self._latest[(c, n)].received_at, body.decode()) for (c, n), body in dirty.items()]
         if rows:
-            with self._db_lock:
-                self._db.execute("BEGIN")
-                self._db.executemany(
+            with self._db.transaction() as tx:
+                tx.executemany(
                     "INSERT INTO node_reports (cluster, node, received_at, report) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (cluster, node) DO UPDATE SET received_at = excluded.received_at, "
                     "report = excluded.report",
                     rows,
                 )
-                self._db.execute("COMMIT")
         return len(rows)
 
     def _run_writer(self) -> None:
@@ -108,8 +89,8 @@ class ReportStore:
             self.flush()
 
     def close(self) -> None:
+        """Stop the writer and flush what it had not written yet (the `Database` stays open: its owner closes it)."""
         self._stop.set()
         if self._writer is not None:
             self._writer.join(timeout=5)
         self.flush()
-        self._db.close()
