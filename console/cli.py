@@ -82,7 +82,7 @@ def cmd_cluster_create(args: argparse.Namespace) -> int:
 
     cluster = create_cluster(_client(args, admin=True), args.name, args.nodes, prefix=args.prefix,
                              timeout_s=args.timeout, progress=lambda m: print(f"  {m}", file=sys.stderr))
-    print(f"cluster {args.name} is healthy: master {cluster['master']}, {len(cluster['nodes'])} nodes")
+    print(f"cluster {args.name} is healthy: master {cluster.master}, {len(cluster.nodes)} nodes")
     return 0
 
 
