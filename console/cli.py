@@ -96,7 +96,7 @@ def _switch(args: argparse.Namespace, verb: str) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
-    from console.drill import main as drill_main
+    from console.drill.command import main as drill_main
 
     resolvers = [p.drill_target for p in args.plugins]
     return drill_main(args, sandbox_target=resolvers[0] if resolvers else None)
