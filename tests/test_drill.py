@@ -496,8 +496,11 @@ def test_a_drill_starts_only_from_a_fully_redundant_cluster_and_says_what_is_mis
     assert said == ["waiting: redis-3 still syncing (link down)"]
 
 
-def test_a_wrong_cluster_name_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_wrong_cluster_name_is_a_usage_error(capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Over real HTTP: the controller answers 404, the drill exits 2 at once, saying so."""
+    # main configures structlog for the process, onto the stderr pytest captures here: not for the tests after
+    monkeypatch.setattr("protocol.logs.configure_logging", lambda *_: None)
     import argparse
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
