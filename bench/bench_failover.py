@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from console.drill import boot_and_sync_s, render_summary, render_timeline, summarize
+from console.drill.result import boot_and_sync_s, render_summary, render_timeline, summarize
 
 REDWARDEN = [sys.executable, "-m", "console.cli"]
 

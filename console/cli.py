@@ -82,7 +82,7 @@ def cmd_cluster_create(args: argparse.Namespace) -> int:
 
     cluster = create_cluster(_client(args, admin=True), args.name, args.nodes, prefix=args.prefix,
                              timeout_s=args.timeout, progress=lambda m: print(f"  {m}", file=sys.stderr))
-    print(f"cluster {args.name} is healthy: master {cluster['master']}, {len(cluster['nodes'])} nodes")
+    print(f"cluster {args.name} is healthy: master {cluster.master}, {len(cluster.nodes)} nodes")
     return 0
 
 
@@ -96,7 +96,7 @@ def _switch(args: argparse.Namespace, verb: str) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
-    from console.drill import main as drill_main
+    from console.drill.command import main as drill_main
 
     resolvers = [p.drill_target for p in args.plugins]
     return drill_main(args, sandbox_target=resolvers[0] if resolvers else None)

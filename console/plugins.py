@@ -11,7 +11,7 @@ import argparse
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
-from console.drill import Endpoints, FaultTarget
+from console.drill.targets import Endpoints, FaultTarget
 
 GROUP = "redwarden.cli"
 

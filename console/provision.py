@@ -1,96 +1,73 @@
 """`redwarden cluster create` (client side): provision a new cluster through the controller, and wait,
-with progress, until it is healthy. Also the health wait the sandbox uses.
+with progress, until it is healthy (the sandbox's `up` creates its cluster with it too).
 
 Layer: console (a client of the controller's API, through `console.client`). The controller holds the
 DigitalOcean token and creates the droplets; this side decides the order: the first droplet bootstraps as
-master, the others join it as replicas once it reports.
+master, the others join it as replicas once it reports. "Healthy" is `console.cluster.redundancy_problem`,
+the predicate `redwarden drill` waits on too, minus what a brand-new cluster may never show (see there).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-import requests
-
-from console.client import ControllerClient, ControllerError
+from console.client import ControllerClient as ControllerClient  # re-exported: `sandbox up` takes it from here
+from console.client import ControllerError
+from console.cluster import Clock, ClusterNotHealthy, ClusterSnap, parse_cluster, redundancy_problem, wait_healthy
 
 
 class ProvisionError(Exception):
     """The cluster could not be created or did not become healthy; the message says what is missing."""
 
 
-def healthy_problem(cluster: dict[str, Any], nodes: int) -> str | None:
-    """None when the cluster is healthy with `nodes` nodes, else what is still missing."""
-    live = [n for n in cluster["nodes"] if not n.get("stale")]
-    if len(live) < nodes:
-        return f"{len(live)}/{nodes} agents reporting"
-    if cluster["master"] is None:
-        return "no agreed master yet"
-    if not all(n["redis_up"] and n["sentinel_up"] for n in live):
-        return "not every redis and sentinel is up"
-    replicas = [n for n in live if n["role"] == "replica"]
-    if len(replicas) != nodes - 1 or any(n["link"] != "up" for n in replicas):
-        return "replicas still syncing"
-    s = cluster["sentinels"]
-    if s["reachable"] != nodes or not s["agree"]:
-        return f"sentinels {s['reachable']}/{nodes} reachable, agree={s['agree']}"
-    others = nodes - 1
-    if any(n["sentinel_known_sentinels"] != others or n["sentinel_known_replicas"] != others for n in live):
-        return "sentinels still discovering each other"
-    return None
+class ClusterAdmin(Protocol):
+    """What creating a cluster needs of the controller (`ControllerClient` with an admin token)."""
+
+    def cluster(self, name: str) -> dict[str, Any]: ...
+
+    def create_node(self, cluster: str, name: str, sentinels: list[str], firewall: bool = False) -> dict[str, Any]: ...
 
 
-def wait_healthy(fetch: Callable[[], dict[str, Any]], nodes: int, timeout_s: float,
-                 progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    problem, said = "controller not answering", ""
-    while time.monotonic() < deadline:
-        try:
-            cluster = fetch()
-            found = healthy_problem(cluster, nodes)
-            if found is None:
-                return cluster
-            problem = found
-        except (requests.RequestException, ValueError, KeyError, ControllerError, ProvisionError):
-            problem = "controller not answering"
-        if problem != said:
-            progress(f"waiting: {problem}")
-            said = problem
-        time.sleep(0.2)
-    raise ProvisionError(f"cluster not healthy after {timeout_s:.0f} s: {problem}")
+def new_cluster_problem(snap: ClusterSnap, nodes: int) -> str | None:
+    """What a freshly created cluster of `nodes` nodes still lacks, or None: the topology complete, without
+    the controller's own verdict and without the nodes of an earlier cluster of that name that it still
+    lists as silent (`redundancy_problem(ignore_stale=True, controller_verdict=False)`; why, see there)."""
+    return redundancy_problem(snap, nodes, ignore_stale=True, controller_verdict=False)
 
 
-def create_cluster(client: ControllerClient, name: str, nodes: int, prefix: str = "redis", timeout_s: float = 600.0,
-                   progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    existing = [n for n in client.cluster(name)["nodes"] if not n.get("stale")]
+def create_cluster(client: ClusterAdmin, name: str, nodes: int, prefix: str = "redis", timeout_s: float = 600.0,
+                   progress: Callable[[str], None] = lambda _: None, clock: Clock | None = None) -> ClusterSnap:
+    clock = clock or Clock()
+    existing = [n for n in parse_cluster(client.cluster(name)).nodes if not n.stale]
     if existing:
         raise ProvisionError(f"cluster {name} already has {len(existing)} reporting node(s): nothing to create")
     first = f"{prefix}-1"
     droplet = client.create_node(name, first, [], firewall=True)
     progress(f"droplet {first} ({droplet['id']}) created: it bootstraps as master")
-    deadline = time.monotonic() + timeout_s
+    deadline = clock.monotonic() + timeout_s
 
     def first_up() -> str | None:
-        for n in client.cluster(name)["nodes"]:
-            if n["name"] == first and n["redis_up"] and n["sentinel_up"] and n["role"] == "master":
-                return str(n["address"])
-        return None
+        n = parse_cluster(client.cluster(name)).node(first)
+        return n.address if n is not None and n.redis_up and n.sentinel_up and n.role == "master" else None
 
     address = None
     while address is None:
-        if time.monotonic() > deadline:
+        if clock.monotonic() > deadline:
             raise ProvisionError(f"{first} did not report as master within {timeout_s:.0f} s")
         try:
             address = first_up()
-        except (requests.RequestException, ControllerError, ProvisionError):
+        except ControllerError:
             address = None
         if address is None:
-            time.sleep(0.2)
+            clock.sleep(0.2)
     sentinel = address.rsplit(":", 1)[0] + ":26379"
     progress(f"{first} is master at {address}")
     for i in range(2, nodes + 1):
         d = client.create_node(name, f"{prefix}-{i}", [sentinel])
         progress(f"droplet {prefix}-{i} ({d['id']}) created: it joins {address} as a replica")
-    return wait_healthy(lambda: client.cluster(name), nodes, max(1.0, deadline - time.monotonic()), progress)
+    try:
+        return wait_healthy(lambda: parse_cluster(client.cluster(name)), lambda snap: new_cluster_problem(snap, nodes),
+                            max(1.0, deadline - clock.monotonic()), clock=clock, progress=progress)
+    except ClusterNotHealthy as e:
+        raise ProvisionError(f"cluster not healthy after {e.timeout_s:.0f} s: {e.problem}") from None

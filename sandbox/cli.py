@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from console.drill import Endpoints, FaultTarget
+from console.drill.targets import Endpoints, FaultTarget
 from sandbox import cluster as sb
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from console.drill import DrillUsageError, Endpoints, FaultTarget, NodeSnap, destroy_node
+from console.cluster import NodeSnap
+from console.drill.model import DrillUsageError
+from console.drill.targets import Endpoints, FaultTarget, destroy_node
 from controller.adapters.cloud import PydoCloud
 from sandbox import cluster as sb
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from console.drill import (
+from console.cluster import parse_cluster, redundancy_problem
+from console.drill.model import (
     ALERT_SENT,
     FAULT,
     FIRST_FINDING,
@@ -21,23 +22,14 @@ from console.drill import (
     SENTINELS_AGREE,
     STEPS,
     WRITES_ACCEPTED,
-    FaultInfo,
-    LostWrites,
-    Observer,
-    Writer,
-    WriteSample,
-    assemble_result,
-    count_lost,
-    fully_redundant,
     parse_actions,
-    parse_cluster,
     parse_incidents,
     pick_victim,
-    render_summary,
-    render_timeline,
-    summarize,
-    write_unavailability,
 )
+from console.drill.observer import Observer, Step
+from console.drill.result import FaultInfo, assemble_result, render_summary, render_timeline, summarize
+from console.drill.writer import Writer
+from console.drill.writes import LostWrites, WriteSample, count_lost, write_unavailability
 from tests.helpers import wait_until
 
 M1, M2, M3, M4 = "10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379", "10.0.0.4:6379"
@@ -45,12 +37,14 @@ ADDRESSES = {"redis-1": M1, "redis-2": M2, "redis-3": M3, "redis-4": M4}
 
 
 def node(name: str, role: str | None, master: str | None = None, *, up: bool = True, link: str | None = "up",
-         stale: bool = False) -> dict[str, Any]:
+         stale: bool = False, known: int = 2) -> dict[str, Any]:
+    """A node as the status contract shows it; its Sentinel knows `known` other Sentinels and replicas."""
     return {
         "name": name, "address": ADDRESSES[name], "role": role if up else None, "redis_up": up,
         "sentinel_up": not stale, "stale": stale, "link": link if role == "replica" and up else None,
         "master_of_replica": master if role == "replica" and up else None, "droplet_id": 100 + int(name[-1]),
-        "lag_bytes": 0, "report_age_s": 0.2,
+        "lag_bytes": 0, "report_age_s": 0.2, "sentinel_master": None if stale else master,
+        "sentinel_known_sentinels": None if stale else known, "sentinel_known_replicas": None if stale else known,
     }
 
 
@@ -163,7 +157,8 @@ def test_parse_cluster_reads_the_status_contract() -> None:
     assert snap.node("redis-2") is not None and snap.node("redis-2").link == "up"  # type: ignore[union-attr]
     assert snap.healing_in_flight and snap.held == (("fast failover", "cooldown"),)
     assert snap.budget_left == 26 and snap.heal_enabled is True
-    assert not fully_redundant(snap, 3)  # a reset sequence in flight is not "restored"
+    assert redundancy_problem(snap, 3) == ("the controller is healing it (a reprovision or a Sentinel reset "
+                                           "sequence is running)")  # a reset sequence in flight is not "restored"
 
 
 def test_parse_cluster_without_healing_and_with_an_acknowledged_budget() -> None:
@@ -172,7 +167,7 @@ def test_parse_cluster_without_healing_and_with_an_acknowledged_budget() -> None
     assert parse_cluster(data).budget_left is None
     del data["heal"]
     snap = parse_cluster(data)
-    assert snap.heal_enabled is None and not snap.healing_in_flight and fully_redundant(snap, 3)
+    assert snap.heal_enabled is None and not snap.healing_in_flight and redundancy_problem(snap, 3) is None
 
 
 def test_parse_incidents_and_actions_skip_what_they_cannot_read() -> None:
@@ -185,14 +180,14 @@ def test_parse_incidents_and_actions_skip_what_they_cannot_read() -> None:
 
 
 def test_fully_redundant_needs_every_replica_linked_to_the_master() -> None:
-    assert fully_redundant(parse_cluster(healthy()), 3)
+    assert redundancy_problem(parse_cluster(healthy()), 3) is None
     down = healthy()
     down["nodes"][2]["link"] = "down"
-    assert not fully_redundant(parse_cluster(down), 3)
+    assert redundancy_problem(parse_cluster(down), 3) == "redis-3 still syncing (link down)"
     wrong = healthy()
     wrong["nodes"][1]["master_of_replica"] = M3
-    assert not fully_redundant(parse_cluster(wrong), 3)
-    assert not fully_redundant(parse_cluster(healthy()), 4)  # a node short
+    assert redundancy_problem(parse_cluster(wrong), 3) == f"redis-2 replicates {M3}, not the master {M1}"
+    assert redundancy_problem(parse_cluster(healthy()), 4) == "3/4 nodes listed"  # a node short
 
 
 def test_pick_victim() -> None:
@@ -288,8 +283,6 @@ def _result(steps: dict[str, float], samples: list[WriteSample], lost: LostWrite
     before = parse_cluster(healthy())
     obs = Observer("kill-master", before, "redis-1", 100.0, "SIGKILL redis-server on redis-1")
     for name, at in steps.items():
-        from console.drill import Step
-
         obs.steps[name] = Step(at, name)
     info = FaultInfo("kill-master", "sandbox /tmp/x", "redis-1", M1, M1, 100.0, "SIGKILL redis-server on redis-1")
     return assemble_result(info, obs.finish(), samples, end_at=120.0, lost=lost, write_errors={"ConnectionError": 3})
@@ -458,7 +451,8 @@ class FakeTarget:
 
 
 def test_a_whole_drill_over_fakes_thaws_what_it_froze_and_reads_every_write_back() -> None:
-    from console.drill import DrillOptions, Endpoints, run_drill
+    from console.drill.run import DrillOptions, run_drill
+    from console.drill.targets import Endpoints
 
     store = FakeStore()
     controller = ScriptedController(store)
@@ -475,3 +469,67 @@ def test_a_whole_drill_over_fakes_thaws_what_it_froze_and_reads_every_write_back
     assert result["writes_lost"] == 0 and result["writes_acked"] > 5
     assert any("thawed redis-1" in n for n in result["notes"])
     assert store.data == {}  # the drill's keys are deleted afterwards
+
+
+# -- where a drill starts, and a wrong cluster name ----------------------------------------------------------
+
+
+def test_a_drill_starts_only_from_a_fully_redundant_cluster_and_says_what_is_missing() -> None:
+    from console.cluster import Clock
+    from console.drill.model import DrillError
+    from console.drill.run import wait_fully_redundant
+
+    syncing = healthy()
+    syncing["nodes"][2]["link"] = "down"
+
+    class Source:
+        def cluster(self) -> Any:
+            return parse_cluster(syncing)
+
+    t = [0.0]
+    clock = Clock(now=lambda: t[0], monotonic=lambda: t[0], sleep=lambda s: t.__setitem__(0, t[0] + s))
+    said: list[str] = []
+    with pytest.raises(DrillError) as caught:
+        wait_fully_redundant(Source(), 10.0, 3.0, clock, said.append)  # type: ignore[arg-type]
+    assert str(caught.value) == (f"the cluster was not fully redundant within 10 s (health healthy, master {M1}, "
+                                 "3 nodes: redis-3 still syncing (link down)); a drill starts from a healthy cluster")
+    assert said == ["waiting: redis-3 still syncing (link down)"]
+
+
+def test_a_wrong_cluster_name_is_a_usage_error(capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over real HTTP: the controller answers 404, the drill exits 2 at once, saying so."""
+    # main configures structlog for the process, onto the stderr pytest captures here: not for the tests after
+    monkeypatch.setattr("protocol.logs.configure_logging", lambda *_: None)
+    import argparse
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from console.drill.command import main
+    from console.drill.targets import Endpoints
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(404)
+            self.end_headers()
+            self.wfile.write(b'{"detail": "no cluster nope"}')
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        target = FakeTarget(ScriptedController(FakeStore()))
+        args = argparse.Namespace(cluster="nope", fault="kill-master", sandbox="/tmp/x", runs=1, between=0.0,
+                                  timeout=5.0, json=True)
+        code = main(args, sandbox_target=lambda _: (target, Endpoints(url, "nope", "mymaster", None, lambda: ())))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert code == 2
+    assert "no cluster nope" in capsys.readouterr().err
+    assert target.undone == [] and not target.controller.faulted

@@ -1,0 +1,94 @@
+"""`redwarden drill CLUSTER --fault F ...`: the command. Options, the endpoints and target of a real cluster
+(the sandbox's come from its CLI plugin), the runs, and what is printed: the timeline of each run (or
+JSON), a summary over several, progress on stderr. Exit codes: 0 when every run ended healthy, 1 on a
+timeout or an error, 2 on a usage error (a wrong cluster name included).
+
+Layer: the drill's command (top of `console.drill`): parses and prints; everything else is `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from console.client import ControllerError, ControllerNotFound
+from console.drill.controller_api import ControllerApi
+from console.drill.model import REMOTE_FAULTS, DrillError, DrillUsageError
+from console.drill.result import DrillResult, render_summary, render_timeline, summarize
+from console.drill.run import DrillOptions, run_drills
+from console.drill.targets import CloudTarget, Endpoints, FaultTarget, TargetResolver
+
+
+def _parse_sentinel(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise DrillUsageError(f"--sentinel wants HOST:PORT, not {text!r}")
+    return host, int(port)
+
+
+def _real_cluster(args: argparse.Namespace) -> tuple[FaultTarget, Endpoints]:
+    from protocol.settings import read_secret
+
+    if not args.i_know_this_is_production:
+        raise DrillUsageError("a drill without --sandbox runs on a real cluster: it destroys a droplet. Give "
+                              "--sandbox DIR, or --i-know-this-is-production with --controller, --sentinel, "
+                              "--redis-password-file, --do-token-file and --do-api-url")
+    if args.fault not in REMOTE_FAULTS:
+        raise DrillUsageError(f"--fault {args.fault} needs --sandbox: redwarden cannot kill or freeze a remote "
+                              "redis-server; on a real cluster use destroy-replica or destroy-master")
+    missing = [flag for flag, value in (("--controller", args.controller), ("--sentinel", args.sentinel),
+                                        ("--redis-password-file", args.redis_password_file),
+                                        ("--do-token-file", args.do_token_file), ("--do-api-url", args.do_api_url))
+               if not value]
+    if missing:
+        raise DrillUsageError(f"a drill on a real cluster needs {', '.join(missing)}")
+    from controller.adapters.cloud import PydoCloud
+
+    token = read_secret(args.do_token_file, "--do-token-file") or ""
+    cloud = PydoCloud(token, args.do_api_url, ca_path=args.do_ca_file)
+    sentinels = tuple(_parse_sentinel(s) for s in args.sentinel)
+    endpoints = Endpoints(args.controller, args.cluster, args.master_name,
+                          read_secret(args.redis_password_file, "--redis-password-file"), lambda: sentinels)
+    return CloudTarget(cloud, f"cluster {args.cluster}"), endpoints
+
+
+def main(args: argparse.Namespace, sandbox_target: TargetResolver | None = None) -> int:
+    """`redwarden drill CLUSTER --fault F ...`: 0 when every run ended healthy, 1 on a timeout or error,
+    2 on a usage error."""
+    from protocol.logs import configure_logging
+
+    configure_logging("console", "warning")  # adapters' log lines go to stderr; stdout stays the result
+    try:
+        if args.runs < 1:
+            raise DrillUsageError("--runs must be >= 1")
+        if args.sandbox:
+            if sandbox_target is None:
+                raise DrillUsageError("--sandbox needs the sandbox, which is not installed here "
+                                      "(pip install 'redwarden[sandbox]')")
+            target, endpoints = sandbox_target(args)
+        else:
+            target, endpoints = _real_cluster(args)
+        opts = DrillOptions(fault=args.fault, runs=args.runs, timeout_s=args.timeout, between_s=args.between)
+        api = ControllerApi(endpoints.controller_url, endpoints.cluster)
+
+        def emit(line: str) -> None:
+            print(f"  {line}", file=sys.stderr, flush=True)
+
+        def each(result: DrillResult) -> None:
+            if not args.json:
+                print(render_timeline(result), flush=True)
+
+        results = run_drills(api, target, endpoints, opts, progress=emit, each=each)
+    except (DrillUsageError, ControllerNotFound) as e:
+        print(f"redwarden: drill: {e}", file=sys.stderr)
+        return 2
+    except (DrillError, ControllerError) as e:
+        print(f"redwarden: drill: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        doc: object = results[0] if opts.runs == 1 else {"runs": results, "summary": summarize(results)}
+        print(json.dumps(doc, indent=2))
+    elif opts.runs > 1:
+        print(render_summary(summarize(results)), end="")
+    return 1 if any(r["timed_out"] for r in results) else 0
