@@ -3,7 +3,7 @@
 Layer: adapter (I/O). The agent makes three kinds of request: a signed POST of its report every second over
 one keep-alive connection (`HttpConnection`), and at start or bootstrap a GET to DigitalOcean's metadata
 service and a POST to the controller's enrollment (`request`). requests would do, but importing it loads
-charset detection (charset_normalizer), urllib3, idna and http.cookiejar: ~4 MiB of an agent that must
+charset detection (charset_normalizer), urllib3, idna and http.cookiejar: ~6 MiB of an agent that must
 stay small (issue #9); `http.client` is what they stand on, and it already loads `ssl` for HTTPS.
 
 Every way of getting no HTTP answer (refused, timed out, reset, a malformed response, a bad URL) is raised

@@ -3,7 +3,7 @@
 Layer: adapter (I/O). The agent sends a handful of read-only commands to its own redis-server and
 redis-sentinel (PING, INFO, CONFIG GET, SENTINEL ...) and, while bootstrapping, one question to each peer
 Sentinel. redis-py would do, but importing it loads its asyncio client, its cluster client and (when it is
-installed) OpenTelemetry: ~8 MiB of an agent that must stay small (issue #9). This client sends no HELLO, so
+installed) OpenTelemetry: ~9 MiB of an agent that must stay small (issue #9). This client sends no HELLO, so
 the server speaks RESP2; it hands every reply back as the server sent it (text as `str`, decoded as UTF-8
 with undecodable bytes replaced; integers as `int`; nil as None; arrays as lists), with no response
 callbacks and no retries: a dead server costs one timeout. A connection the server closed while idle (a
@@ -24,7 +24,7 @@ import socket
 from collections.abc import Sequence
 from typing import BinaryIO
 
-__all__ = ["AuthenticationError", "RedisError", "RespClient", "ResponseError"]
+__all__ = ["AuthenticationError", "ProtocolError", "RedisError", "RespClient", "ResponseError"]
 
 MAX_LINE_BYTES = 64 * 1024  # a status line, error line or length header; bulk replies are read by length
 _AUTH_PREFIXES = ("NOAUTH", "WRONGPASS", "ERR invalid password", "ERR invalid username-password pair")
