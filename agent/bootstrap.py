@@ -20,16 +20,15 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import redis
-import requests
-import structlog
-
 from agent.config import AgentConfig
+from agent.httpclient import HttpError, post_json
 from agent.layout import NodeLayout, render_redis_conf, render_sentinel_conf
-from agent.services import PROCESS_SERVICES, ProcessServices, Services, SystemdServices
+from agent.log import get_logger
+from agent.resp import RedisError, RespClient
+from agent.services import PROCESS_SERVICES, Services, services_for
 from protocol.settings import ConfigError, read_secret
 
-log = structlog.get_logger("redwarden.bootstrap")
+log = get_logger("redwarden.bootstrap")
 
 
 class BootstrapError(Exception):
@@ -52,18 +51,20 @@ def ask_sentinels(
     answers: list[str | None] = []
     for peer in sentinels:
         host, port = peer.rsplit(":", 1)
-        client = redis.Redis(host=host, port=int(port), password=password, socket_timeout=timeout_s,
-                             socket_connect_timeout=timeout_s, decode_responses=True)
-        try:
-            reply = client.execute_command(  # type: ignore[no-untyped-call]
-                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", master_name
-            )
-            answers.append(f"{reply[0]}:{reply[1]}" if reply else None)
-        except (redis.RedisError, OSError, IndexError, TypeError):
-            answers.append(None)
-        finally:
-            client.close()
+        with RespClient(host, int(port), password, timeout_s) as client:
+            try:
+                reply = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", master_name)
+            except (RedisError, OSError):
+                reply = None
+        answers.append(_address(reply))
     return answers
+
+
+def _address(reply: object) -> str | None:
+    """"ip:port" from a GET-MASTER-ADDR-BY-NAME reply ([ip, port]); None for nil or anything else."""
+    if isinstance(reply, list) and len(reply) == 2 and all(isinstance(x, str) for x in reply):
+        return f"{reply[0]}:{reply[1]}"
+    return None
 
 
 def enroll(config: AgentConfig, token: str, timeout_s: float = 300.0,
@@ -77,16 +78,16 @@ def enroll(config: AgentConfig, token: str, timeout_s: float = 300.0,
     delay = 0.5
     while True:
         try:
-            resp = requests.post(url, json={"cluster": config.cluster, "node": config.node, "token": token},
-                                 timeout=config.push_timeout_s)
-            if resp.status_code == 200:
+            resp = post_json(url, {"cluster": config.cluster, "node": config.node, "token": token},
+                             config.push_timeout_s)
+            if resp.status == 200:
                 body = resp.json()
                 return str(body["redis_password"]), str(body["cluster_secret"])
-            if resp.status_code < 500:
-                raise BootstrapError(f"enrollment refused: HTTP {resp.status_code} {resp.text[:200]}")
-            problem = f"HTTP {resp.status_code}"
-        except requests.RequestException as e:
-            problem = f"controller unreachable ({type(e).__name__})"
+            if resp.status < 500:
+                raise BootstrapError(f"enrollment refused: HTTP {resp.status} {resp.text[:200]}")
+            problem = f"HTTP {resp.status}"
+        except HttpError as e:
+            problem = f"controller unreachable ({e.reason})"
         if time.monotonic() + delay > deadline:
             raise BootstrapError(f"enrollment failed for {timeout_s:.0f} s: {problem}")
         log.warning("bootstrap.enroll_retrying", problem=problem, retry_in_s=delay)
@@ -123,12 +124,6 @@ def _maybe_read(path: str | None) -> str | None:
     if not path or not Path(path).exists():
         return None
     return read_secret(path, "secret file")
-
-
-def services_for(config: AgentConfig, config_path: Path) -> Services:
-    if config.services in PROCESS_SERVICES:
-        return ProcessServices(config.layout(), config_path)
-    return SystemdServices()
 
 
 def write_configs(layout: NodeLayout, password: str, master: str | None) -> None:

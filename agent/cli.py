@@ -11,9 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from agent import __version__
+from agent import __version__, log
 from agent.config import AgentConfig, load_config, load_secrets
-from protocol.logs import configure_logging
 from protocol.report import report_to_dict
 from protocol.settings import ConfigError
 
@@ -40,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"redwarden-agent: configuration error: {e}", file=sys.stderr)
         return 2
-    configure_logging(config.log_format, config.log_level)
+    log.configure(config.log_format, config.log_level)
 
-    from agent.runtime import Agent, run_forever  # heavy imports after the config is known good
+    from agent.runtime import Agent, run_forever  # the rest of the agent once the config is known good
 
     agent = Agent(config, secrets, config_path=Path(args.config))
     if args.command == "collect":
@@ -59,7 +58,7 @@ def _setup(command: str, config: AgentConfig, config_path: Path) -> int:
     from agent.bootstrap import BootstrapError, bootstrap, start_services
     from agent.services import ServiceError
 
-    configure_logging(config.log_format, config.log_level)
+    log.configure(config.log_format, config.log_level)
     try:
         sentence = bootstrap(config, config_path) if command == "bootstrap" else start_services(config, config_path)
     except (BootstrapError, ServiceError) as e:

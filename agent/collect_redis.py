@@ -1,9 +1,9 @@
 """Collects the health of the local redis-server and redis-sentinel over the network.
 
-Layer: adapter (I/O). It sends a handful of read-only commands through a redis-py client whose response
-callbacks are switched off, so every reply reaches `agent.parse` exactly as the server sent it (RESP2,
-decoded text, flat lists); all interpretation lives there. It never raises: a failure becomes
-`reachable=False` with a short error text, which never contains the password the client was built with.
+Layer: adapter (I/O). It sends a handful of read-only commands through the agent's own RESP2 client
+(`agent.resp`), so every reply reaches `agent.parse` exactly as the server sent it (decoded text, flat
+lists); all interpretation lives there. It never raises: a failure becomes `reachable=False` with a short
+error text, which never contains the password the client was built with.
 
 Commands sent: to Redis `PING`, `INFO` (the default sections: server, clients, memory, persistence,
 stats, replication, cpu, errorstats, keyspace; no commandstats) and one pipelined `CONFIG GET` per
@@ -16,10 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
 from agent.parse import (
     CONFIG_KEYS,
     pairs_to_dict,
@@ -27,39 +23,25 @@ from agent.parse import (
     redis_health_from_info,
     sentinel_master_view,
 )
+from agent.resp import RespClient, ResponseError
 from protocol.report import RedisHealth, SentinelHealth, SentinelMasterView
 
 __all__ = ["collect_redis", "collect_sentinel", "raw_client"]
 
 _ERROR_MAX_CHARS = 200
-_REDACTED = "<redacted>"
 
 
-def raw_client(host: str, port: int, password: str | None = None, timeout_s: float = 2.0) -> redis.Redis:
+def raw_client(host: str, port: int, password: str | None = None, timeout_s: float = 2.0) -> RespClient:
     """A client for `collect_redis` / `collect_sentinel`: raw replies, bounded time, no retries.
 
     No connection is made until the first command. RESP2 keeps INFO a single text and SENTINEL replies
-    flat lists; with the response callbacks cleared redis-py hands those back untouched. Retries are off
-    so a dead server costs one timeout, not several; `driver_info=None` skips CLIENT SETINFO on connect.
-    Undecodable bytes are replaced rather than raised, so odd data cannot fail a whole collection.
+    flat lists, handed back untouched. A dead server costs one timeout, not several. Undecodable bytes are
+    replaced rather than raised, so odd data cannot fail a whole collection.
     """
-    client = redis.Redis(
-        host=host,
-        port=port,
-        password=password or None,
-        protocol=2,
-        decode_responses=True,
-        encoding_errors="replace",
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
-        driver_info=None,
-    )
-    client.response_callbacks.clear()
-    return client
+    return RespClient(host, port, password or None, timeout_s)
 
 
-def collect_redis(client: redis.Redis) -> RedisHealth:
+def collect_redis(client: RespClient) -> RedisHealth:
     """PING, INFO and CONFIG GET on a `raw_client`; any failure -> `RedisHealth(reachable=False, error)`.
 
     A CONFIG GET that fails (renamed command, ACL) only leaves its field None; it does not fail the rest.
@@ -75,7 +57,7 @@ def collect_redis(client: redis.Redis) -> RedisHealth:
         return RedisHealth(reachable=False, error=_describe(e, client))
 
 
-def collect_sentinel(client: redis.Redis, master_names: Sequence[str] | None = None) -> SentinelHealth:
+def collect_sentinel(client: RespClient, master_names: Sequence[str] | None = None) -> SentinelHealth:
     """PING, SENTINEL MYID and one `SentinelMasterView` per monitored master (or per name given).
 
     A named master the Sentinel does not monitor is left out of `masters`. Per master, an error reply
@@ -104,25 +86,22 @@ def collect_sentinel(client: redis.Redis, master_names: Sequence[str] | None = N
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _command(client: redis.Redis, *args: str) -> object:
-    """One command, its raw reply typed as `object` for the parsers to narrow (redis-py leaves it untyped)."""
-    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+def _command(client: RespClient, *args: str) -> object:
+    """One command, its raw reply typed as `object` for the parsers to narrow."""
+    return client.execute_command(*args)
 
 
-def _ping_ms(client: redis.Redis) -> float:
+def _ping_ms(client: RespClient) -> float:
     started = time.perf_counter()
     _command(client, "PING")
     return round((time.perf_counter() - started) * 1000.0, 3)
 
 
-def _config_get(client: redis.Redis, keys: Sequence[str]) -> dict[str, str]:
+def _config_get(client: RespClient, keys: Sequence[str]) -> dict[str, str]:
     """One CONFIG GET per key in one round trip; keys whose command failed are simply absent."""
-    pipe = client.pipeline(transaction=False)
-    for key in keys:
-        pipe.execute_command("CONFIG", "GET", key)  # type: ignore[no-untyped-call]
     config: dict[str, str] = {}
-    for reply in pipe.execute(raise_on_error=False):
-        if isinstance(reply, Exception):
+    for reply in client.pipeline([("CONFIG", "GET", key) for key in keys]):
+        if not isinstance(reply, list):  # an error reply (renamed command, ACL): that key stays unknown
             continue
         try:
             config.update(pairs_to_dict(reply))
@@ -131,7 +110,7 @@ def _config_get(client: redis.Redis, keys: Sequence[str]) -> dict[str, str]:
     return config
 
 
-def _master_replies(client: redis.Redis, master_names: Sequence[str] | None) -> list[tuple[str, Sequence[str]]]:
+def _master_replies(client: RespClient, master_names: Sequence[str] | None) -> list[tuple[str, Sequence[str]]]:
     """(name, SENTINEL MASTER reply) for every master to report on."""
     if master_names is None:
         reply = _command(client, "SENTINEL", "MASTERS")
@@ -150,19 +129,19 @@ def _master_replies(client: redis.Redis, master_names: Sequence[str] | None) -> 
     for name in master_names:
         try:
             entry = _command(client, "SENTINEL", "MASTER", name)
-        except redis.ResponseError:
+        except ResponseError:
             continue  # "No such master with that name": not monitored by this Sentinel
         if isinstance(entry, list):
             named.append((name, entry))
     return named
 
 
-def _master_view(client: redis.Redis, name: str, master_reply: Sequence[str]) -> SentinelMasterView | None:
+def _master_view(client: RespClient, name: str, master_reply: Sequence[str]) -> SentinelMasterView | None:
     replicas = _list_or_empty(client, "REPLICAS", name)
     sentinels = _list_or_empty(client, "SENTINELS", name)
     try:
         ckquorum = parse_ckquorum(_text_reply(_command(client, "SENTINEL", "CKQUORUM", name)))
-    except redis.ResponseError as e:
+    except ResponseError as e:
         ckquorum = parse_ckquorum(str(e))
     try:
         return sentinel_master_view(name, master_reply, replicas, sentinels, ckquorum)
@@ -170,10 +149,10 @@ def _master_view(client: redis.Redis, name: str, master_reply: Sequence[str]) ->
         return None
 
 
-def _list_or_empty(client: redis.Redis, subcommand: str, name: str) -> list[list[str]]:
+def _list_or_empty(client: RespClient, subcommand: str, name: str) -> list[list[str]]:
     try:
         reply = _command(client, "SENTINEL", subcommand, name)
-    except redis.ResponseError:
+    except ResponseError:
         return []
     return reply if isinstance(reply, list) else []
 
@@ -184,12 +163,9 @@ def _text_reply(reply: object) -> str:
     return reply if isinstance(reply, str) else str(reply)
 
 
-def _describe(error: BaseException, client: redis.Redis) -> str:
+def _describe(error: BaseException, client: RespClient) -> str:
     """`Type: message`, short, with the client's password (if any) cut out."""
-    text = f"{type(error).__name__}: {error}".strip()
-    password = client.connection_pool.connection_kwargs.get("password")
-    if isinstance(password, str) and password:
-        text = text.replace(password, _REDACTED)
+    text = client.scrub(f"{type(error).__name__}: {error}".strip())
     if len(text) > _ERROR_MAX_CHARS:
         text = text[: _ERROR_MAX_CHARS - 3] + "..."
     return text

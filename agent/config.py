@@ -71,6 +71,8 @@ class AgentConfig:
             raise ValueError("controller_url must start with http:// or https://")
         if self.log_format not in ("json", "console"):
             raise ValueError("log_format must be 'json' or 'console'")
+        if self.log_level.lower() not in ("debug", "info", "warning", "warn", "error", "critical"):
+            raise ValueError("log_level must be one of debug, info, warning, error, critical")
         if self.timeout_s <= 0 or self.push_timeout_s <= 0:
             raise ValueError("timeout_s and push_timeout_s must be > 0")
         if self.services not in ("systemd", "process", "sandbox"):
@@ -141,14 +143,13 @@ def _identify(config: AgentConfig, env: Mapping[str, str]) -> AgentConfig:
 
 
 def _metadata(base_url: str, path: str, timeout_s: float) -> str | None:
-    import requests
+    from agent.httpclient import HttpError, request  # only where the droplet's address must be asked for
 
     try:
-        resp = requests.get(base_url.rstrip("/") + path, timeout=timeout_s)
-        resp.raise_for_status()
-        return resp.text.strip() or None
-    except requests.RequestException:
+        resp = request("GET", base_url.rstrip("/") + path, timeout_s)
+    except HttpError:
         return None
+    return (resp.text.strip() or None) if resp.status < 400 else None
 
 
 def load_secrets(config: AgentConfig, environ: dict[str, str]) -> AgentSecrets:

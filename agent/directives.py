@@ -12,13 +12,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import structlog
-
+from agent.log import get_logger
 from agent.services import ServiceError, Services
 from protocol.directives import parse_directive
 from protocol.report import DirectiveAck
 
-log = structlog.get_logger("redwarden.agent")
+log = get_logger("redwarden.agent")
 
 MAX_REMEMBERED = 256
 

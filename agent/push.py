@@ -1,4 +1,4 @@
-"""Pushes reports to the controller over one keep-alive HTTP session, signed, with backoff and jitter.
+"""Pushes reports to the controller over one keep-alive HTTP connection, signed, with backoff and jitter.
 
 Layer: adapter. Health is a level, not a log: when the controller is away the agent keeps only the
 latest report and sends that one when its backoff allows, never a backlog.
@@ -12,8 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
+from agent.httpclient import HttpConnection, HttpError, split_url
 from protocol.signing import HEADER_CLUSTER, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
 
 
@@ -37,16 +36,15 @@ class Pusher:
         max_backoff_s: float,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
-        session: requests.Session | None = None,
+        connection: HttpConnection | None = None,
     ) -> None:
-        self._url = url.rstrip("/") + "/v1/reports"
+        origin, self._target = split_url(url.rstrip("/") + "/v1/reports")
         self._cluster = cluster
         self._secret = secret
-        self._timeout = (min(timeout_s, 1.0), timeout_s)
         self._max_backoff_s = max_backoff_s
         self._clock = clock
         self._rng = rng or random.Random()
-        self._session = session or requests.Session()
+        self._connection = connection or HttpConnection(origin, min(timeout_s, 1.0), timeout_s)
         self._failures = 0
         self.next_attempt_at = 0.0
 
@@ -62,19 +60,19 @@ class Pusher:
             HEADER_SIGNATURE: sign(self._secret, ts, body),
         }
         try:
-            resp = self._session.post(self._url, data=body, headers=headers, timeout=self._timeout)
-        except requests.RequestException as e:
-            return self._failed(None, f"{type(e).__name__}: controller unreachable")
-        if resp.status_code >= 300:
+            resp = self._connection.request("POST", self._target, body, headers)
+        except HttpError as e:
+            return self._failed(None, f"{e.reason}: controller unreachable")
+        if resp.status >= 300:
             detail = resp.text[:300].replace("\n", " ")
-            return self._failed(resp.status_code, f"HTTP {resp.status_code}: {detail}")
+            return self._failed(resp.status, f"HTTP {resp.status}: {detail}")
         self._failures = 0
         self.next_attempt_at = 0.0
         try:
             parsed = resp.json()
         except ValueError:
             parsed = None
-        return PushResult(True, resp.status_code, None, parsed if isinstance(parsed, dict) else None)
+        return PushResult(True, resp.status, None, parsed if isinstance(parsed, dict) else None)
 
     def _failed(self, status: int | None, error: str) -> PushResult:
         self._failures += 1
@@ -85,4 +83,4 @@ class Pusher:
         return PushResult(False, status, error)
 
     def close(self) -> None:
-        self._session.close()
+        self._connection.close()

@@ -1,11 +1,14 @@
 """The agent's cycle: collect Redis, Sentinel and host health, build one report, push the latest.
 
-Layer: application. One `run_cycle` reads like a paragraph and returns a sentence for the log; the
-scheduler (APScheduler) calls it every `report_interval_s`, never two at once, coalescing missed runs.
+Layer: application. One `run_cycle` reads like a paragraph and returns a sentence for the log;
+`run_every` calls it every `report_interval_s`, never two at once, skipping (not queueing) the runs a slow
+cycle overlapped. Its imports are the agent's steady memory, so they are few (issue #9): no asyncio, no
+redis-py, requests, structlog or APScheduler; `tests/test_agent_footprint.py` keeps it so.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
@@ -13,20 +16,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import requests
-import structlog
-from apscheduler.schedulers.blocking import BlockingScheduler
-
 from agent import __version__
-from agent.bootstrap import services_for
 from agent.collect_host import collect_host, wait_exit
 from agent.collect_redis import collect_redis, collect_sentinel, raw_client
 from agent.config import AgentConfig, AgentSecrets
 from agent.directives import DirectiveRunner
+from agent.httpclient import HttpError
+from agent.httpclient import request as http_request
+from agent.log import get_logger
 from agent.push import Pusher
+from agent.services import services_for
 from protocol.report import Identity, Report, report_to_json
 
-log = structlog.get_logger("redwarden.agent")
+log = get_logger("redwarden.agent")
 
 METADATA_RETRY_S = 60.0
 WATCH_IDLE_S = 0.5  # the exit watch re-reads which pid to watch at least this often
@@ -142,10 +144,15 @@ class Agent:
 def fetch_droplet_id(metadata_url: str, timeout_s: float) -> int | None:
     """The droplet id from DigitalOcean's metadata service (`GET {url}/id`), or None."""
     try:
-        resp = requests.get(metadata_url.rstrip("/") + "/id", timeout=timeout_s)
-        resp.raise_for_status()
+        resp = http_request("GET", metadata_url.rstrip("/") + "/id", timeout_s)
+        if resp.status >= 400:
+            log.warning("metadata.failed", error=f"HTTP {resp.status}")
+            return None
         return int(resp.text.strip())
-    except (requests.RequestException, ValueError) as e:
+    except HttpError as e:
+        log.warning("metadata.failed", error=e.reason)
+        return None
+    except ValueError as e:
         log.warning("metadata.failed", error=type(e).__name__)
         return None
 
@@ -154,10 +161,29 @@ def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def run_every(
+    interval_s: float,
+    job: Callable[[], None],
+    wait: Callable[[float], bool],
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Call `job` now and then at every point of a grid `interval_s` apart (on `clock`, monotonic), until
+    `wait(timeout_s)` returns True (asked to stop). One call at a time, in this thread: a call that runs
+    past grid points skips them and the next call is at the first point after it ends, so a slow cycle
+    (a server timing out) never causes a burst of catch-up cycles."""
+    start = clock()
+    while True:
+        job()
+        now = clock()
+        next_at = start + (math.floor((now - start) / interval_s) + 1) * interval_s
+        if wait(max(0.0, next_at - now)):
+            return
+
+
 def run_forever(agent: Agent) -> None:
-    """Schedule `run_cycle` every interval; a failing cycle is logged once and the next one runs."""
+    """Run `run_cycle` every interval until SIGTERM or SIGINT; a failing cycle is logged once and the next
+    one runs."""
     interval = agent.config.report_interval_s
-    scheduler = BlockingScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
 
     def job() -> None:
         try:
@@ -178,7 +204,6 @@ def run_forever(agent: Agent) -> None:
                 log.exception("watch.failed")
                 stop_watch.wait(WATCH_IDLE_S)
 
-    scheduler.add_job(job, "interval", seconds=interval)
     if agent.config.watch_redis_exit:
         threading.Thread(target=watch, name="redis-exit-watch", daemon=True).start()
     log.info(
@@ -190,9 +215,9 @@ def run_forever(agent: Agent) -> None:
         version=__version__,
     )
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    job()
+    stop = threading.Event()  # never set: the loop ends by SIGTERM (SystemExit) or SIGINT, in its wait
     try:
-        scheduler.start()
+        run_every(interval, job, stop.wait)
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:

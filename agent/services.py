@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agent import processes
+from agent.config import AgentConfig
 from agent.layout import SERVICES, NodeLayout
 from agent.processes import ServiceSpec
 
@@ -107,3 +108,10 @@ class ProcessServices:
 
         _check(service)
         return processes.pid_of(self.specs[service]) is not None
+
+
+def services_for(config: AgentConfig, config_path: Path) -> Services:
+    """The services as this node runs them: systemd units on a droplet, processes where there is no systemd."""
+    if config.services in PROCESS_SERVICES:
+        return ProcessServices(config.layout(), config_path)
+    return SystemdServices()

@@ -1,6 +1,8 @@
 """structlog set-up, once per program: JSON lines for services, a console renderer for people.
 
-Layer: adapter. Event names are dotted and past tense (`report.pushed`); context is bound once.
+Layer: adapter. Event names are dotted and past tense (`report.pushed`); context is bound once. Used by
+the controller and the console. The agent writes lines of the same shape with `agent.log`, without
+structlog: importing structlog loads asyncio, which the agent's footprint does without (issue #9).
 """
 
 from __future__ import annotations

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-import redis
 
 from agent.collect_redis import collect_redis, collect_sentinel, raw_client
 from agent.parse import parse_info
+from agent.resp import RedisError, RespClient, ResponseError
+from tests.helpers import wait_until
 
 if shutil.which("redis-server") is None:
     pytest.skip("redis-server is not on PATH: these tests need a real Redis 7", allow_module_level=True)
@@ -52,7 +53,7 @@ def wait_for(
             raise RuntimeError(f"while waiting for {what}: process exited: {dead}")
         try:
             result = probe()
-        except (redis.RedisError, OSError) as e:
+        except (RedisError, OSError) as e:
             last_error = e
         else:
             if result is not None:
@@ -61,15 +62,15 @@ def wait_for(
     raise TimeoutError(f"gave up waiting for {what} after {timeout_s} s (last error: {last_error})")
 
 
-def command(client: redis.Redis, *args: str) -> object:
-    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+def command(client: RespClient, *args: str) -> object:
+    return client.execute_command(*args)
 
 
 @dataclass(frozen=True)
 class Cluster:
-    master: redis.Redis
-    replica: redis.Redis
-    sentinel: redis.Redis
+    master: RespClient
+    replica: RespClient
+    sentinel: RespClient
 
 
 def _start_redis(root: Path, ip: str, extra: str) -> subprocess.Popen[bytes]:
@@ -137,7 +138,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def test_raw_client_hands_back_replies_untouched(cluster: Cluster) -> None:
-    assert command(cluster.master, "PING") == "PONG"  # redis-py's callback would have made it True
+    assert command(cluster.master, "PING") == "PONG"  # as the server said it (redis-py's callback: True)
     assert command(cluster.master, "CONFIG", "GET", "maxmemory-policy") == ["maxmemory-policy", "noeviction"]
     info = command(cluster.master, "INFO")
     assert isinstance(info, str)
@@ -146,6 +147,38 @@ def test_raw_client_hands_back_replies_untouched(cluster: Cluster) -> None:
     assert isinstance(masters, list)
     assert isinstance(masters[0], list)
     assert masters[0][:2] == ["name", MASTER_NAME]
+
+
+def test_raw_client_reply_types_and_pipelined_error_replies(cluster: Cluster) -> None:
+    client = raw_client(MASTER_IP, REDIS_PORT, REDIS_PASSWORD, TIMEOUT_S)
+    try:
+        assert isinstance(command(client, "DBSIZE"), int)
+        assert command(client, "GET", "no-such-key-3a9f") is None  # nil bulk
+        assert command(client, "EVAL", "return '\\255ok'", "0") == "\ufffdok"  # undecodable byte replaced
+        assert command(cluster.sentinel, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", "no-such-master") is None  # nil array
+        with pytest.raises(ResponseError):
+            command(client, "NO-SUCH-COMMAND")
+        assert command(client, "PING") == "PONG"  # an error reply leaves the connection usable
+        replies = client.pipeline([("PING",), ("NO-SUCH-COMMAND",), ("CONFIG", "GET", "maxmemory-policy")])
+        assert replies[0] == "PONG"
+        assert isinstance(replies[1], ResponseError)
+        assert replies[2] == ["maxmemory-policy", "noeviction"]
+    finally:
+        client.close()
+
+
+def test_raw_client_replaces_a_connection_the_server_closed(cluster: Cluster) -> None:
+    """A restarted Redis closes the agent's connection while it is idle: the next command must not fail."""
+    client = raw_client(MASTER_IP, REDIS_PORT, REDIS_PASSWORD, TIMEOUT_S)
+    try:
+        client_id = command(client, "CLIENT", "ID")
+        assert command(cluster.master, "CLIENT", "KILL", "ID", str(client_id)) == 1
+        wait_until(lambda: f"id={client_id} " not in str(command(cluster.master, "CLIENT", "LIST")), 10,
+                   "the server to drop the killed connection")
+        assert command(client, "PING") == "PONG"
+        assert command(client, "CLIENT", "ID") != client_id
+    finally:
+        client.close()
 
 
 def test_collect_redis_on_the_master(cluster: Cluster) -> None:
@@ -205,7 +238,7 @@ def test_collect_redis_keeps_the_password_out_of_error_text(monkeypatch: pytest.
     client = raw_client(CLOSED_IP, REDIS_PORT, REDIS_PASSWORD, 0.5)
 
     def leaky(*args: str) -> object:
-        raise redis.ConnectionError(f"failed with AUTH {REDIS_PASSWORD} " + "x" * 500)
+        raise ConnectionError(f"failed with AUTH {REDIS_PASSWORD} " + "x" * 500)
 
     monkeypatch.setattr(client, "execute_command", leaky)
     health = collect_redis(client)

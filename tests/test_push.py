@@ -1,4 +1,4 @@
-"""Unit tests of the agent's pusher against a real local HTTP server: signing, backoff with jitter."""
+"""Unit tests of the agent's pusher against a real local HTTP server: signing, backoff with jitter, keep-alive."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from agent.push import Pusher
 from protocol.signing import HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
+from tests.helpers import wait_until
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -76,3 +77,64 @@ def test_unreachable_controller_is_a_result_not_an_exception() -> None:
     result = pusher.push(b"{}")
     assert not result.ok and result.status is None
     assert "controller unreachable" in (result.error or "")
+
+
+class _KeepAliveHandler(http.server.BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive; with `drop_after_reply` it closes each connection after answering without
+    saying so (as a server whose idle timeout expired between two pushes does)."""
+
+    protocol_version = "HTTP/1.1"
+    drop_after_reply = False
+    peers: list[int] = []
+    closed: list[int] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.peers.append(self.client_address[1])
+        payload = b'{"accepted": true, "directives": []}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+        self.wfile.flush()
+        if self.drop_after_reply:
+            self.close_connection = True
+
+    def finish(self) -> None:
+        super().finish()
+        if self.close_connection:
+            self.closed.append(self.client_address[1])
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(params=[False, True], ids=["kept-alive", "dropped-between-pushes"])
+def keepalive_server(request: pytest.FixtureRequest) -> Iterator[tuple[str, type[_KeepAliveHandler]]]:
+    handler = type("K", (_KeepAliveHandler,), {"peers": [], "closed": [], "drop_after_reply": request.param})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_pushes_keep_one_connection_and_survive_its_loss(
+        keepalive_server: tuple[str, type[_KeepAliveHandler]]) -> None:
+    url, handler = keepalive_server
+    pusher = Pusher(url, "shop", b"k", timeout_s=2, max_backoff_s=10)
+    try:
+        for n in range(1, 4):
+            assert pusher.push(b"{}").ok
+            if handler.drop_after_reply:
+                wait_until(lambda n=n: len(handler.closed) == n, 10, "the server to close the connection")
+        assert len(handler.peers) == 3  # each push reached the server exactly once
+        if handler.drop_after_reply:
+            assert len(set(handler.peers)) == 3  # a fresh connection after each loss
+        else:
+            assert len(set(handler.peers)) == 1  # one keep-alive connection for all
+    finally:
+        pusher.close()
