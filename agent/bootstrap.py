@@ -20,12 +20,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from agent.config import AgentConfig
+from agent.config import AgentConfig, ssl_context
 from agent.httpclient import HttpError, post_json
 from agent.layout import NodeLayout, render_redis_conf, render_sentinel_conf
 from agent.log import get_logger
 from agent.resp import RedisError, RespClient
 from agent.services import PROCESS_SERVICES, Services, services_for
+from protocol.directives import valid_address
 from protocol.settings import ConfigError, read_secret
 
 log = get_logger("redwarden.bootstrap")
@@ -63,26 +64,29 @@ def ask_sentinels(
 def _address(reply: object) -> str | None:
     """"ip:port" from a GET-MASTER-ADDR-BY-NAME reply ([ip, port]); None for nil or anything else."""
     if isinstance(reply, list) and len(reply) == 2 and all(isinstance(x, str) for x in reply):
-        return f"{reply[0]}:{reply[1]}"
+        address = f"{reply[0]}:{reply[1]}"
+        return address if valid_address(address) else None  # it goes into redis.conf: IP literals only
     return None
 
 
 def enroll(config: AgentConfig, token: str, timeout_s: float = 300.0,
            sleep: Callable[[float], None] = time.sleep) -> tuple[str, str]:
-    """Trade a one-time enrollment token for (redis password, cluster secret) at the controller.
+    """Trade a one-time enrollment token for (redis password, this node's key as hex) at the controller,
+    over HTTPS verified with the controller's CA.
 
     The controller may be restarting while this droplet boots: unreachable and 5xx answers are retried
     with backoff for `timeout_s`; a refusal (403, 404, 422) is final."""
     url = config.controller_url.rstrip("/") + "/v1/enroll"
+    context = ssl_context(config)
     deadline = time.monotonic() + timeout_s
     delay = 0.5
     while True:
         try:
             resp = post_json(url, {"cluster": config.cluster, "node": config.node, "token": token},
-                             config.push_timeout_s)
+                             config.push_timeout_s, ssl_context=context)
             if resp.status == 200:
                 body = resp.json()
-                return str(body["redis_password"]), str(body["cluster_secret"])
+                return str(body["redis_password"]), str(body["node_key"])
             if resp.status < 500:
                 raise BootstrapError(f"enrollment refused: HTTP {resp.status} {resp.text[:200]}")
             problem = f"HTTP {resp.status}"
@@ -105,16 +109,16 @@ def _write_private(path: Path, text: str) -> None:
 def load_or_enroll_secrets(config: AgentConfig) -> str:
     """The Redis password, enrolling first when only a token is at hand."""
     password = os.environ.get("REDWARDEN_AGENT_REDIS_PASSWORD") or _maybe_read(config.redis_password_file)
-    if password and (os.environ.get("REDWARDEN_AGENT_CLUSTER_SECRET") or _maybe_read(config.cluster_secret_file)):
+    if password and (os.environ.get("REDWARDEN_AGENT_NODE_KEY") or _maybe_read(config.node_key_file)):
         return password
     token = _maybe_read(config.enroll_token_file)
     if not token:
-        raise BootstrapError("no redis password and cluster secret, and no enroll_token_file to fetch them with")
-    if not config.redis_password_file or not config.cluster_secret_file:
-        raise BootstrapError("enrollment needs redis_password_file and cluster_secret_file to store the secrets")
-    password, secret = enroll(config, token)
+        raise BootstrapError("no redis password and node key, and no enroll_token_file to fetch them with")
+    if not config.redis_password_file or not config.node_key_file:
+        raise BootstrapError("enrollment needs redis_password_file and node_key_file to store the secrets")
+    password, key = enroll(config, token)
     _write_private(Path(config.redis_password_file), password + "\n")
-    _write_private(Path(config.cluster_secret_file), secret + "\n")
+    _write_private(Path(config.node_key_file), key + "\n")
     Path(config.enroll_token_file or "").unlink(missing_ok=True)  # single use: nothing left to steal
     log.info("bootstrap.enrolled", node=config.node)
     return password
@@ -162,7 +166,10 @@ def bootstrap(config: AgentConfig, config_path: Path, services: Services | None 
         raise BootstrapError(f"the Sentinels name this node's own address {master} as master; refusing to guess")
     role = "master (first node)" if master is None else f"replica of {master}"
     log.info("bootstrap.decided", node=config.node, role=role, sentinels_answering=sum(1 for a in answers if a))
-    write_configs(layout, password, master)
+    try:
+        write_configs(layout, password, master)
+    except ValueError as e:
+        raise BootstrapError(f"refusing to write the configuration: {e}") from None
     for service in ("redis", "sentinel", "agent"):
         services.start(service)
         log.info("bootstrap.started", service=service)

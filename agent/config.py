@@ -1,26 +1,30 @@
 """The agent's settings: one typed object, read from /etc/redwarden/agent.toml, env `REDWARDEN_AGENT_*`.
 
 Layer: configuration. Secrets are given as files (`*_file`) or, for the sandbox and containers, as the
-env variables `REDWARDEN_AGENT_REDIS_PASSWORD` / `REDWARDEN_AGENT_CLUSTER_SECRET`; never in the TOML.
+env variables `REDWARDEN_AGENT_REDIS_PASSWORD` / `REDWARDEN_AGENT_NODE_KEY`; never in the TOML. The
+controller's CA certificate is public and may sit in the TOML (`controller_ca_pem`, as user_data writes it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from agent.layout import NodeLayout
 from protocol import sentinel
+from protocol.net import is_loopback
 from protocol.settings import ConfigError, load_settings, read_secret
 
 ENV_PREFIX = "REDWARDEN_AGENT_"
 ROOT_ENV = "REDWARDEN_DROPLET_ROOT"  # set by the sandbox's local DigitalOcean for a droplet's processes
 ROOTED_FIELDS = (
-    "redis_password_file", "sentinel_password_file", "cluster_secret_file", "enroll_token_file",
+    "redis_password_file", "sentinel_password_file", "node_key_file", "enroll_token_file", "controller_ca_file",
     "redis_pidfile", "sentinel_pidfile", "redis_data_dir",
 )
 
@@ -41,7 +45,11 @@ class AgentConfig:
     sentinel_port: int = sentinel.SENTINEL_PORT
     redis_password_file: str | None = None
     sentinel_password_file: str | None = None
-    cluster_secret_file: str | None = None
+    node_key_file: str | None = None  # this node's own key (hex), written by bootstrap from its enrollment
+    cluster_secret_file: str | None = None  # ignored since 0.2 (pushes are signed with the node's own key)
+    # the CA that signed the controller's certificate: a file, or the PEM itself (user_data carries it)
+    controller_ca_file: str | None = None
+    controller_ca_pem: str | None = None
     redis_pidfile: str = "/run/redis/redis-server.pid"
     sentinel_pidfile: str = "/run/sentinel/redis-sentinel.pid"
     redis_data_dir: str = "/var/lib/redis"
@@ -69,6 +77,12 @@ class AgentConfig:
             raise ValueError("report_interval_s must be > 0")
         if not self.controller_url.startswith(("http://", "https://")):
             raise ValueError("controller_url must start with http:// or https://")
+        host = urlsplit(self.controller_url).hostname or ""
+        if self.controller_url.startswith("http://") and not is_loopback(host):
+            raise ValueError(f"controller_url: plain http:// only to a controller on loopback, not {host}; "
+                             "use https:// (and controller_ca_file)")
+        if self.controller_ca_pem is not None and "-----BEGIN CERTIFICATE-----" not in self.controller_ca_pem:
+            raise ValueError("controller_ca_pem holds no PEM certificate")
         if self.log_format not in ("json", "console"):
             raise ValueError("log_format must be 'json' or 'console'")
         if self.log_level.lower() not in ("debug", "info", "warning", "warn", "error", "critical"):
@@ -104,11 +118,24 @@ class AgentConfig:
         return self.redis_host or self.address
 
 
+def ssl_context(config: AgentConfig) -> ssl.SSLContext | None:
+    """How the agent verifies the controller over HTTPS: against the configured CA (file or PEM), else the
+    system's CAs; None for plain HTTP (loopback only)."""
+    if not config.controller_url.startswith("https://"):
+        return None
+    try:
+        if config.controller_ca_pem:
+            return ssl.create_default_context(cadata=config.controller_ca_pem)
+        return ssl.create_default_context(cafile=config.controller_ca_file)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"controller_ca_file/controller_ca_pem: cannot load the CA ({type(e).__name__})") from None
+
+
 @dataclass(frozen=True, slots=True)
 class AgentSecrets:
     redis_password: str | None
     sentinel_password: str | None
-    cluster_secret: bytes
+    node_key: bytes
 
 
 def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> AgentConfig:
@@ -159,11 +186,14 @@ def load_secrets(config: AgentConfig, environ: dict[str, str]) -> AgentSecrets:
     sentinel_password = environ.get(ENV_PREFIX + "SENTINEL_PASSWORD") or read_secret(
         config.sentinel_password_file, "sentinel_password_file"
     )
-    secret = environ.get(ENV_PREFIX + "CLUSTER_SECRET") or read_secret(
-        config.cluster_secret_file, "cluster_secret_file"
-    )
-    if not secret:
-        raise ConfigError(
-            "cluster_secret_file is not set (or REDWARDEN_AGENT_CLUSTER_SECRET): pushes must be signed"
-        )
-    return AgentSecrets(redis_password, sentinel_password, secret.encode())
+    key_hex = environ.get(ENV_PREFIX + "NODE_KEY") or read_secret(config.node_key_file, "node_key_file")
+    if not key_hex:
+        raise ConfigError("node_key_file is not set (or REDWARDEN_AGENT_NODE_KEY): pushes are signed with the "
+                          "node's own key, which bootstrap writes when the node enrolls")
+    try:
+        key = bytes.fromhex(key_hex.strip())
+    except ValueError:
+        raise ConfigError("node_key_file: the key in it is not hex") from None
+    if len(key) < 16:
+        raise ConfigError("node_key_file: the key in it is shorter than 16 bytes")
+    return AgentSecrets(redis_password, sentinel_password, key)

@@ -1,18 +1,23 @@
 """Runs the directives a controller sends with a push's response: each once, acknowledged in a later push.
 
-Layer: adapter. The whitelist and its types are the protocol's (`protocol.directives`): what does not
-parse into one of them is refused with an error acknowledgement and never executed. Everything else the
-controller does itself (Sentinel and Redis commands over the network, droplets through DigitalOcean).
+Layer: adapter. The whitelist and its types are the protocol's (`protocol.directives`): a directive runs
+only when it is for this node, unexpired, signed by the controller with this node's key, and every field is
+what the schema allows; anything else is refused with an error acknowledgement and never executed. A
+`replicaof` is refused while this node's Redis is the master a Sentinel majority names (a controller that
+is wrong, or not the controller, must not demote the live master), and it is applied through Redis itself
+(`REPLICAOF`, then `CONFIG REWRITE`), never by editing redis.conf: no value of a directive reaches a file
+but through Redis's own writer. Everything else the controller does itself (Sentinel and Redis commands over
+the network, droplets through DigitalOcean).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agent.log import get_logger
+from agent.resp import RedisError, RespClient
 from agent.services import ServiceError, Services
 from protocol.directives import parse_directive
 from protocol.report import DirectiveAck
@@ -22,32 +27,67 @@ log = get_logger("redwarden.agent")
 MAX_REMEMBERED = 256
 
 
-def set_replicaof(redis_conf: Path, master: str) -> None:
-    """Point redis.conf at `master` (one `replicaof` line), atomically."""
-    host, port = master.rsplit(":", 1)
-    lines = [ln for ln in redis_conf.read_text().splitlines() if not ln.strip().lower().startswith(("replicaof ",
-                                                                                                     "slaveof "))]
-    lines.append(f"replicaof {host} {port}")
-    tmp = redis_conf.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.chmod(redis_conf.stat().st_mode & 0o777)
-    tmp.replace(redis_conf)
+class RedisControl(Protocol):
+    """The node's own Redis, for the one configuration change a directive makes: whom it replicates."""
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Return once Redis answers PING, or raise ServiceError."""
+        ...
+
+    def replicaof(self, host: str, port: int) -> None:
+        """`REPLICAOF host port`, then `CONFIG REWRITE` (Redis writes its own file: no text edit of ours)."""
+        ...
+
+
+class RespRedisControl:
+    """`RedisControl` over the agent's own RESP client (the local Redis, with the node's password)."""
+
+    def __init__(self, client: RespClient, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._client = client
+        self._clock = clock
+        self._sleep = sleep
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = self._clock() + timeout_s
+        while True:
+            try:
+                if self._client.execute_command("PING") == "PONG":
+                    return
+            except (OSError, RedisError):
+                pass
+            if self._clock() >= deadline:
+                raise ServiceError(f"redis-server did not answer PING within {timeout_s:.0f} s of its restart")
+            self._sleep(0.1)
+
+    def replicaof(self, host: str, port: int) -> None:
+        try:
+            self._client.execute_command("REPLICAOF", host, port)
+            self._client.execute_command("CONFIG", "REWRITE")
+        except (OSError, RedisError) as e:
+            raise ServiceError(f"REPLICAOF {host} {port} failed: {self._client.scrub(str(e))[:200]}") from None
 
 
 class DirectiveRunner:
     """Executes each directive once (ids are remembered), keeps the acks until a push delivers them."""
 
-    def __init__(self, services: Services, redis_conf: Path | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, services: Services, node: str, key: bytes, redis: RedisControl | None = None,
+                 confirmed_master: Callable[[], bool] = lambda: False,
+                 clock: Callable[[], float] = time.time, ready_timeout_s: float = 15.0) -> None:
+        """`confirmed_master`: whether this node's Redis is master and a Sentinel majority names it."""
         self._services = services
-        self._redis_conf = redis_conf
+        self._node = node
+        self._key = key
+        self._redis = redis
+        self._confirmed_master = confirmed_master
         self._clock = clock
+        self._ready_timeout_s = ready_timeout_s
         self._done: list[str] = []
         self._pending_acks: list[DirectiveAck] = []
 
     def run(self, directives: Sequence[Any]) -> None:
         for raw in directives:
-            parsed = parse_directive(raw, self._clock())
+            parsed = parse_directive(raw, self._clock(), self._node, self._key)
             if parsed.id in self._done:
                 continue  # a retried response: already executed
             self._done = [*self._done[-MAX_REMEMBERED:], parsed.id]
@@ -56,11 +96,16 @@ class DirectiveRunner:
                 self._pending_acks.append(parsed)
                 continue
             try:
-                if parsed.replicaof is not None:
-                    if self._redis_conf is None:
-                        raise ServiceError("this agent does not know its redis.conf")
-                    set_replicaof(self._redis_conf, parsed.replicaof)
+                if parsed.replicaof is not None and self._confirmed_master():
+                    raise ServiceError("refused: this node is the master a Sentinel majority names; it is not "
+                                       "made a replica of another")
                 self._services.restart(parsed.service)
+                if parsed.replicaof is not None:
+                    if self._redis is None:
+                        raise ServiceError("this agent has no connection to its Redis to set its master")
+                    host, port = parsed.replicaof.rsplit(":", 1)
+                    self._redis.wait_ready(self._ready_timeout_s)
+                    self._redis.replicaof(host, int(port))
                 ack = DirectiveAck(parsed.id, "restart_service", True, None, self._clock())
                 log.info("directive.executed", id=parsed.id, kind="restart_service", service=parsed.service)
             except (ServiceError, OSError) as e:

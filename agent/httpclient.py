@@ -151,6 +151,7 @@ def request(
         conn.close()
 
 
-def post_json(url: str, payload: Any, timeout_s: float) -> Response:
+def post_json(url: str, payload: Any, timeout_s: float, ssl_context: ssl.SSLContext | None = None) -> Response:
     """POST `payload` as a JSON body."""
-    return request("POST", url, timeout_s, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    return request("POST", url, timeout_s, json.dumps(payload).encode(), {"Content-Type": "application/json"},
+                   ssl_context)

@@ -9,10 +9,12 @@ sentinel.conf would make two Sentinels one and the same to their peers).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from protocol import sentinel
+from protocol.directives import split_address
 
 SERVICES = ("redis", "sentinel", "agent")
 
@@ -71,8 +73,26 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def check_values(layout: NodeLayout, password: str, master: str | None) -> None:
+    """Every value the renderers write into a config file, checked first (ValueError naming it): addresses
+    are IP literals, the master name a plain word, the password printable and on one line. A value that came
+    over the network (the Sentinels' answer, the enrollment) can then not add a line to redis.conf."""
+    if split_address(layout.redis_address) is None:
+        raise ValueError(f"address {layout.address!r} is not an IP literal")
+    if master is not None and split_address(master) is None:
+        raise ValueError(f"master {master!r} is not an IP literal and port")
+    if not _NAME.fullmatch(layout.master_name):
+        raise ValueError(f"master_name {layout.master_name!r} must be letters, digits, '.', '_' or '-'")
+    if not password or not password.isprintable() or len(password) > 512:
+        raise ValueError("the Redis password must be printable, on one line, at most 512 characters")
+
+
 def render_redis_conf(layout: NodeLayout, password: str, master: str | None) -> str:
     """redis.conf for a master (`master` None) or a replica of `master` ("ip:port")."""
+    check_values(layout, password, master)
     lines = [
         "# Written by redwarden-agent bootstrap. Redis and Sentinel rewrite parts of it at run time.",
         f"bind {layout.address}",
@@ -100,6 +120,7 @@ def render_redis_conf(layout: NodeLayout, password: str, master: str | None) -> 
 
 
 def render_sentinel_conf(layout: NodeLayout, password: str, master: str) -> str:
+    check_values(layout, password, master)
     host, port = master.rsplit(":", 1)
     name = layout.master_name
     return "\n".join([

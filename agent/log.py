@@ -1,6 +1,6 @@
 """The agent's structured log: one JSON line per event on stderr, or a readable line for people.
 
-Layer: adapter. It writes the lines `protocol.logs` makes structlog write for the controller: the event's
+Layer: adapter. It writes the lines `controller.logs` makes structlog write for the controller: the event's
 keys, then `event`, `level` and an ISO UTC `timestamp`, and `exception` (the traceback) when there is one;
 with the same calls (`log.info("push.failed", seq=3, error=...)`). It does so without structlog, whose
 package imports `structlog.stdlib` and with it asyncio: memory the agent does not spend (issue #9).

@@ -1,4 +1,5 @@
-"""Pushes reports to the controller over one keep-alive HTTP connection, signed, with backoff and jitter.
+"""Pushes reports to the controller over one keep-alive HTTPS connection, signed with the node's own key,
+with backoff and jitter.
 
 Layer: adapter. Health is a level, not a log: when the controller is away the agent keeps only the
 latest report and sends that one when its backoff allows, never a backlog.
@@ -7,13 +8,14 @@ latest report and sends that one when its backoff allows, never a backlog.
 from __future__ import annotations
 
 import random
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from agent.httpclient import HttpConnection, HttpError, split_url
-from protocol.signing import HEADER_CLUSTER, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
+from protocol.signing import HEADER_CLUSTER, HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign_report
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,20 +33,24 @@ class Pusher:
         self,
         url: str,
         cluster: str,
-        secret: bytes,
+        node: str,
+        key: bytes,
         timeout_s: float,
         max_backoff_s: float,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         connection: HttpConnection | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         origin, self._target = split_url(url.rstrip("/") + "/v1/reports")
         self._cluster = cluster
-        self._secret = secret
+        self._node = node
+        self._key = key
         self._max_backoff_s = max_backoff_s
         self._clock = clock
         self._rng = rng or random.Random()
-        self._connection = connection or HttpConnection(origin, min(timeout_s, 1.0), timeout_s)
+        self._connection = connection or HttpConnection(origin, min(timeout_s, 1.0), timeout_s, ssl_context)
+        self._last_ts = 0.0
         self._failures = 0
         self.next_attempt_at = 0.0
 
@@ -52,12 +58,16 @@ class Pusher:
         return now >= self.next_attempt_at
 
     def push(self, body: bytes) -> PushResult:
-        ts = f"{self._clock():.3f}"
+        # the controller refuses a timestamp not newer than the node's last (replays): never repeat one
+        now = max(self._clock(), self._last_ts + 1e-6)
+        self._last_ts = now
+        ts = f"{now:.6f}"
         headers = {
             "Content-Type": "application/json",
             HEADER_CLUSTER: self._cluster,
+            HEADER_NODE: self._node,
             HEADER_TIMESTAMP: ts,
-            HEADER_SIGNATURE: sign(self._secret, ts, body),
+            HEADER_SIGNATURE: sign_report(self._key, ts, self._cluster, self._node, body),
         }
         try:
             resp = self._connection.request("POST", self._target, body, headers)

@@ -19,8 +19,8 @@ from pathlib import Path
 from agent import __version__
 from agent.collect_host import collect_host, wait_exit
 from agent.collect_redis import collect_redis, collect_sentinel, raw_client
-from agent.config import AgentConfig, AgentSecrets
-from agent.directives import DirectiveRunner
+from agent.config import AgentConfig, AgentSecrets, ssl_context
+from agent.directives import DirectiveRunner, RespRedisControl
 from agent.httpclient import HttpError
 from agent.httpclient import request as http_request
 from agent.log import get_logger
@@ -48,13 +48,17 @@ class Agent:
         self._sentinel = raw_client(
             config.connect_host, config.sentinel_port, secrets.sentinel_password, config.timeout_s
         )
+        self._secrets = secrets
         self._pusher = Pusher(
-            config.controller_url, config.cluster, secrets.cluster_secret, config.push_timeout_s,
-            config.max_backoff_s, clock=clock,
+            config.controller_url, config.cluster, config.node, secrets.node_key, config.push_timeout_s,
+            config.max_backoff_s, clock=clock, ssl_context=ssl_context(config),
         )
         self._directives = (
-            DirectiveRunner(services_for(config, config_path), config.layout().redis_conf) if config_path else None
+            DirectiveRunner(services_for(config, config_path), config.node, secrets.node_key,
+                            redis=RespRedisControl(self._redis), confirmed_master=self.confirmed_master, clock=clock)
+            if config_path else None
         )
+        self._last_report: Report | None = None
         self._seq = 0
         self._droplet_id = config.droplet_id
         self._metadata_tried_at: float | None = None
@@ -95,6 +99,22 @@ class Agent:
             acks=self._directives.acks() if self._directives else (),
         )
 
+    def confirmed_master(self) -> bool:
+        """This node's Redis reported itself master, and a strict majority of the Sentinels it knows (its own
+        and the peers its own lists) name it now: then no directive demotes it."""
+        report = self._last_report
+        if report is None or report.redis.role != "master":
+            return False
+        from agent.bootstrap import ask_sentinels  # only when a replicaof arrives
+
+        own_sentinel = f"{self.config.connect_host}:{self.config.sentinel_port}"
+        views = [m for m in report.sentinel.masters if m.name == self.config.master_name]
+        peers = [own_sentinel, *(p.address for p in (views[0].sentinels if views else ()))]
+        answers = ask_sentinels(peers, self.config.master_name, self._secrets.sentinel_password,
+                                self.config.timeout_s)
+        own = f"{self.config.address}:{self.config.redis_port}"
+        return sum(1 for a in answers if a == own) * 2 > len(peers)
+
     def run_cycle(self) -> str:
         with self._cycle_lock:
             return self._report()
@@ -115,6 +135,7 @@ class Agent:
 
     def _report(self) -> str:
         report = self.collect()
+        self._last_report = report
         proc = report.host.redis_process
         self._watched_pid = proc.pid if proc.alive else None
         if not self._pusher.due(self._clock()):

@@ -1,8 +1,12 @@
-"""Directives: the closed whitelist of things a controller can ask an agent to do, typed on both sides.
+"""Directives: the closed whitelist of things a controller can ask an agent to do, typed and signed.
 
-Layer: protocol (pure: no I/O, no clock; `now` is passed in). The controller builds a typed directive and
-sends `to_wire()` with a push's response; the agent parses it back with `parse_directive`, which returns
-the same type or the error acknowledgement that refuses it (an unknown kind or service is never run).
+Layer: protocol (pure: no I/O, no clock; `now` is passed in). The controller builds a typed directive for
+one node and sends `signed_wire(directive, node_key)` with a push's response; the agent runs
+`parse_directive`, which returns the same type only when the directive is for this node, has not expired,
+carries the controller's signature made with this node's key, and every field is exactly what the schema
+allows (no unknown key, addresses are IPv4/IPv6 literals without scope id, ports integers in 1..65535).
+Anything else comes back as the error acknowledgement that refuses it, and is never run.
+
 Today the whitelist is: restart redis-server or redis-sentinel; a redis restart may name the master to come
 back as a replica of (`replicaof`: "ip:port"), so an old master restarted after a failover does not return
 as a second master.
@@ -11,13 +15,20 @@ as a second master.
 from __future__ import annotations
 
 import ipaddress
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from protocol.report import DirectiveAck
+from protocol.signing import sign_directive, verify_directive
 
 ALLOWED_SERVICES = ("redis", "sentinel")
 KIND_RESTART_SERVICE = "restart_service"
+DIRECTIVE_TTL_S = 120.0  # how long a directive may wait for its agent (it is re-sent until acknowledged)
+_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_PORT = re.compile(r"[0-9]{1,5}")
+_FIELDS = {"id", "kind", "node", "service", "replicaof", "expires_at", "sig"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,13 +36,17 @@ class RestartServiceDirective:
     """Restart one of the node's services; for redis, optionally as a replica of `replicaof`."""
 
     id: str
+    node: str  # the one node it is for
     service: str  # "redis" | "sentinel"
     replicaof: str | None = None  # "ip:port": come back as a replica of it (redis only)
+    expires_at: float = 0.0  # Unix seconds; after that the agent refuses it
 
     kind = KIND_RESTART_SERVICE
 
     def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.id, "kind": self.kind, "service": self.service}
+        """The directive without its signature."""
+        out: dict[str, Any] = {"id": self.id, "kind": self.kind, "node": self.node, "service": self.service,
+                               "expires_at": self.expires_at}
         if self.replicaof is not None:
             out["replicaof"] = self.replicaof
         return out
@@ -40,29 +55,61 @@ class RestartServiceDirective:
 Directive = RestartServiceDirective  # the closed set; a union once there is more than one kind
 
 
-def valid_address(value: object) -> bool:
-    """An "ip:port" with an IPv4 or IPv6 literal and a port in 1..65535."""
-    if not isinstance(value, str) or ":" not in value:
-        return False
+def signed_wire(directive: Directive, key: bytes) -> dict[str, Any]:
+    body = directive.to_wire()
+    return {**body, "sig": sign_directive(key, body)}
+
+
+def split_address(value: object) -> tuple[str, int] | None:
+    """("ip", port) from an "ip:port" whose ip is an IPv4 or IPv6 literal (no scope id, no brackets, no
+    white space) and whose port is 1..65535 in ASCII digits; None for anything else."""
+    if not isinstance(value, str) or not value.isascii() or len(value) > 64 or ":" not in value:
+        return None
     host, port = value.rsplit(":", 1)
+    if not _PORT.fullmatch(port) or not 0 < int(port) < 65536:
+        return None
+    if not host or any(c in host for c in "%[] \t\r\n"):
+        return None
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        return False
-    return port.isdigit() and 0 < int(port) < 65536
+        return None
+    return host, int(port)
 
 
-def parse_directive(raw: Any, now: float) -> Directive | DirectiveAck:
-    """A typed directive, or the error acknowledgement that refuses it (dated `now`)."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
-        return DirectiveAck(id=str(raw.get("id") if isinstance(raw, dict) else ""), kind="?", ok=False,
-                            error="directive without an id", at=now)
-    kind = raw.get("kind")
-    replicaof = raw.get("replicaof")
-    if replicaof is not None and (raw.get("service") != "redis" or not valid_address(replicaof)):
-        return DirectiveAck(id=raw["id"], kind=str(kind), ok=False, at=now,
-                            error=f"replicaof must be ip:port and only with service redis, not {replicaof!r}")
-    if kind == KIND_RESTART_SERVICE and raw.get("service") in ALLOWED_SERVICES:
-        return RestartServiceDirective(raw["id"], raw["service"], replicaof)
-    return DirectiveAck(id=raw["id"], kind=str(kind), ok=False, at=now,
-                        error=f"not in the agent's whitelist: {kind} {raw.get('service', '')}".strip())
+def valid_address(value: object) -> bool:
+    return split_address(value) is not None
+
+
+def _refuse(raw: Any, now: float, error: str) -> DirectiveAck:
+    ident = raw.get("id") if isinstance(raw, dict) else None
+    kind = raw.get("kind") if isinstance(raw, dict) else None
+    safe_id = ident if isinstance(ident, str) and _ID.fullmatch(ident) else "?"
+    safe_kind = kind if isinstance(kind, str) and _ID.fullmatch(kind) else "?"
+    return DirectiveAck(id=safe_id, kind=safe_kind, ok=False, error=error, at=now)
+
+
+def parse_directive(raw: Any, now: float, node: str, key: bytes) -> Directive | DirectiveAck:
+    """A typed directive for `node`, verified with its key; or the error acknowledgement that refuses it."""
+    if not isinstance(raw, dict):
+        return _refuse(raw, now, "a directive must be an object")
+    if not isinstance(raw.get("id"), str) or not _ID.fullmatch(raw["id"]):
+        return _refuse(raw, now, "directive without a valid id")
+    unknown = sorted(str(k) for k in raw if k not in _FIELDS)
+    if unknown:
+        return _refuse(raw, now, f"unknown field {unknown[0][:40]!r}")
+    if not verify_directive(key, raw):
+        return _refuse(raw, now, "signature missing or wrong: not from this node's controller")
+    if raw.get("node") != node:
+        return _refuse(raw, now, "directive is for another node")
+    expires_at = raw.get("expires_at")
+    if not isinstance(expires_at, int | float) or isinstance(expires_at, bool) or not math.isfinite(expires_at):
+        return _refuse(raw, now, "expires_at must be a finite number")
+    if now > expires_at:
+        return _refuse(raw, now, "directive expired")
+    kind, service, replicaof = raw.get("kind"), raw.get("service"), raw.get("replicaof")
+    if kind != KIND_RESTART_SERVICE or service not in ALLOWED_SERVICES:
+        return _refuse(raw, now, "not in the agent's whitelist")
+    if replicaof is not None and (service != "redis" or not valid_address(replicaof)):
+        return _refuse(raw, now, "replicaof must be an IP literal and port, and only with service redis")
+    return RestartServiceDirective(raw["id"], node, service, replicaof, float(expires_at))

@@ -128,14 +128,19 @@ def load_settings(
     return typing.cast(T, _build(cls, data))
 
 
+def secret_path(path: str) -> Path:
+    """Where a secret file named in the settings is: a relative name is a systemd credential (LoadCredential=)
+    when the program runs with one, else a path as given."""
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    p = Path(path)
+    return Path(cred_dir) / p if not p.is_absolute() and cred_dir else p
+
+
 def read_secret(path: str | None, what: str) -> str | None:
     """Read a secret from a file (trailing newline stripped); the error names the setting, not the value."""
     if not path:
         return None
-    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")  # systemd LoadCredential=
-    p = Path(path)
-    if not p.is_absolute() and cred_dir:
-        p = Path(cred_dir) / p
+    p = secret_path(path)  # systemd LoadCredential= for relative names
     try:
         return p.read_text().rstrip("\r\n")
     except OSError as e:

@@ -99,7 +99,7 @@ def test_the_agents_run_loads_none_of_the_libraries_it_does_not_use(controller: 
         f'redis_pidfile = "{tmp_path}/redis.pid"\nsentinel_pidfile = "{tmp_path}/sentinel.pid"\n'
         f'redis_data_dir = "{tmp_path}"\nservices = "process"\nreport_interval_s = 0.2\n'
     )
-    env = {**os.environ, "REDWARDEN_AGENT_CLUSTER_SECRET": "footprint-test-secret"}
+    env = {**os.environ, "REDWARDEN_AGENT_NODE_KEY": "ab" * 32}
     env.pop("REDWARDEN_DROPLET_ROOT", None)
     proc = subprocess.Popen([sys.executable, "-c", _RUN, str(conf)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -40,11 +40,11 @@ def _write_node(root: Path, name: str, address: str, peers: list[str]) -> Path:
     etc = root / "etc" / "redwarden"
     etc.mkdir(parents=True)
     (etc / "redis.pass").write_text(PASSWORD + "\n")
-    (etc / "cluster.secret").write_text("s\n")
+    (etc / "node.key").write_text("00" * 32 + "\n")
     conf = etc / "agent.toml"
     conf.write_text(
         f'cluster = "boot"\nnode = "{name}"\naddress = "{address}"\ncontroller_url = "http://127.0.0.1:9"\n'
-        f'redis_password_file = "/etc/redwarden/redis.pass"\ncluster_secret_file = "/etc/redwarden/cluster.secret"\n'
+        f'redis_password_file = "/etc/redwarden/redis.pass"\nnode_key_file = "/etc/redwarden/node.key"\n'
         f'services = "process"\nsentinels = {peers!r}\nquorum = 1\nroot = "{root}"\n'.replace("'", '"')
     )
     return conf

@@ -1,11 +1,14 @@
-"""The agent's directive whitelist: what it runs, what it refuses, and that it runs each id once."""
+"""The agent's directive runner: it runs only signed, whitelisted directives for its node, each once; a
+`replicaof` goes through Redis itself, and never to the master a Sentinel majority names."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from agent.directives import DirectiveRunner
+from agent.services import ServiceError
+from protocol.directives import RestartServiceDirective, signed_wire
 
-from agent.directives import DirectiveRunner, set_replicaof
-from protocol.directives import parse_directive
+KEY = b"n" * 32
+NOW = 5.0
 
 
 class FakeServices:
@@ -21,36 +24,61 @@ class FakeServices:
         self.restarted.append(service)
 
 
-def test_only_whitelisted_directives_run_once_and_are_acknowledged(tmp_path: Path) -> None:
-    conf = tmp_path / "redis.conf"
-    conf.write_text("port 6379\nreplicaof 10.0.0.1 6379\n")
-    services = FakeServices()
-    runner = DirectiveRunner(services, conf, clock=lambda: 5.0)
+class FakeRedis:
+    def __init__(self, ready: bool = True) -> None:
+        self.ready = ready
+        self.replicaof_calls: list[tuple[str, int]] = []
+
+    def wait_ready(self, timeout_s: float) -> None:
+        if not self.ready:
+            raise ServiceError("redis-server did not answer PING")
+
+    def replicaof(self, host: str, port: int) -> None:
+        self.replicaof_calls.append((host, port))
+
+
+def signed(ident: str, service: str = "redis", replicaof: str | None = None, node: str = "redis-2",
+           key: bytes = KEY) -> dict[str, object]:
+    return signed_wire(RestartServiceDirective(ident, node, service, replicaof, expires_at=NOW + 60), key)
+
+
+def test_only_signed_whitelisted_directives_for_this_node_run_once_and_are_acknowledged() -> None:
+    services, redis = FakeServices(), FakeRedis()
+    runner = DirectiveRunner(services, "redis-2", KEY, redis=redis, clock=lambda: NOW)
     runner.run([
-        {"id": "a", "kind": "restart_service", "service": "redis", "replicaof": "10.0.0.9:6379"},
-        {"id": "a", "kind": "restart_service", "service": "redis"},  # a retried response: not twice
+        signed("a", replicaof="10.0.0.9:6379"),
+        signed("a"),  # a retried response: not twice
         {"id": "b", "kind": "shell", "command": "rm -rf /"},
-        {"id": "c", "kind": "restart_service", "service": "sshd"},
-        {"id": "d", "kind": "restart_service", "service": "sentinel", "replicaof": "10.0.0.9:6379"},
-        {"id": "e", "kind": "restart_service", "service": "redis", "replicaof": "evil; rm -rf /:1"},
+        signed("c", service="sshd"),
+        signed("d", service="sentinel", replicaof="10.0.0.9:6379"),
+        signed("e", replicaof="evil; rm -rf /:1"),
+        signed("f", node="redis-3"),  # for another node
+        signed("g", key=b"x" * 32),  # not signed with this node's key
+        {**signed("h"), "service": "sentinel"},  # changed after signing
         "not a directive",
     ])
     assert services.restarted == ["redis"]
-    assert conf.read_text() == "port 6379\nreplicaof 10.0.0.9 6379\n"
+    assert redis.replicaof_calls == [("10.0.0.9", 6379)]  # through Redis (REPLICAOF + CONFIG REWRITE)
     acks = {a.id: a for a in runner.acks()}
-    assert acks["a"].ok and not acks["b"].ok and not acks["c"].ok and not acks["d"].ok and not acks["e"].ok
-    assert "whitelist" in (acks["b"].error or "")
+    assert acks["a"].ok
+    assert all(not acks[i].ok for i in "bcdefgh")
+    assert "whitelist" in (acks["c"].error or "") and "signature" in (acks["g"].error or "")
     runner.delivered(runner.acks())
     assert runner.acks() == ()
 
 
-def test_parse_directive_refuses_missing_ids() -> None:
-    ack = parse_directive({"kind": "restart_service", "service": "redis"}, 0.0)
-    assert not getattr(ack, "ok", True)
+def test_replicaof_is_refused_on_the_master_a_sentinel_majority_names() -> None:
+    services, redis = FakeServices(), FakeRedis()
+    runner = DirectiveRunner(services, "redis-2", KEY, redis=redis, confirmed_master=lambda: True, clock=lambda: NOW)
+    runner.run([signed("a", replicaof="10.0.0.9:6379"), signed("b")])
+    acks = {a.id: a for a in runner.acks()}
+    assert not acks["a"].ok and "majority" in (acks["a"].error or "")
+    assert acks["b"].ok  # a plain restart is still allowed
+    assert services.restarted == ["redis"] and redis.replicaof_calls == []
 
 
-def test_set_replicaof_keeps_one_line(tmp_path: Path) -> None:
-    conf = tmp_path / "redis.conf"
-    conf.write_text("bind 1.2.3.4\nslaveof 1.1.1.1 6379\n")
-    set_replicaof(conf, "2.2.2.2:6380")
-    assert conf.read_text().splitlines() == ["bind 1.2.3.4", "replicaof 2.2.2.2 6380"]
+def test_a_redis_that_does_not_come_back_fails_the_directive() -> None:
+    runner = DirectiveRunner(FakeServices(), "redis-2", KEY, redis=FakeRedis(ready=False), clock=lambda: NOW)
+    runner.run([signed("a", replicaof="10.0.0.9:6379")])
+    (ack,) = runner.acks()
+    assert not ack.ok and "PING" in (ack.error or "")

@@ -11,17 +11,19 @@ from collections.abc import Iterator
 import pytest
 
 from agent.push import Pusher
-from protocol.signing import HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
+from protocol.signing import HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign_report, verify_report
 from tests.helpers import wait_until
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     status = 200
     seen: list[tuple[str, str, bytes]] = []
+    nodes: list[str] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.seen.append((self.headers[HEADER_TIMESTAMP], self.headers[HEADER_SIGNATURE], body))
+        self.nodes.append(self.headers[HEADER_NODE])
         payload = json.dumps({"accepted": True, "directives": []}).encode()
         self.send_response(self.status)
         self.send_header("Content-Length", str(len(payload)))
@@ -34,7 +36,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[tuple[str, type[_Handler]]]:
-    handler = type("H", (_Handler,), {"seen": [], "status": 200})
+    handler = type("H", (_Handler,), {"seen": [], "nodes": [], "status": 200})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -47,18 +49,23 @@ def server() -> Iterator[tuple[str, type[_Handler]]]:
 
 def test_push_is_signed_over_timestamp_and_body(server: tuple[str, type[_Handler]]) -> None:
     url, handler = server
-    pusher = Pusher(url, "shop", b"k", timeout_s=2, max_backoff_s=10, clock=lambda: 1000.0)
+    pusher = Pusher(url, "shop", "redis-1", b"k", timeout_s=2, max_backoff_s=10, clock=lambda: 1000.0)
     result = pusher.push(b'{"x":1}')
     assert result.ok and result.body == {"accepted": True, "directives": []}
     ts, sig, body = handler.seen[0]
-    assert ts == "1000.000" and body == b'{"x":1}' and sig == sign(b"k", ts, body)
+    assert ts == "1000.000000" and body == b'{"x":1}' and sig == sign_report(b"k", ts, "shop", "redis-1", body)
+    assert handler.nodes == ["redis-1"]
+    assert verify_report(b"k", ts, "shop", "redis-1", body, sig, now=1000.0) is None
+    pusher.push(b'{"x":1}')  # the same clock reading: the timestamp still moves on (the controller refuses replays)
+    assert float(handler.seen[1][0]) > float(ts)
 
 
 def test_backoff_grows_with_jitter_and_resets(server: tuple[str, type[_Handler]]) -> None:
     url, handler = server
     handler.status = 503
     now = [1000.0]
-    pusher = Pusher(url, "shop", b"k", timeout_s=2, max_backoff_s=8, clock=lambda: now[0], rng=random.Random(7))
+    pusher = Pusher(url, "shop", "redis-1", b"k", timeout_s=2, max_backoff_s=8, clock=lambda: now[0],
+                    rng=random.Random(7))
     waits = []
     for _ in range(8):
         result = pusher.push(b"{}")
@@ -73,7 +80,7 @@ def test_backoff_grows_with_jitter_and_resets(server: tuple[str, type[_Handler]]
 
 
 def test_unreachable_controller_is_a_result_not_an_exception() -> None:
-    pusher = Pusher("http://127.0.0.1:9", "shop", b"k", timeout_s=0.5, max_backoff_s=1)
+    pusher = Pusher("http://127.0.0.1:9", "shop", "redis-1", b"k", timeout_s=0.5, max_backoff_s=1)
     result = pusher.push(b"{}")
     assert not result.ok and result.status is None
     assert "controller unreachable" in (result.error or "")
@@ -125,7 +132,7 @@ def keepalive_server(request: pytest.FixtureRequest) -> Iterator[tuple[str, type
 def test_pushes_keep_one_connection_and_survive_its_loss(
         keepalive_server: tuple[str, type[_KeepAliveHandler]]) -> None:
     url, handler = keepalive_server
-    pusher = Pusher(url, "shop", b"k", timeout_s=2, max_backoff_s=10)
+    pusher = Pusher(url, "shop", "redis-1", b"k", timeout_s=2, max_backoff_s=10)
     try:
         for n in range(1, 4):
             assert pusher.push(b"{}").ok

@@ -7,21 +7,36 @@ from pathlib import Path
 import pytest
 
 from agent.config import AgentConfig, load_secrets
-from controller.config import ControllerConfig, load_cluster_secrets
+from controller.config import ControllerConfig
 from protocol.settings import ConfigError, load_settings
-from protocol.signing import sign, verify
+from protocol.signing import ReplayGuard, sign_report, verify_report
 
 
 def test_signature_round_trip_and_refusals() -> None:
-    secret, body = b"s3cret", b'{"a":1}'
-    sig = sign(secret, "1000.000", body)
+    key, body = b"s3cret", b'{"a":1}'
+    sig = sign_report(key, "1000.000", "shop", "redis-1", body)
     assert sig.startswith("sha256=")
-    assert verify(secret, "1000.000", body, sig, now=1010) is None
-    assert verify(secret, "1000.000", body + b" ", sig, now=1010) == "signature does not match"
-    assert verify(b"other", "1000.000", body, sig, now=1010) == "signature does not match"
-    assert "away from the controller's clock" in (verify(secret, "1000.000", body, sig, now=1061) or "")
-    assert "away from the controller's clock" in (verify(secret, "1000.000", body, sig, now=939) or "")
-    assert verify(secret, "soon", body, sig, now=1000) == "timestamp header is not a number"
+    assert verify_report(key, "1000.000", "shop", "redis-1", body, sig, now=1010) is None
+    assert verify_report(key, "1000.000", "shop", "redis-1", body + b" ", sig, now=1010) == "signature does not match"
+    assert verify_report(b"other", "1000.000", "shop", "redis-1", body, sig, now=1010) == "signature does not match"
+    # the node and the cluster are signed too: a node's signature does not pass as another node's
+    assert verify_report(key, "1000.000", "shop", "redis-2", body, sig, now=1010) == "signature does not match"
+    assert verify_report(key, "1000.000", "blog", "redis-1", body, sig, now=1010) == "signature does not match"
+    assert "away from the controller's clock" in (verify_report(key, "1000.000", "shop", "redis-1", body, sig,
+                                                                now=1061) or "")
+    for ts in ("soon", "nan", "inf", "-inf", "1e999", "\u0661000"):
+        reason = verify_report(key, ts, "shop", "redis-1", body, sig, now=1000)
+        assert reason == "timestamp header is not a finite number", ts
+    assert verify_report(key, "1000.000", "shop", "redis-1", body, "sha256=\u00e9", now=1000) == \
+        "signature does not match"
+
+
+def test_replay_guard_wants_a_newer_timestamp_per_node() -> None:
+    guard = ReplayGuard()
+    assert guard.check("shop", "redis-1", 10.0) is None
+    guard.accept("shop", "redis-1", 10.0)
+    assert guard.check("shop", "redis-1", 10.0) is not None and guard.check("shop", "redis-1", 9.0) is not None
+    assert guard.check("shop", "redis-2", 10.0) is None and guard.check("shop", "redis-1", 10.000001) is None
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -67,16 +82,29 @@ def test_missing_required_key_and_bad_toml(tmp_path: Path) -> None:
 
 
 def test_secrets_come_from_files_and_errors_do_not_show_them(tmp_path: Path) -> None:
-    secret_file = tmp_path / "cluster.secret"
-    secret_file.write_text("hunter2\n")
-    cfg = load_settings(AgentConfig, _write(tmp_path, BASE + f'cluster_secret_file = "{secret_file}"\n'), "X_", {})
-    assert load_secrets(cfg, {}).cluster_secret == b"hunter2"
+    key_file = tmp_path / "node.key"
+    key_file.write_text("00112233445566778899aabbccddeeff\n")
+    cfg = load_settings(AgentConfig, _write(tmp_path, BASE + f'node_key_file = "{key_file}"\n'), "X_", {})
+    assert load_secrets(cfg, {}).node_key == bytes.fromhex("00112233445566778899aabbccddeeff")
     cfg = load_settings(AgentConfig, _write(tmp_path, BASE), "X_", {})
-    with pytest.raises(ConfigError, match="cluster_secret_file is not set"):
+    with pytest.raises(ConfigError, match="node_key_file is not set"):
         load_secrets(cfg, {})
-    cfg = load_settings(AgentConfig, _write(tmp_path, BASE + f'cluster_secret_file = "{tmp_path}/missing"\n'), "X_", {})
-    with pytest.raises(ConfigError, match="cluster_secret_file: cannot read"):
+    cfg = load_settings(AgentConfig, _write(tmp_path, BASE + f'node_key_file = "{tmp_path}/missing"\n'), "X_", {})
+    with pytest.raises(ConfigError, match="node_key_file: cannot read"):
         load_secrets(cfg, {})
+    key_file.write_text("hunter2-not-hex\n")
+    cfg = load_settings(AgentConfig, _write(tmp_path, BASE + f'node_key_file = "{key_file}"\n'), "X_", {})
+    with pytest.raises(ConfigError, match="not hex") as err:
+        load_secrets(cfg, {})
+    assert "hunter2" not in str(err.value)
+
+
+def test_an_agent_talks_plain_http_only_to_a_controller_on_loopback(tmp_path: Path) -> None:
+    remote = BASE.replace("http://127.0.0.1:8787", "http://10.0.0.2:8787")
+    with pytest.raises(ConfigError, match="controller_url: plain http:// only to a controller on loopback"):
+        load_settings(AgentConfig, _write(tmp_path, remote), "X_", {})
+    tls = BASE.replace("http://127.0.0.1:8787", "https://10.0.0.2:8787")
+    assert load_settings(AgentConfig, _write(tmp_path, tls), "X_", {}).controller_url.startswith("https://")
 
 
 def test_controller_config_nested_clusters(tmp_path: Path) -> None:
@@ -86,8 +114,29 @@ def test_controller_config_nested_clusters(tmp_path: Path) -> None:
     path = _write(tmp_path, "[clusters.shop-eu]\nreport_interval_s = 2\n")
     cfg = load_settings(ControllerConfig, path, "REDWARDEN_", environ={})
     assert cfg.clusters["shop-eu"].stale_after_s == 6.0
-    assert load_cluster_secrets(cfg, {"REDWARDEN_CLUSTER_SHOP_EU_SECRET": "k"}) == {"shop-eu": b"k"}
-    with pytest.raises(ConfigError, match="clusters.shop-eu.secret_file is not set"):
-        load_cluster_secrets(cfg, {})
     with pytest.raises(ConfigError, match="unknown setting clusters.shop-eu.colour"):
         load_settings(ControllerConfig, _write(tmp_path, "[clusters.shop-eu]\ncolour = 2\n"), "R_", environ={})
+
+
+def test_a_controller_beyond_loopback_needs_tls_and_an_admin_token(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="listen_host 10.0.0.2 is not loopback: tls_cert_file"):
+        load_settings(ControllerConfig, _write(tmp_path, 'listen_host = "10.0.0.2"\n'), "R_", environ={})
+    tls = 'tls_cert_file = "/c.pem"\ntls_key_file = "k"\n'
+    with pytest.raises(ConfigError, match="admin_token_file is required"):
+        load_settings(ControllerConfig, _write(tmp_path, 'listen_host = "10.0.0.2"\n' + tls), "R_", environ={})
+    cfg = load_settings(ControllerConfig, _write(tmp_path, 'listen_host = "10.0.0.2"\nadmin_token_file = "a"\n'
+                                                 + tls), "R_", environ={})
+    assert cfg.tls
+    for host in ("127.0.0.1", "::1", "localhost", "127.0.0.9"):
+        assert not load_settings(ControllerConfig, _write(tmp_path, f'listen_host = "{host}"\n'), "R_", environ={}).tls
+    with pytest.raises(ConfigError, match="tls_cert_file and tls_key_file go together"):
+        load_settings(ControllerConfig, _write(tmp_path, 'tls_cert_file = "/c.pem"\n'), "R_", environ={})
+
+
+def test_a_package_url_needs_its_checksum(tmp_path: Path) -> None:
+    url = '[clusters.shop]\nagent_deb_url = "https://example.org/a.deb"\n'
+    with pytest.raises(ConfigError, match="agent_deb_sha256"):
+        load_settings(ControllerConfig, _write(tmp_path, url), "R_", environ={})
+    cfg = load_settings(ControllerConfig, _write(tmp_path, url + f'agent_deb_sha256 = "{"a" * 64}"\n'), "R_",
+                        environ={})
+    assert cfg.clusters["shop"].agent_deb_sha256 == "a" * 64
