@@ -1,7 +1,8 @@
 """The controller's settings: /etc/redwarden/controller.toml, top-level keys overridable by `REDWARDEN_*`.
 
-Layer: configuration. Each cluster has its own push secret (a file, or `REDWARDEN_CLUSTER_<NAME>_SECRET`
-in the environment, name upper-cased with `-` as `_`): a leaked agent secret exposes one cluster only.
+Layer: configuration. Cross-field checks name the key: a controller that listens beyond loopback needs TLS
+and an admin token; a package URL needs its checksum. Each node signs its reports with its own key
+(`controller.adapters.storage.credentials`), not with a secret of the cluster's.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from pathlib import Path
 from controller.core.planner import HealPolicy
 from controller.notify_config import NotifyConfig
 from protocol import sentinel
-from protocol.settings import ConfigError, load_settings, read_secret
+from protocol.net import is_loopback
+from protocol.settings import load_settings, read_secret
 
 ENV_PREFIX = "REDWARDEN_"
 
 
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
-    secret_file: str | None = None
+    secret_file: str | None = None  # ignored since 0.2 (each node signs with its own key); kept so old files load
     master_name: str = sentinel.MASTER_NAME
     expected_nodes: int = 3
     report_interval_s: float = 1.0
@@ -42,6 +44,7 @@ class ClusterConfig:
     tag: str | None = None  # the cluster's droplet tag; default "redwarden-<name>"
     reserved_ip: str | None = None  # moved to the master's droplet after a failover (clients without Sentinel)
     agent_deb_url: str | None = None  # where a fresh droplet fetches the agent package (None: in the image)
+    agent_deb_sha256: str | None = None  # its SHA-256, checked before it is installed (required with the URL)
     metadata_url: str | None = "http://169.254.169.254/metadata/v1"
     services: str = "systemd"  # "sandbox" in the sandbox
     user_data_template: str | None = None  # default: controller/templates/user-data-<droplet|sandbox>.tmpl
@@ -53,6 +56,10 @@ class ClusterConfig:
             raise ValueError("report_interval_s must be > 0")
         if self.stale_after_intervals < 1:
             raise ValueError("stale_after_intervals must be >= 1")
+        if self.agent_deb_url and not (self.agent_deb_sha256 and len(self.agent_deb_sha256) == 64
+                                       and all(c in "0123456789abcdef" for c in self.agent_deb_sha256.lower())):
+            raise ValueError("agent_deb_sha256 (64 hex digits: sha256sum of the package) is required with "
+                             "agent_deb_url: a droplet installs nothing it cannot check")
         if self.services not in ("systemd", "sandbox"):
             raise ValueError("services must be 'systemd' or 'sandbox'")
 
@@ -71,7 +78,15 @@ class ControllerConfig:
     max_report_bytes: int = 1_048_576
     cycle_interval_s: float = 0.25  # how often findings, incidents and alerts are re-derived
     public_url: str | None = None  # how agents reach this controller (for new droplets); default from listen_*
-    admin_token_file: str | None = None  # when set, pause/resume/ack need `Authorization: Bearer <token>`
+    # operators: bearer tokens (files, or systemd credentials); admin may change things, read may only look
+    admin_token_file: str | None = None
+    read_token_file: str | None = None
+    # TLS: the server certificate and key agents and operators connect to, and the CA that signed it (public:
+    # it goes into new droplets' user_data so their agents verify this controller); `redwarden controller
+    # init-tls` makes all three. Without them the controller serves plain HTTP, on loopback only.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_ca_file: str | None = None
     do_api_url: str = "https://api.digitalocean.com"
     do_token_file: str | None = None  # or REDWARDEN_DO_TOKEN; no token: no cloud actions (alert only)
     do_ca_file: str | None = None  # a private CA for do_api_url (the sandbox's)
@@ -87,25 +102,23 @@ class ControllerConfig:
             raise ValueError("log_format must be 'json' or 'console'")
         if self.cycle_interval_s <= 0:
             raise ValueError("cycle_interval_s must be > 0")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        if not is_loopback(self.listen_host):
+            if not self.tls_cert_file:
+                raise ValueError(f"listen_host {self.listen_host} is not loopback: tls_cert_file and tls_key_file "
+                                 "are required there (`redwarden controller init-tls` makes them)")
+            if not self.admin_token_file:
+                raise ValueError(f"listen_host {self.listen_host} is not loopback: admin_token_file is required "
+                                 "there")
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert_file)
 
 
 def load_config(path: str | Path | None) -> ControllerConfig:
     return load_settings(ControllerConfig, path, ENV_PREFIX)
-
-
-def secret_env_name(cluster: str) -> str:
-    return f"REDWARDEN_CLUSTER_{cluster.upper().replace('-', '_')}_SECRET"
-
-
-def load_cluster_secrets(config: ControllerConfig, environ: Mapping[str, str] | None = None) -> dict[str, bytes]:
-    env = os.environ if environ is None else environ
-    secrets: dict[str, bytes] = {}
-    for name, cluster in config.clusters.items():
-        value = env.get(secret_env_name(name)) or read_secret(cluster.secret_file, f"clusters.{name}.secret_file")
-        if not value:
-            raise ConfigError(f"clusters.{name}.secret_file is not set (nor {secret_env_name(name)})")
-        secrets[name] = value.encode()
-    return secrets
 
 
 def cluster_redis_password(name: str, cluster: ClusterConfig, environ: Mapping[str, str] | None = None) -> str | None:

@@ -1,16 +1,22 @@
-"""The controller's HTTP API (FastAPI): report ingest, the fleet view, health.
+"""The controller's HTTP API (FastAPI): report ingest, enrollment, the fleet view, operator switches.
 
-Layer: adapter. Requests are authenticated and validated here, at the wire boundary; what passes is a
-frozen `Report` handed to the store. Invalid input gets a 4xx whose body names the bad field
-(`{"detail": [{"loc": "redis.ping_ms", "msg": ...}]}`), never a 5xx.
+Layer: adapter. Requests are authenticated and validated here, at the wire boundary (who may call what:
+`controller.adapters.auth`); what passes is a frozen `Report` handed to the store, or a call on one of the
+narrow interfaces below. Bodies are read with their size limit enforced while they arrive (413 past it);
+every refusal is a 4xx JSON body naming the field (`{"detail": [{"loc": "redis.ping_ms", "msg": ...}]}`),
+never a 5xx; caller-supplied strings reach the log clipped; nothing that may block (a cloud call) runs on
+the event loop.
 """
 
 from __future__ import annotations
 
-import hmac
+import dataclasses
+import json
+import math
+import re
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pydantic
@@ -18,15 +24,25 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from controller import __version__
+from controller.adapters.auth import OperatorTokens, Role, allows, clip, role_of, valid_name
 from controller.adapters.cloud import Droplet, ProviderError
-from controller.adapters.directives import DirectiveQueue
 from controller.adapters.storage.reports import REPORT_ADAPTER
-from controller.config import ClusterConfig, cluster_redis_password
+from controller.config import ClusterConfig
 from controller.core.view import NodeState, vitals_changed
-from protocol.report import Report
-from protocol.signing import HEADER_CLUSTER, HEADER_SIGNATURE, HEADER_TIMESTAMP, verify
+from protocol.directives import valid_address
+from protocol.report import DirectiveAck, Report
+from protocol.signing import (
+    HEADER_CLUSTER,
+    HEADER_NODE,
+    HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
+    ReplayGuard,
+    parse_timestamp,
+    verify_report,
+)
 
 log = structlog.get_logger("redwarden.controller")
 
@@ -52,13 +68,35 @@ class FleetReader(Protocol):
 
     def status(self, cluster: str, now: float) -> dict[str, Any]: ...
 
+    def sentinel_addresses(self, cluster: str, now: float) -> set[str]:
+        """The "ip:port" of the Sentinels of the cluster's own live nodes."""
+        ...
+
 
 class History(Protocol):
     def history(self, cluster: str | None, limit: int) -> list[dict[str, Any]]: ...
 
 
-class Enrollment(Protocol):
-    def redeem(self, cluster: str, node: str, token: str, now: float) -> str | None: ...
+class NodeKeys(Protocol):
+    def key(self, cluster: str, node: str) -> bytes | None:
+        """The node's push key, or None for a node without a credential (or revoked)."""
+        ...
+
+
+class Enroller(Protocol):
+    def enroll(self, cluster: str, node: str, token: str, now: float) -> dict[str, str] | str:
+        """The new node's secrets (its key, the Redis password), or why the token is refused."""
+        ...
+
+    def issue_key(self, cluster: str, node: str, now: float) -> str:
+        """A new key (hex) for an existing node; the old one stops working."""
+        ...
+
+
+class Directives(Protocol):
+    def acknowledge(self, cluster: str, node: str, acks: tuple[DirectiveAck, ...]) -> None: ...
+
+    def for_node(self, cluster: str, node: str) -> list[dict[str, Any]]: ...
 
 
 class HealSwitches(Protocol):
@@ -70,11 +108,10 @@ class HealSwitches(Protocol):
 
     def status(self, cluster: str) -> dict[str, Any]: ...
 
-
-class NodeCreator(Protocol):
-    def create_node(self, cluster: str, name: str, sentinels: tuple[str, ...]) -> Droplet: ...
-
-    def ensure_firewall(self, cluster: str, controller_address: str | None) -> None: ...
+    def create_node(self, cluster: str, name: str, sentinels: tuple[str, ...], firewall: bool,
+                    controller_address: str | None) -> Droplet:
+        """An operator's new node: counted against the budget and written to the audit log."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -82,129 +119,240 @@ class ApiDeps:
     """What the API needs, each behind the narrowest interface that serves it (wired by `app.service`)."""
 
     clusters: Mapping[str, ClusterConfig]
-    secrets: Mapping[str, bytes]  # each cluster's push secret
     reports: ReportSink
-    directives: DirectiveQueue
+    directives: Directives
     fleet: FleetReader
+    node_keys: NodeKeys
+    tokens: OperatorTokens = field(default_factory=OperatorTokens)
     clock: Callable[[], float] = time.time
     max_report_bytes: int = 256 * 1024
+    max_request_bytes: int = 16 * 1024  # enroll and admin bodies
     listen_host: str = "127.0.0.1"
-    admin_token: str | None = None
     incidents: History | None = None
     actions: History | None = None
-    enrollments: Enrollment | None = None
+    enroller: Enroller | None = None
     heal: HealSwitches | None = None
-    provisioner: NodeCreator | None = None
     on_vitals_changed: Callable[[], None] = lambda: None  # wakes the watch loop
 
 
+class _TooLarge(Exception):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"body is over {limit} bytes (at least {size})")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it passes `limit`: a large post costs at most `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge(int(declared), limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_INT_LIMIT = 2**63
+# what a report's JSON must contain for absurd_number to find anything: the walk is for suspects only
+# (it costs ~80 us a report; this scan a few)
+_SUSPECT = re.compile(rb"[:\[,]\s*-?(?:NaN|Infinity|[0-9]{19}|[0-9.]+[eE]\+?[0-9]{3})")  # a number, not a string
+
+
+def absurd_number(value: object, path: str = "") -> str | None:
+    """The path of the first number in a validated report that no agent can mean (NaN, an infinity, an
+    integer beyond 64 bits), or None. Such a value would poison every sum and comparison downstream."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return path if not math.isfinite(value) else None
+    if isinstance(value, int):
+        return path if not -_INT_LIMIT < value < _INT_LIMIT else None
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            if (found := absurd_number(getattr(value, f.name), f"{path}.{f.name}" if path else f.name)) is not None:
+                return found
+    elif isinstance(value, tuple | list):
+        for i, item in enumerate(value):
+            if (found := absurd_number(item, f"{path}.{i}")) is not None:
+                return found
+    return None
+
+
+def _json_object(body: bytes) -> dict[str, Any] | str:
+    """The body as a JSON object, or the reason it is not one (nesting beyond the parser's depth included)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return "body is not JSON (or nested too deeply)"
+    return data if isinstance(data, dict) else "body must be a JSON object"
+
+
+class _IngestFastPath:
+    """Serves `POST /v1/reports` ahead of FastAPI's router: the hot path (thousands of reports a second)
+    skips the routing, dependency and exception layers it does not use; its handler refuses with 4xx bodies
+    itself and is the same function the declared route calls."""
+
+    def __init__(self, app: ASGIApp, handler: Callable[[Request], Awaitable[Response]]) -> None:
+        self.app = app
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/reports":
+            response = await self.handler(Request(scope, receive))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def create_app(deps: ApiDeps) -> FastAPI:
-    app = FastAPI(title="redwarden controller", version=__version__)
+    app = FastAPI(title="redwarden controller", version=__version__, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    replays = ReplayGuard()
+
+    def _refused(request: Request, needed: Role) -> Response | None:
+        role = role_of(request.headers.get("authorization"), deps.tokens)
+        if allows(role, needed):
+            return None
+        if role is None:
+            return _error(401, f"a {needed} token is required (Authorization: Bearer ...)",
+                          loc="header.Authorization")
+        return _error(403, f"this token is read-only; {needed} is required", loc="header.Authorization")
+
+    @app.exception_handler(_TooLarge)
+    async def too_large(_: Request, exc: _TooLarge) -> Response:
+        return _error(413, str(exc), loc="body")
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
         return {"ok": True, "version": __version__, "clusters": len(deps.clusters)}
 
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(request: Request) -> Response:
+        if (refused := _refused(request, "read")) is not None:
+            return refused
+        return JSONResponse(app.openapi())
+
+    async def ingest(request: Request) -> Response:
+        try:
+            return await _ingest(request)
+        except _TooLarge as e:
+            return _error(413, str(e), loc="body")
+
     @app.post("/v1/reports", responses={401: {}, 413: {}, 422: {}})
     async def post_report(request: Request) -> Response:
-        cluster = request.headers.get(HEADER_CLUSTER)
-        timestamp = request.headers.get(HEADER_TIMESTAMP)
-        signature = request.headers.get(HEADER_SIGNATURE)
-        if not cluster or not timestamp or not signature:
-            missing = [h for h, v in ((HEADER_CLUSTER, cluster), (HEADER_TIMESTAMP, timestamp),
-                                      (HEADER_SIGNATURE, signature)) if not v]
-            return _error(401, f"missing header {missing[0]}", loc=f"header.{missing[0]}")
-        secret = deps.secrets.get(cluster)
-        if secret is None:
-            return _error(401, "unknown cluster", loc=f"header.{HEADER_CLUSTER}")
-        body = await request.body()
-        if len(body) > deps.max_report_bytes:
-            return _error(413, f"report is {len(body)} bytes, limit {deps.max_report_bytes}")
+        """A node's signed report (served by the ingest fast path below; declared here for the OpenAPI)."""
+        return await ingest(request)
+
+    async def _ingest(request: Request) -> Response:
+        headers = {h: request.headers.get(h) for h in (HEADER_CLUSTER, HEADER_NODE, HEADER_TIMESTAMP,
+                                                        HEADER_SIGNATURE)}
+        for name, value in headers.items():
+            if not value:
+                return _error(401, f"missing header {name}", loc=f"header.{name}")
+        cluster, node = str(headers[HEADER_CLUSTER]), str(headers[HEADER_NODE])
+        timestamp, signature = str(headers[HEADER_TIMESTAMP]), str(headers[HEADER_SIGNATURE])
+        key = deps.node_keys.key(cluster, node) if valid_name(cluster) and valid_name(node) else None
+        if cluster not in deps.clusters or key is None:
+            return _error(401, "unknown node (no credential for this cluster and node)", loc=f"header.{HEADER_NODE}")
+        body = await _read_body(request, deps.max_report_bytes)
         now = deps.clock()
-        reason = verify(secret, timestamp, body, signature, now)
-        if reason is not None:
-            log.warning("report.rejected", cluster=cluster, reason=reason)
-            return _error(401, reason, loc=f"header.{HEADER_SIGNATURE}")
+        reason = verify_report(key, timestamp, cluster, node, body, signature, now)
+        ts = parse_timestamp(timestamp)
+        if reason is None and ts is not None:
+            reason = replays.check(cluster, node, ts)
+        if reason is not None or ts is None:
+            log.warning("report.rejected", cluster=cluster, node=node, reason=reason)
+            return _error(401, reason or "bad timestamp", loc=f"header.{HEADER_SIGNATURE}")
         try:
             report: Report = REPORT_ADAPTER.validate_json(body)
         except pydantic.ValidationError as e:
             return JSONResponse({"detail": validation_detail(e)}, status_code=422)
-        if report.identity.cluster != cluster:
-            return _error(422, f"identity.cluster {report.identity.cluster!r} does not match the signed "
-                          f"cluster {cluster!r}", loc="identity.cluster")
+        if _SUSPECT.search(body) and (where := absurd_number(report)) is not None:
+            return _error(422, "not a finite number within 64 bits", loc=where)
+        signed = (("identity.cluster", report.identity.cluster, cluster), ("identity.node", report.identity.node, node))
+        for field_name, claimed, credential in signed:
+            if claimed != credential:
+                return _error(422, f"{field_name} {clip(claimed)!r} is not what this credential belongs to",
+                              loc=field_name)
+        replays.accept(cluster, node, ts)
         previous = deps.reports.put_report(report, now, raw=body)
         if vitals_changed(previous, report):
             deps.on_vitals_changed()  # a process died or came back, a role moved: the watch cycle runs now
-        deps.directives.acknowledge(cluster, report.identity.node, report.acks)
-        return JSONResponse({"accepted": True, "directives": deps.directives.for_node(cluster, report.identity.node)})
+        deps.directives.acknowledge(cluster, node, report.acks)
+        return JSONResponse({"accepted": True, "directives": deps.directives.for_node(cluster, node)})
 
-    @app.get("/v1/clusters")
-    def list_clusters() -> dict[str, Any]:
+    app.add_middleware(_IngestFastPath, handler=ingest)
+
+    @app.get("/v1/clusters", responses={401: {}, 403: {}})
+    def list_clusters(request: Request) -> Response:
+        if (refused := _refused(request, "read")) is not None:
+            return refused
         now = deps.clock()
-        return {"clusters": [deps.fleet.status(name, now) for name in deps.fleet.names()]}
+        return JSONResponse({"clusters": [deps.fleet.status(name, now) for name in deps.fleet.names()]})
 
-    @app.get("/v1/clusters/{name}", responses={404: {}})
-    def get_cluster(name: str) -> Response:
+    @app.get("/v1/clusters/{name}", responses={401: {}, 403: {}, 404: {}})
+    def get_cluster(request: Request, name: str) -> Response:
+        if (refused := _refused(request, "read")) is not None:
+            return refused
         if name not in deps.clusters:
-            return _error(404, f"no cluster named {name!r}", loc="path.name")
+            return _error(404, f"no cluster named {clip(name)!r}", loc="path.name")
         return JSONResponse(deps.fleet.status(name, deps.clock()))
 
-    @app.get("/v1/incidents")
-    def list_incidents(cluster: str | None = None, limit: int = 100) -> Response:
+    def _history(request: Request, source: History | None, key: str, cluster: str | None, limit: int) -> Response:
+        if (refused := _refused(request, "read")) is not None:
+            return refused
         if cluster is not None and cluster not in deps.clusters:
-            return _error(404, f"no cluster named {cluster!r}", loc="query.cluster")
+            return _error(404, f"no cluster named {clip(cluster)!r}", loc="query.cluster")
         if not 1 <= limit <= 10_000:
             return _error(422, "limit must be between 1 and 10000", loc="query.limit")
-        incidents = deps.incidents.history(cluster, limit) if deps.incidents else []
-        return JSONResponse({"incidents": incidents})
+        return JSONResponse({key: source.history(cluster, limit) if source else []})
 
-    @app.get("/v1/actions")
-    def list_actions(cluster: str | None = None, limit: int = 100) -> Response:
-        if cluster is not None and cluster not in deps.clusters:
-            return _error(404, f"no cluster named {cluster!r}", loc="query.cluster")
-        if not 1 <= limit <= 10_000:
-            return _error(422, "limit must be between 1 and 10000", loc="query.limit")
-        actions = deps.actions.history(cluster, limit) if deps.actions else []
-        return JSONResponse({"actions": actions})
+    @app.get("/v1/incidents", responses={401: {}, 403: {}, 404: {}, 422: {}})
+    def list_incidents(request: Request, cluster: str | None = None, limit: int = 100) -> Response:
+        return _history(request, deps.incidents, "incidents", cluster, limit)
 
-    @app.post("/v1/enroll", responses={403: {}, 404: {}, 422: {}})
+    @app.get("/v1/actions", responses={401: {}, 403: {}, 404: {}, 422: {}})
+    def list_actions(request: Request, cluster: str | None = None, limit: int = 100) -> Response:
+        return _history(request, deps.actions, "actions", cluster, limit)
+
+    @app.post("/v1/enroll", responses={403: {}, 404: {}, 413: {}, 422: {}})
     async def enroll(request: Request) -> Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(422, "body is not JSON", loc="body")
-        if not isinstance(body, dict):
-            return _error(422, "body must be an object", loc="body")
+        body = _json_object(await _read_body(request, deps.max_request_bytes))
+        if isinstance(body, str):
+            return _error(422, body, loc="body")
         for key in ("cluster", "node", "token"):
-            if not isinstance(body.get(key), str) or not body[key]:
-                return _error(422, f"{key} is required (a string)", loc=key)
-        cluster = body["cluster"]
-        if cluster not in deps.clusters or deps.enrollments is None:
-            return _error(404, f"no cluster named {cluster!r} accepts enrollments", loc="cluster")
-        reason = deps.enrollments.redeem(cluster, body["node"], body["token"], deps.clock())
-        if reason is not None:
-            log.warning("enroll.refused", cluster=cluster, node=body["node"], reason=reason)
-            return _error(403, reason, loc="token")
-        password = cluster_redis_password(cluster, deps.clusters[cluster])
-        if not password:
-            return _error(404, f"clusters.{cluster}.redis_password_file is not set on the controller")
-        log.info("enroll.accepted", cluster=cluster, node=body["node"])
-        return JSONResponse({"redis_password": password, "cluster_secret": deps.secrets[cluster].decode()})
+            value = body.get(key)
+            if not isinstance(value, str) or not value or len(value) > 256 or not value.isascii():
+                return _error(422, f"{key} is required (a short ASCII string)", loc=key)
+        cluster, node = body["cluster"], body["node"]
+        if not valid_name(node):
+            return _error(422, "node must be a droplet name (a-z, 0-9, '.', '-')", loc="node")
+        if cluster not in deps.clusters or deps.enroller is None:
+            return _error(404, f"no cluster named {clip(cluster)!r} accepts enrollments", loc="cluster")
+        enroller = deps.enroller
+        result = await run_in_threadpool(enroller.enroll, cluster, node, body["token"], deps.clock())
+        if isinstance(result, str):
+            log.warning("enroll.refused", cluster=cluster, node=node, reason=result)
+            return _error(403, result, loc="token")
+        log.info("enroll.accepted", cluster=cluster, node=node)
+        return JSONResponse(result)
 
     def _admin(request: Request, cluster: str) -> Response | None:
+        if (refused := _refused(request, "admin")) is not None:
+            return refused
         if cluster not in deps.clusters:
-            return _error(404, f"no cluster named {cluster!r}", loc="path.cluster")
+            return _error(404, f"no cluster named {clip(cluster)!r}", loc="path.cluster")
         if deps.heal is None:
             return _error(409, "healing is not running on this controller")
-        if deps.admin_token is not None:
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given, f"Bearer {deps.admin_token}"):
-                return _error(401, "admin token required (Authorization: Bearer ...)", loc="header.Authorization")
         return None
 
     def _switch(request: Request, cluster: str, verb: str, node: str | None = None) -> Response:
         if (refused := _admin(request, cluster)) is not None:
             return refused
+        if node is not None and not valid_name(node):
+            return _error(422, "node must be a node name (a-z, 0-9, '.', '-')", loc="query.node")
         assert deps.heal is not None
         if verb == "pause":
             deps.heal.pause(cluster, node)
@@ -215,44 +363,70 @@ def create_app(deps: ApiDeps) -> FastAPI:
         log.warning("heal.switched", verb=verb, cluster=cluster, node=node)
         return JSONResponse(deps.heal.status(cluster))
 
-    @app.post("/v1/clusters/{cluster}/pause")
+    @app.post("/v1/clusters/{cluster}/pause", responses={401: {}, 403: {}, 404: {}, 409: {}, 422: {}})
     def pause(request: Request, cluster: str, node: str | None = None) -> Response:
         """Maintenance: alert, but act on nothing in the cluster (or only not on `node`)."""
         return _switch(request, cluster, "pause", node)
 
-    @app.post("/v1/clusters/{cluster}/resume")
+    @app.post("/v1/clusters/{cluster}/resume", responses={401: {}, 403: {}, 404: {}, 409: {}, 422: {}})
     def resume(request: Request, cluster: str, node: str | None = None) -> Response:
         return _switch(request, cluster, "resume", node)
 
-    @app.post("/v1/clusters/{cluster}/ack")
+    @app.post("/v1/clusters/{cluster}/ack", responses={401: {}, 403: {}, 404: {}, 409: {}})
     def ack(request: Request, cluster: str) -> Response:
         """Acknowledge an exhausted daily action budget: healing may act again today."""
         return _switch(request, cluster, "ack")
 
-    @app.post("/v1/clusters/{cluster}/nodes", responses={401: {}, 404: {}, 409: {}, 422: {}, 502: {}})
+    @app.post("/v1/clusters/{cluster}/nodes", responses={401: {}, 403: {}, 404: {}, 409: {}, 413: {}, 422: {},
+                                                         502: {}})
     async def create_node(request: Request, cluster: str) -> Response:
-        """Create one Redis droplet that bootstraps into the cluster (admin; used by `redwarden cluster create`)."""
+        """Create one Redis droplet that bootstraps into the cluster (admin; used by `redwarden cluster create`).
+        Its Sentinels must be the cluster's own; it counts against the daily budget and is audited."""
         if (refused := _admin(request, cluster)) is not None:
             return refused
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(422, "body is not JSON", loc="body")
-        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"]:
-            return _error(422, "name is required (a string)", loc="name")
+        body = _json_object(await _read_body(request, deps.max_request_bytes))
+        if isinstance(body, str):
+            return _error(422, body, loc="body")
+        unknown = sorted(str(k) for k in body if k not in ("name", "sentinels", "firewall"))
+        if unknown:
+            return _error(422, f"unknown field {clip(unknown[0])!r}", loc=clip(unknown[0]))
+        if not valid_name(body.get("name")):
+            return _error(422, "name is required: a droplet name (a-z, 0-9, '.', '-', at most 64)", loc="name")
         sentinels = body.get("sentinels", [])
-        if not isinstance(sentinels, list) or not all(isinstance(x, str) for x in sentinels):
-            return _error(422, "sentinels must be a list of ip:port strings", loc="sentinels")
-        if deps.provisioner is None:
-            return _error(409, "this controller has no DigitalOcean adapter to create droplets with")
-        provisioner = deps.provisioner
+        if not isinstance(sentinels, list) or len(sentinels) > 16 or not all(valid_address(x) for x in sentinels):
+            return _error(422, "sentinels must be a list of ip:port (IP literals)", loc="sentinels")
+        own = deps.fleet.sentinel_addresses(cluster, deps.clock())
+        strangers = [x for x in sentinels if x not in own]
+        if strangers:
+            return _error(422, f"{strangers[0]} is not a Sentinel of cluster {cluster}'s live nodes",
+                          loc="sentinels")
+        if not isinstance(body.get("firewall", False), bool):
+            return _error(422, "firewall must be true or false", loc="firewall")
+        heal = deps.heal
+        assert heal is not None
         try:
-            if body.get("firewall"):
-                await run_in_threadpool(provisioner.ensure_firewall, cluster, deps.listen_host)
-            droplet = await run_in_threadpool(provisioner.create_node, cluster, body["name"], tuple(sentinels))
+            droplet = await run_in_threadpool(heal.create_node, cluster, body["name"], tuple(sentinels),
+                                              bool(body.get("firewall", False)), deps.listen_host)
         except ProviderError as e:
             return _error(502, str(e))
+        except PermissionError as e:  # a rail (budget, pause) holds it
+            return _error(409, str(e))
         return JSONResponse({"droplet": {"id": droplet.id, "name": droplet.name, "status": droplet.status}},
                             status_code=202)
+
+    @app.post("/v1/clusters/{cluster}/nodes/{node}/key", responses={401: {}, 403: {}, 404: {}, 409: {}, 422: {}})
+    def issue_node_key(request: Request, cluster: str, node: str) -> Response:
+        """A new key for `node` (admin): its agent must get it (`node_key_file`) before its next push."""
+        if (refused := _refused(request, "admin")) is not None:
+            return refused
+        if cluster not in deps.clusters:
+            return _error(404, f"no cluster named {clip(cluster)!r}", loc="path.cluster")
+        if not valid_name(node):
+            return _error(422, "node must be a node name (a-z, 0-9, '.', '-')", loc="path.node")
+        if deps.enroller is None:
+            return _error(409, "this controller issues no keys")
+        key = deps.enroller.issue_key(cluster, node, deps.clock())
+        log.warning("node.key_issued", cluster=cluster, node=node)
+        return JSONResponse({"cluster": cluster, "node": node, "node_key": key})
 
     return app

@@ -21,7 +21,6 @@ Layer: adapter. The core sees the `Cloud` Protocol and the frozen dataclasses of
 from __future__ import annotations
 
 import functools
-import ipaddress
 import threading
 import time
 import uuid
@@ -33,6 +32,8 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 import structlog
+
+from protocol.net import is_loopback
 
 log = structlog.get_logger("redwarden.do")
 
@@ -335,13 +336,6 @@ def _header_float(headers: Any, name: str) -> float | None:
         return None
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 # -- pydo ------------------------------------------------------------------------------------------------
 
 
@@ -401,7 +395,7 @@ class PydoCloud:
         }
         if ca_path is not None:
             kwargs["connection_verify"] = str(ca_path)
-        if _is_loopback(parsed.hostname):
+        if is_loopback(parsed.hostname):
             kwargs["use_env_settings"] = False  # never send loopback traffic to a proxy from the environment
         self._client: Any = pydo.Client(token=token, **kwargs)
 

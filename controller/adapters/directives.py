@@ -2,23 +2,29 @@
 
 Layer: adapter (in-memory state shared by the API and the executor). The agent executes each id once,
 so re-sending until acknowledged is safe; an acknowledgement closes the directive and is handed to
-whoever waits for it (the executor's audit log).
+whoever waits for it (the executor's audit log). Each goes on the wire signed with its node's own key
+(`protocol.directives.signed_wire`), which the agent verifies before anything runs.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from protocol.directives import Directive
+from protocol.directives import Directive, signed_wire
 from protocol.report import DirectiveAck
 
 AckHandler = Callable[[str, str, DirectiveAck], None]  # (cluster, node, ack)
 
 
+class KeySource(Protocol):
+    def key(self, cluster: str, node: str) -> bytes | None: ...
+
+
 class DirectiveQueue:
-    def __init__(self) -> None:
+    def __init__(self, keys: KeySource) -> None:
+        self._keys = keys
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str], dict[str, Directive]] = {}
         self._handlers: list[AckHandler] = []
@@ -32,8 +38,12 @@ class DirectiveQueue:
 
     def for_node(self, cluster: str, node: str) -> list[dict[str, Any]]:
         """What goes on the wire to this node: its unacknowledged directives."""
+        key = self._keys.key(cluster, node)
+        if key is None:
+            return []  # a node without a key cannot verify anything: nothing is sent
         with self._lock:
-            return [d.to_wire() for d in self._pending.get((cluster, node), {}).values()]
+            pending = list(self._pending.get((cluster, node), {}).values())
+        return [signed_wire(d, key) for d in pending]
 
     def acknowledge(self, cluster: str, node: str, acks: tuple[DirectiveAck, ...]) -> None:
         if not acks:

@@ -10,6 +10,8 @@ from typing import Protocol
 
 import redis
 
+from protocol.directives import split_address
+
 
 class OpsError(Exception):
     """A Redis or Sentinel command failed."""
@@ -50,5 +52,10 @@ class DirectRedisOps:
         return self._run(sentinel, self._sentinel_password, "SENTINEL", "RESET", master_name)
 
     def replicaof(self, node: str, master: str) -> str:
+        """REPLICAOF, then CONFIG REWRITE so that the change outlives a restart (Redis writes its own file)."""
+        if split_address(master) is None or split_address(node) is None:
+            raise OpsError(f"REPLICAOF wants IP literals and ports, not {node!r} -> {master!r}")
         host, port = master.rsplit(":", 1)
-        return self._run(node, self._redis_password, "REPLICAOF", host, port)
+        reply = self._run(node, self._redis_password, "REPLICAOF", host, port)
+        self._run(node, self._redis_password, "CONFIG", "REWRITE")
+        return reply

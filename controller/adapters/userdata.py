@@ -5,8 +5,9 @@ bootstrap), `templates/user-data-sandbox.tmpl` for the sandbox's (no apt, no sys
 `#cloud-config`, which is YAML too).
 
 Layer: pure (the template text is read by the caller). Placeholders: `${agent_toml}`, `${enroll_token}`,
-`${install_agent}`, each rendered as a JSON string. The result carries no password and no cluster
-secret, only a one-time enrollment token (see controller/enroll.py).
+`${install_agent}`, each rendered as a JSON string. The result carries no password and no key, only a
+one-time enrollment token (see `controller.app.enrollment`), and the controller's CA certificate, which is
+public. A package fetched from `agent_deb_url` is installed only when its SHA-256 is the configured one.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ class NodeBoot:
     report_interval_s: float
     services: str  # "systemd" on droplets, "sandbox" in the sandbox
     agent_deb_url: str | None = None  # where to get the agent package when the image lacks it
+    agent_deb_sha256: str | None = None  # its checksum, verified before installing
     metadata_url: str | None = None  # the droplet's metadata service (gives its private IP and id)
+    controller_ca: str | None = None  # PEM of the CA the agent verifies the controller with (public)
 
 
 def agent_toml(boot: NodeBoot) -> str:
@@ -53,8 +56,9 @@ def agent_toml(boot: NodeBoot) -> str:
         f"failover_timeout_ms = {boot.failover_timeout_ms}",
         f"services = {json.dumps(boot.services)}",
         f"metadata_url = {json.dumps(boot.metadata_url)}" if boot.metadata_url else "",
+        f"controller_ca_pem = {json.dumps(boot.controller_ca)}" if boot.controller_ca else "",
         'redis_password_file = "/etc/redwarden/redis.pass"',
-        'cluster_secret_file = "/etc/redwarden/cluster.secret"',
+        'node_key_file = "/etc/redwarden/node.key"',
         'enroll_token_file = "/etc/redwarden/enroll.token"',
         "",
     ])
@@ -62,8 +66,11 @@ def agent_toml(boot: NodeBoot) -> str:
 
 def render_user_data(template: str, boot: NodeBoot, enroll_token: str) -> str:
     if boot.agent_deb_url:
+        if not boot.agent_deb_sha256:
+            raise ValueError("agent_deb_url without agent_deb_sha256: the package could not be checked")
+        check = f"echo {boot.agent_deb_sha256.lower()}'  /tmp/redwarden-agent.deb' | sha256sum -c --quiet -"
         install = (f"command -v redwarden-agent >/dev/null 2>&1 || {{ curl -fsSL {json.dumps(boot.agent_deb_url)} "
-                   "-o /tmp/redwarden-agent.deb && apt-get install -y /tmp/redwarden-agent.deb; }")
+                   f"-o /tmp/redwarden-agent.deb && {check} && apt-get install -y /tmp/redwarden-agent.deb; }}")
     else:
         install = "command -v redwarden-agent >/dev/null 2>&1 || { echo 'redwarden-agent missing' >&2; exit 1; }"
     text = string.Template(template).substitute(

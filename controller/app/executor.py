@@ -9,13 +9,14 @@ action (recorded, alerted by the findings that remain) and never the cycle.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import structlog
 
 from controller.adapters.cloud import Cloud, ProviderError
 from controller.adapters.directives import DirectiveQueue
 from controller.adapters.redis_ops import OpsError, RedisOps
+from controller.adapters.storage.credentials import NodeCredentials
 from controller.adapters.storage.heal_log import HealStore
 from controller.adapters.storage.reports import ReportStore
 from controller.app.provisioner import Provisioner
@@ -40,7 +41,7 @@ from controller.core.planner import (
     apply_result,
     describe,
 )
-from protocol.directives import RestartServiceDirective
+from protocol.directives import DIRECTIVE_TTL_S, RestartServiceDirective
 from protocol.report import DirectiveAck
 
 log = structlog.get_logger("redwarden.controller")
@@ -52,18 +53,22 @@ class Executor:
         store: HealStore,
         directives: DirectiveQueue,
         reports: ReportStore,
+        credentials: NodeCredentials,
         ops_for: Callable[[str], RedisOps],
         cloud: Cloud | None,
         provisioner: Provisioner,
         clock: Callable[[], float],
+        cluster_tags: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.directives = directives
         self.reports = reports
+        self.credentials = credentials
         self.ops_for = ops_for
         self.cloud = cloud
         self.provisioner = provisioner
         self.clock = clock
+        self.cluster_tags = dict(cluster_tags or {})
         directives.on_ack(self._on_ack)
 
     def _on_ack(self, cluster: str, node: str, ack: DirectiveAck) -> None:
@@ -102,7 +107,8 @@ class Executor:
             match action:
                 case RestartService(node=n, service=service, replicaof=replicaof):
                     directive_id = f"{cluster}-{n}-{service}-{uuid.uuid4().hex[:8]}"
-                    self.directives.send(cluster, n, RestartServiceDirective(directive_id, service, replicaof))
+                    self.directives.send(cluster, n, RestartServiceDirective(
+                        directive_id, n, service, replicaof, expires_at=self.clock() + DIRECTIVE_TTL_S))
                     return ActionResult(True, "directive sent to the agent"), directive_id
                 case Failover(via_node=n):
                     reply = self.ops_for(cluster).failover(self._sentinel(snapshot, n), view.master_name)
@@ -117,6 +123,7 @@ class Executor:
                     reply = self.ops_for(cluster).replicaof(node.report.identity.redis_address, m)
                     return ActionResult(True, f"REPLICAOF answered {reply}"), None
                 case PowerCycle(droplet_id=d):
+                    self._verify_target(snapshot, d)
                     result = self._cloud().power_cycle(d)
                     return ActionResult(result.ok or not result.done, f"power_cycle action {result.id} "
                                         f"{result.status}"), None
@@ -127,11 +134,14 @@ class Executor:
                 case CreateReplacement(job_id=job_id, name=name):
                     return self._create(snapshot, state, job_id, name), None
                 case DestroyDroplet(droplet_id=d):
+                    if not self._verify_target(snapshot, d):
+                        return ActionResult(True, "already gone"), None
                     gone = self._cloud().destroy_droplet(d)
                     return ActionResult(True, "destroyed" if gone else "already gone"), None
                 case ForgetNode(node=n):
                     self.reports.forget(cluster, n)
-                    return ActionResult(True, f"{n} forgotten"), None
+                    self.credentials.revoke(cluster, n, self.clock())
+                    return ActionResult(True, f"{n} forgotten, its key revoked"), None
                 case FinishReprovision(ok=ok, reason=reason):
                     return ActionResult(ok, reason), None
                 case MoveReservedIp(ip=ip, droplet_id=d):
@@ -149,6 +159,26 @@ class Executor:
         if self.cloud is None:
             raise ProviderError("no DigitalOcean adapter configured", operation="heal")
         return self.cloud
+
+    def _verify_target(self, snapshot: HealSnapshot, droplet_id: int) -> bool:
+        """Read the droplet from the cloud right before acting on it: it must still carry the cluster's tag
+        and the private IP the plan saw, and that IP must not be the master's. False: it is gone."""
+        cluster = snapshot.view.name
+        fresh = self._cloud().get_droplet(droplet_id)
+        if fresh is None:
+            return False
+        tag = self.cluster_tags.get(cluster)
+        if tag is None or tag not in fresh.tags:
+            raise ProviderError(f"droplet {droplet_id} does not carry the cluster's tag {tag}: not touched",
+                                operation="verify")
+        planned = next((d.private_ip for d in snapshot.droplets or () if d.id == droplet_id), None)
+        if not fresh.private_ip or fresh.private_ip != planned:
+            raise ProviderError(f"droplet {droplet_id}'s private IP is {fresh.private_ip}, not {planned} as "
+                                "planned: not touched", operation="verify")
+        master = snapshot.view.master_address()
+        if master is not None and master.rsplit(":", 1)[0] == fresh.private_ip:
+            raise ProviderError(f"droplet {droplet_id} has the master's IP: not touched", operation="verify")
+        return True
 
     @staticmethod
     def _sentinel(snapshot: HealSnapshot, node_name: str) -> str:

@@ -51,6 +51,11 @@ class Fleet:
         cfg = self.clusters[cluster]
         return dataclasses.replace(self.policy, agent_silent_intervals=float(cfg.stale_after_intervals))
 
+    def sentinel_addresses(self, cluster: str, now: float) -> set[str]:
+        """The "ip:port" of the Sentinels of the cluster's own live (fresh) nodes."""
+        view = self.view(cluster, now)
+        return {n.report.identity.sentinel_address for n in view.fresh_nodes()}
+
     def set_findings(self, cluster: str, findings: tuple[Finding, ...]) -> None:
         self._findings[cluster] = findings
 

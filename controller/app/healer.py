@@ -15,8 +15,10 @@ from typing import Any
 import structlog
 
 from controller.adapters.cloud import Cloud, ProviderError
+from controller.adapters.cloud import Droplet as CloudDroplet
 from controller.adapters.storage.heal_log import HealStore
 from controller.app.executor import Executor
+from controller.app.provisioner import Provisioner
 from controller.core.findings import Finding
 from controller.core.planner import Droplet, HealPolicy, HealSnapshot, HealState, Plan, observe, plan_heal, utc_day
 from controller.core.view import ClusterView
@@ -34,6 +36,8 @@ class Healer:
         cluster_tags: dict[str, str],
         clock: Callable[[], float],
         reserved_ips: dict[str, str] | None = None,
+        provisioner: Provisioner | None = None,
+        bindings: Callable[[str], tuple[tuple[str, int], ...]] = lambda _: (),
     ) -> None:
         self.policy = policy
         self.store = store
@@ -41,6 +45,8 @@ class Healer:
         self.cloud = cloud
         self.cluster_tags = cluster_tags
         self.clock = clock
+        self.provisioner = provisioner
+        self.bindings = bindings  # node -> droplet id, from the controller's own records
         self._lock = threading.RLock()
         self._states: dict[str, HealState] = {c: store.load(c) for c in cluster_tags}
         self._droplets: dict[str, tuple[Droplet, ...]] = {}
@@ -58,7 +64,8 @@ class Healer:
             if self.cloud is not None and droplets is None:
                 return "no action: the droplet list is not known yet"
             state = self._states.get(cluster) or HealState(cluster=cluster)
-            snapshot = HealSnapshot(view, tuple(findings), state, droplets, self._reserved.get(cluster))
+            snapshot = HealSnapshot(view, tuple(findings), state, droplets, self._reserved.get(cluster),
+                                    bindings=self.bindings(cluster))
             state = observe(snapshot, now, self.policy)
             snapshot = dataclasses.replace(snapshot, state=state)
             plan = plan_heal(snapshot, self.policy, now)
@@ -97,6 +104,37 @@ class Healer:
     def ack(self, cluster: str) -> HealState:
         day = utc_day(self.clock())
         return self._update(cluster, lambda s: dataclasses.replace(s, budget_acked=True, budget_day=day))
+
+    def create_node(self, cluster: str, name: str, sentinels: tuple[str, ...], firewall: bool,
+                    controller_address: str | None) -> CloudDroplet:
+        """An operator's new node (`redwarden cluster create`): held like any action by a pause and the daily
+        budget (PermissionError saying which), counted against the budget, and written to the audit log."""
+        if self.provisioner is None:
+            raise PermissionError("this controller has no DigitalOcean adapter (do_token_file) to create droplets")
+        now = self.clock()
+        day = utc_day(now)
+        with self._lock:
+            state = self._states.get(cluster) or HealState(cluster=cluster)
+            if state.paused:
+                raise PermissionError(f"cluster {cluster} is paused for maintenance: `redwarden resume` first")
+            used = state.actions_today if state.budget_day == day else 0
+            if used >= self.policy.daily_budget and not (state.budget_acked and state.budget_day == day):
+                raise PermissionError(f"the daily budget of {self.policy.daily_budget} actions is used: "
+                                      "`redwarden ack` to allow more today")
+            self._update(cluster, lambda s: dataclasses.replace(
+                s, budget_day=day, actions_today=used + 1, budget_acked=s.budget_acked and s.budget_day == day))
+        description = f"create droplet {name}" + (f" joining {', '.join(sentinels)}" if sentinels else " as master")
+        action_id = self.store.started(cluster, name, "CreateNode", description, "asked by an operator", now)
+        try:
+            if firewall:
+                self.provisioner.ensure_firewall(cluster, controller_address)
+            droplet = self.provisioner.create_node(cluster, name, sentinels)
+        except Exception as e:
+            self.store.finished(action_id, False, str(e)[:300], self.clock())
+            raise
+        self.store.finished(action_id, True, f"droplet {droplet.id} ({droplet.name}) created", self.clock())
+        log.info("node.created", cluster=cluster, node=name, droplet_id=droplet.id)
+        return droplet
 
     def status(self, cluster: str) -> dict[str, Any]:
         # no lock: `redwarden status` must answer while a slow DigitalOcean call holds it; each read is of

@@ -14,6 +14,7 @@ from pathlib import Path
 import structlog
 
 from controller.adapters.cloud import Cloud, Droplet, DropletSpec, FirewallRule, ProviderError
+from controller.adapters.storage.credentials import NodeCredentials
 from controller.adapters.storage.enrollments import Enrollments
 from controller.adapters.userdata import DEFAULT_TEMPLATES, NodeBoot, render_user_data
 from controller.config import ClusterConfig
@@ -33,16 +34,20 @@ class Provisioning:
     vpc_uuid: str | None
     ssh_keys: tuple[str, ...]
     controller_url: str
+    controller_ca: str | None  # the PEM agents verify the controller with (public)
     services: str
     agent_deb_url: str | None
+    agent_deb_sha256: str | None
     metadata_url: str | None
     user_data_template: str | None
 
 
 class Provisioner:
     def __init__(self, clusters: Mapping[str, ClusterConfig], cloud: Cloud | None, enrollments: Enrollments,
-                 provisioning: Callable[[str], Provisioning | None], clock: Callable[[], float]) -> None:
+                 credentials: NodeCredentials, provisioning: Callable[[str], Provisioning | None],
+                 clock: Callable[[], float]) -> None:
         self.clusters = clusters
+        self.credentials = credentials
         self.cloud = cloud
         self.enrollments = enrollments
         self.provisioning = provisioning
@@ -75,13 +80,15 @@ class Provisioner:
                         down_after_ms=down_after_ms or cfg.down_after_ms,
                         failover_timeout_ms=failover_timeout_ms or cfg.failover_timeout_ms,
                         report_interval_s=cfg.report_interval_s, services=prov.services,
-                        agent_deb_url=prov.agent_deb_url, metadata_url=prov.metadata_url)
+                        agent_deb_url=prov.agent_deb_url, agent_deb_sha256=prov.agent_deb_sha256,
+                        metadata_url=prov.metadata_url, controller_ca=prov.controller_ca)
         template = Path(prov.user_data_template or DEFAULT_TEMPLATES[prov.services]).read_text()
         token = self.enrollments.issue(cluster, name, self.clock())
         spec = DropletSpec(name=name, region=prov.region, size=prov.size, image=prov.image, vpc_uuid=prov.vpc_uuid,
                            ssh_keys=prov.ssh_keys, tags=(prov.tag,), user_data=render_user_data(template, boot, token),
                            request_id=request_id or f"{cluster}-{name}")
         droplet = self._cloud().create_droplet(spec)
+        self.credentials.bind(cluster, name, droplet.id)  # who this droplet is: our record, not its word
         log.info("droplet.created", cluster=cluster, name=name, droplet_id=droplet.id)
         return droplet
 

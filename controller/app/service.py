@@ -19,23 +19,26 @@ from fastapi import FastAPI
 
 from controller import __version__
 from controller.adapters.api import ApiDeps, create_app
+from controller.adapters.auth import OperatorTokens
 from controller.adapters.cloud import Cloud, PydoCloud
 from controller.adapters.directives import DirectiveQueue
 from controller.adapters.notify import Notifier, build_notifiers
 from controller.adapters.outbox import Outbox
 from controller.adapters.redis_ops import DirectRedisOps, RedisOps
+from controller.adapters.storage.credentials import NodeCredentials
 from controller.adapters.storage.db import Database
 from controller.adapters.storage.enrollments import Enrollments
 from controller.adapters.storage.heal_log import HealStore
 from controller.adapters.storage.incidents import IncidentLog
 from controller.adapters.storage.reports import ReportStore
+from controller.app.enrollment import Enroller
 from controller.app.executor import Executor
 from controller.app.fleet import Fleet
 from controller.app.healer import Healer
 from controller.app.provisioner import Provisioner, Provisioning
 from controller.app.watch import Watcher
-from controller.config import ControllerConfig, cluster_redis_password, load_cluster_secrets
-from protocol.settings import read_secret
+from controller.config import ControllerConfig, cluster_redis_password
+from protocol.settings import ConfigError, read_secret, secret_path
 
 log = structlog.get_logger("redwarden.controller")
 
@@ -57,6 +60,7 @@ class Parts:
     incidents: IncidentLog
     heal_log: HealStore
     enrollments: Enrollments
+    credentials: NodeCredentials
     outbox: Outbox
     notifiers: list[Notifier]
     healer: Healer
@@ -64,30 +68,53 @@ class Parts:
     app: FastAPI
 
 
-def assemble(config: ControllerConfig, secrets: dict[str, bytes] | None = None,
-             clock: Callable[[], float] = time.time, cloud: Cloud | None = None) -> Parts:
+def _read_ca(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        text = secret_path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"tls_ca_file: cannot read {path}: {e.strerror}") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ConfigError(f"tls_ca_file: {path} holds no PEM certificate")
+    return text
+
+
+def operator_tokens(config: ControllerConfig) -> OperatorTokens:
+    admin = read_secret(config.admin_token_file, "admin_token_file")
+    read = read_secret(config.read_token_file, "read_token_file")
+    for key, value in (("admin_token_file", admin), ("read_token_file", read)):
+        if value is not None and len(value.strip()) < 16:
+            raise ConfigError(f"{key}: the token in it is shorter than 16 characters")
+    return OperatorTokens(read=(read.strip(),) if read else (), admin=(admin.strip(),) if admin else ())
+
+
+def assemble(config: ControllerConfig, clock: Callable[[], float] = time.time, cloud: Cloud | None = None) -> Parts:
     """Every part of a controller, connected. `cloud` defaults to the one the settings name. Raises
     `StateFileError` when the state file cannot be used (its message says what to do)."""
-    secrets = load_cluster_secrets(config) if secrets is None else secrets
+    tokens = operator_tokens(config)
     cloud = build_cloud(config) if cloud is None else cloud
     notifiers = build_notifiers(config.notify)
     db = Database(config.state_path)
     try:
-        return _assemble(config, secrets, clock, cloud, notifiers, db)
+        return _assemble(config, tokens, clock, cloud, notifiers, db)
     except BaseException:
         db.close()
         raise
 
 
-def _assemble(config: ControllerConfig, secrets: dict[str, bytes], clock: Callable[[], float],
+def _assemble(config: ControllerConfig, tokens: OperatorTokens, clock: Callable[[], float],
               cloud: Cloud | None, notifiers: list[Notifier], db: Database) -> Parts:
     reports = ReportStore(db)
     incidents = IncidentLog(db)
     heal_log = HealStore(db)
     enrollments = Enrollments(db)
+    credentials = NodeCredentials(db)
     outbox = Outbox(db, notifiers)
-    directives = DirectiveQueue()
-    public_url = config.public_url or f"http://{config.listen_host}:{config.listen_port}"
+    directives = DirectiveQueue(credentials)
+    scheme = "https" if config.tls else "http"
+    public_url = config.public_url or f"{scheme}://{config.listen_host}:{config.listen_port}"
+    controller_ca = _read_ca(config.tls_ca_file)
     tags = {name: c.tag or f"redwarden-{name}" for name, c in config.clusters.items()}
 
     def ops_for(cluster: str) -> RedisOps:
@@ -100,34 +127,38 @@ def _assemble(config: ControllerConfig, secrets: dict[str, bytes], clock: Callab
         if not (c.region and c.size and c.image):
             return None
         return Provisioning(region=c.region, size=c.size, image=c.image, tag=tags[cluster], vpc_uuid=c.vpc_uuid,
-                            ssh_keys=c.ssh_keys, controller_url=public_url, services=c.services,
-                            agent_deb_url=c.agent_deb_url, metadata_url=c.metadata_url,
+                            ssh_keys=c.ssh_keys, controller_url=public_url, controller_ca=controller_ca,
+                            services=c.services,
+                            agent_deb_url=c.agent_deb_url, agent_deb_sha256=c.agent_deb_sha256,
+                            metadata_url=c.metadata_url,
                             user_data_template=c.user_data_template)
 
-    provisioner = Provisioner(config.clusters, cloud, enrollments, provisioning, clock)
-    executor = Executor(heal_log, directives, reports, ops_for, cloud, provisioner, clock)
+    provisioner = Provisioner(config.clusters, cloud, enrollments, credentials, provisioning, clock)
+    executor = Executor(heal_log, directives, reports, credentials, ops_for, cloud, provisioner, clock,
+                        cluster_tags=tags)
     reserved = {name: c.reserved_ip for name, c in config.clusters.items() if c.reserved_ip}
-    healer = Healer(config.heal, heal_log, executor, cloud, tags, clock, reserved_ips=reserved)
+    healer = Healer(config.heal, heal_log, executor, cloud, tags, clock, reserved_ips=reserved,
+                    provisioner=provisioner if cloud is not None else None, bindings=credentials.bindings)
     fleet = Fleet(config.clusters, reports, heal_status=healer.status)
     watcher = Watcher(fleet, incidents, outbox, clock=clock, healer=healer)
     app = create_app(ApiDeps(
         clusters=config.clusters,
-        secrets=secrets,
         reports=reports,
         directives=directives,
         fleet=fleet,
+        node_keys=credentials,
+        tokens=tokens,
         clock=clock,
         max_report_bytes=config.max_report_bytes,
         listen_host=config.listen_host,
-        admin_token=read_secret(config.admin_token_file, "admin_token_file"),
         incidents=incidents,
         actions=heal_log,
-        enrollments=enrollments,
+        enroller=Enroller(config.clusters, enrollments, credentials, audit=heal_log),
         heal=healer,
-        provisioner=provisioner,
         on_vitals_changed=watcher.wake,
     ))
-    return Parts(config, db, reports, incidents, heal_log, enrollments, outbox, notifiers, healer, watcher, app)
+    return Parts(config, db, reports, incidents, heal_log, enrollments, credentials, outbox, notifiers, healer,
+                 watcher, app)
 
 
 def run_controller(config: ControllerConfig) -> None:
@@ -144,11 +175,13 @@ def run_controller(config: ControllerConfig) -> None:
             log_level="warning",
             access_log=False,
             lifespan="off",
+            ssl_certfile=str(secret_path(config.tls_cert_file)) if config.tls_cert_file else None,
+            ssl_keyfile=str(secret_path(config.tls_key_file)) if config.tls_key_file else None,
         )
     )
     log.info(
         "controller.started",
-        listen=f"{config.listen_host}:{config.listen_port}",
+        listen=f"{'https' if config.tls else 'http'}://{config.listen_host}:{config.listen_port}",
         clusters=sorted(config.clusters),
         notifiers=[n.name for n in parts.notifiers],
         pid=os.getpid(),

@@ -282,6 +282,10 @@ class HealSnapshot:
     state: HealState
     droplets: tuple[Droplet, ...] | None  # None: no cloud adapter configured
     reserved_ip: tuple[str, int | None] | None = None  # (ip, the droplet it is assigned to), when configured
+    # node -> the droplet id the controller's own records bind it to (the droplets it created); a node
+    # without a record is matched by name among the droplets carrying the cluster's tag. Never the
+    # droplet id an agent reports: a node could name another node's droplet.
+    bindings: tuple[tuple[str, int], ...] = ()
 
 
 # -- the planner ----------------------------------------------------------------------------------
@@ -323,10 +327,43 @@ def _next_name(snapshot: HealSnapshot, old: str) -> str:
 
 
 def _droplet_of(snapshot: HealSnapshot, node: NodeState) -> Droplet | None:
-    droplet_id = node.report.identity.droplet_id
-    for d in snapshot.droplets or ():
-        if d.id == droplet_id or (droplet_id is None and d.name == node.name):
-            return d
+    """The node's droplet by the controller's records and the cloud (the droplets with the cluster's tag);
+    what the node's own agent reports about its droplet is not asked."""
+    bound = dict(snapshot.bindings).get(node.name)
+    if bound is not None:
+        return next((d for d in snapshot.droplets or () if d.id == bound), None)
+    named = [d for d in snapshot.droplets or () if d.name == node.name]
+    return named[0] if len(named) == 1 else None
+
+
+DISRUPTIVE = (PowerCycle, StartReprovision, DestroyDroplet)
+
+
+def _host(address: str | None) -> str | None:
+    return address.rsplit(":", 1)[0] if address else None
+
+
+def _identity_hold(snapshot: HealSnapshot, action: Action, master: str | None,
+                   master_node: NodeState | None) -> str | None:
+    """Why a disruptive action may not touch its droplet, or None: the droplet must be the cloud's, carry the
+    cluster's tag (it is in the tag's list) and have a private IP, which must not be the master's."""
+    if not isinstance(action, DISRUPTIVE):
+        return None
+    if master is not None and master_node is None:
+        return (f"the master {master} (by Sentinel majority) is no node of this cluster: nothing is powered "
+                "off or destroyed until it is")
+    droplet_id = action.droplet_id
+    if droplet_id is None:
+        return None  # a reprovision of a droplet that is already gone touches no droplet
+    droplet = next((d for d in snapshot.droplets or () if d.id == droplet_id), None)
+    if droplet is None:
+        if isinstance(action, StartReprovision):
+            return None  # gone from the cloud: replacing it touches nothing
+        return f"droplet {droplet_id} does not carry the cluster's tag"
+    if not droplet.private_ip:
+        return f"droplet {droplet_id} has no private IP to check it against the master's"
+    if droplet.private_ip == _host(master):
+        return f"droplet {droplet_id} has the master's IP {droplet.private_ip}: the master is never touched"
     return None
 
 
@@ -356,7 +393,11 @@ def plan_heal(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> Plan:
     job = state.reprovision
     if job is not None:
         job_actions, job_held = _advance_reprovision(snapshot, job, policy, now, master, undecided)
-        actions += job_actions
+        for step in job_actions:
+            if (why_not := _identity_hold(snapshot, step, master, view.master_node())) is not None:
+                held.append(Held(describe(step), why_not))
+            else:
+                actions.append(step)
         held += job_held
 
     if undecided:
@@ -412,6 +453,9 @@ def plan_heal(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> Plan:
     # rails that apply to everything wanted
     reprovisions = sum(1 for a in wanted if isinstance(a, StartReprovision))
     for action in wanted:
+        if (why_not := _identity_hold(snapshot, action, master, master_node)) is not None:
+            held.append(Held(describe(action), why_not))
+            continue
         if isinstance(action, StartReprovision) and (job is not None or reprovisions > 1):
             held.append(Held(describe(action), "another reprovision is in flight in this cluster (one at a time)"))
             reprovisions -= 1

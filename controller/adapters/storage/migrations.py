@@ -118,6 +118,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "index the actions audit log by directive id",
               sql=("CREATE INDEX IF NOT EXISTS actions_directive ON actions (directive_id) "
                    "WHERE directive_id IS NOT NULL",)),
+    # Each node's own credential (its push key, issued at enrollment) and the droplet the controller's own
+    # records bind it to (set when the controller creates the droplet): who a report comes from and which
+    # droplet a disruptive action may touch are never taken from what an agent says.
+    Migration(3, "node credentials and droplet bindings",
+              sql=("CREATE TABLE IF NOT EXISTS node_credentials ("
+                   "cluster TEXT NOT NULL, node TEXT NOT NULL, key_hex TEXT, droplet_id INTEGER, "
+                   "issued_at REAL, revoked_at REAL, PRIMARY KEY (cluster, node))",)),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
