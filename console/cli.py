@@ -17,33 +17,52 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from console import __version__
 from console.client import ControllerClient
+from console.connection import add_connection_args, ca_cert, controller_url, operator_token
 from console.plugins import CliPlugin, load_plugins
+from controller.adapters.storage.db import StateFileError
 from protocol.settings import ConfigError
 
-DEFAULT_CONTROLLER_URL = "http://127.0.0.1:8787"
 
-
-def _controller_url(args: argparse.Namespace) -> str:
-    url: str = args.controller or os.environ.get("REDWARDEN_CONTROLLER_URL") or DEFAULT_CONTROLLER_URL
-    return url.rstrip("/")
-
-
-def _client(args: argparse.Namespace, admin: bool = False) -> ControllerClient:
-    return ControllerClient(_controller_url(args), _admin_token(args) if admin else None)
+def _client(args: argparse.Namespace) -> ControllerClient:
+    return ControllerClient(controller_url(args), operator_token(args), ca_cert=ca_cert(args))
 
 
 def cmd_controller_run(args: argparse.Namespace) -> int:
     from controller.app.service import run_controller
     from controller.config import load_config
-    from protocol.logs import configure_logging
+    from controller.logs import configure_logging
 
     config = load_config(args.config)
     configure_logging(config.log_format, config.log_level)
     run_controller(config)
+    return 0
+
+
+def cmd_controller_init_tls(args: argparse.Namespace) -> int:
+    from controller.adapters.tls import TlsError, ensure_tls
+
+    try:
+        files = ensure_tls(Path(args.dir), args.host)
+    except TlsError as e:
+        raise RuntimeError(str(e)) from None
+    print(f"# the controller's TLS, made in {args.dir} (the CA key stays there; keep it safe)\n"
+          f'tls_cert_file = "{files.cert_path}"\ntls_key_file = "{files.key_path}"\n'
+          f'tls_ca_file = "{files.ca_path}"   # public: agents and `redwarden --ca-cert` verify with it')
+    return 0
+
+
+def cmd_node_key(args: argparse.Namespace) -> int:
+    key = _client(args).issue_node_key(args.cluster, args.node)
+    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    print(f"{args.cluster}/{args.node}: a new key is in {args.out} (0600); install it on the node as its "
+          "node_key_file (/etc/redwarden/node.key) and restart redwarden-agent. The previous key no longer works.")
     return 0
 
 
@@ -71,16 +90,10 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _admin_token(args: argparse.Namespace) -> str | None:
-    from protocol.settings import read_secret
-
-    return os.environ.get("REDWARDEN_ADMIN_TOKEN") or read_secret(args.admin_token_file, "--admin-token-file")
-
-
 def cmd_cluster_create(args: argparse.Namespace) -> int:
     from console.provision import create_cluster
 
-    cluster = create_cluster(_client(args, admin=True), args.name, args.nodes, prefix=args.prefix,
+    cluster = create_cluster(_client(args), args.name, args.nodes, prefix=args.prefix,
                              timeout_s=args.timeout, progress=lambda m: print(f"  {m}", file=sys.stderr))
     print(f"cluster {args.name} is healthy: master {cluster.master}, {len(cluster.nodes)} nodes")
     return 0
@@ -88,7 +101,7 @@ def cmd_cluster_create(args: argparse.Namespace) -> int:
 
 def _switch(args: argparse.Namespace, verb: str) -> int:
     node = getattr(args, "node", None)
-    heal = _client(args, admin=True).switch(args.cluster, verb, node)
+    heal = _client(args).switch(args.cluster, verb, node)
     target = f"{args.cluster}/{node}" if node else args.cluster
     print(f"{target}: {verb} done; paused={heal['paused']} paused_nodes={heal['paused_nodes']} "
           f"budget {heal['budget']['used_today']}/{heal['budget']['per_day']} acked={heal['budget']['acked']}")
@@ -112,7 +125,7 @@ def _add_drill_parser(sub: Any) -> None:
     dr.add_argument("--between", type=float, default=0.0, metavar="S", help="at least S seconds between two faults")
     dr.add_argument("--timeout", type=float, default=300.0, metavar="S", help="per run, from the fault")
     dr.add_argument("--json", action="store_true", help="machine-readable output")
-    dr.add_argument("--controller", help="controller URL (default: the sandbox's)")
+    add_connection_args(dr, default_url="the sandbox's")
     dr.add_argument("--i-know-this-is-production", action="store_true", help="allow a drill on a real cluster")
     dr.add_argument("--sentinel", action="append", metavar="HOST:PORT", help="real cluster: a Sentinel (repeat)")
     dr.add_argument("--master-name", default="mymaster", help="real cluster: the Sentinel master name")
@@ -133,18 +146,23 @@ def build_parser(plugins: Sequence[CliPlugin] = ()) -> argparse.ArgumentParser:
     run = ctl_sub.add_parser("run", help="serve the API and watch the clusters")
     run.add_argument("--config", required=True, help="controller TOML (e.g. /etc/redwarden/controller.toml)")
     run.set_defaults(func=cmd_controller_run)
+    tls = ctl_sub.add_parser("init-tls", help="make a CA and a server certificate for the controller's HTTPS")
+    tls.add_argument("--dir", default="/etc/redwarden/tls", help="where to keep them (default /etc/redwarden/tls)")
+    tls.add_argument("--host", action="append", required=True,
+                     help="a name or address agents use to reach the controller (repeat)")
+    tls.set_defaults(func=cmd_controller_init_tls)
 
     st = sub.add_parser("status", help="the fleet at a glance")
     st.add_argument("cluster", nargs="?", help="only this cluster")
     st.add_argument("--json", action="store_true", help="machine-readable output")
-    st.add_argument("--controller", help=f"controller URL (env REDWARDEN_CONTROLLER_URL; {DEFAULT_CONTROLLER_URL})")
+    add_connection_args(st)
     st.set_defaults(func=cmd_status)
 
     hi = sub.add_parser("history", help="open and past incidents with their timelines")
     hi.add_argument("cluster", nargs="?", help="only this cluster")
     hi.add_argument("--json", action="store_true", help="machine-readable output")
     hi.add_argument("--limit", type=int, default=50)
-    hi.add_argument("--controller", help="controller URL (env REDWARDEN_CONTROLLER_URL)")
+    add_connection_args(hi)
     hi.set_defaults(func=cmd_history)
 
     cl = sub.add_parser("cluster", help="create clusters through the controller")
@@ -154,8 +172,7 @@ def build_parser(plugins: Sequence[CliPlugin] = ()) -> argparse.ArgumentParser:
     cc.add_argument("--nodes", type=int, default=3)
     cc.add_argument("--prefix", default="redis", help="droplet names: PREFIX-1, PREFIX-2, ...")
     cc.add_argument("--timeout", type=float, default=900.0)
-    cc.add_argument("--controller", help="controller URL (env REDWARDEN_CONTROLLER_URL)")
-    cc.add_argument("--admin-token-file", help="file with the controller's admin token (env REDWARDEN_ADMIN_TOKEN)")
+    add_connection_args(cc)
     cc.set_defaults(func=cmd_cluster_create)
 
     for verb, text in (("pause", "maintenance: the controller alerts but acts on nothing in CLUSTER (or NODE)"),
@@ -165,10 +182,15 @@ def build_parser(plugins: Sequence[CliPlugin] = ()) -> argparse.ArgumentParser:
         sw.add_argument("cluster")
         if verb != "ack":
             sw.add_argument("node", nargs="?")
-        sw.add_argument("--controller", help="controller URL (env REDWARDEN_CONTROLLER_URL)")
-        sw.add_argument("--admin-token-file", help="file with the controller's admin token")
+        add_connection_args(sw)
         sw.set_defaults(func=lambda a, v=verb: _switch(a, v))
 
+    nk = sub.add_parser("node-key", help="issue a node a new key (rotation, or a node from before 0.2)")
+    nk.add_argument("cluster")
+    nk.add_argument("node")
+    nk.add_argument("--out", required=True, metavar="FILE", help="where to write the key (mode 0600)")
+    add_connection_args(nk)
+    nk.set_defaults(func=cmd_node_key)
     _add_drill_parser(sub)
     for plugin in plugins:
         plugin.add_commands(sub)
@@ -186,12 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"redwarden: configuration error: {e}", file=sys.stderr)
         return 2
+    except StateFileError as e:  # a corrupt or newer state file: restarting cannot help (exit 2 stops systemd)
+        print(f"redwarden: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     except Exception as e:
         from console.provision import ProvisionError
 
-        if isinstance(e, RuntimeError | ProvisionError | plugin_errors):
+        if isinstance(e, (RuntimeError, ProvisionError, *plugin_errors)):
             print(f"redwarden: {e}", file=sys.stderr)
             return 1
         raise

@@ -23,10 +23,14 @@ class ControllerNotFound(ControllerError):
 
 class ControllerClient:
     def __init__(self, url: str, token: str | None = None, timeout_s: float = 10.0,
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None, ca_cert: str | None = None) -> None:
+        """`token`: the operator's bearer token (read or admin); `ca_cert`: the CA that signed the controller's
+        certificate (`redwarden controller init-tls` makes one), else the system's CAs verify it."""
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.session = session or requests.Session()
+        # per request, not on the session: requests lets REQUESTS_CA_BUNDLE override a session's verify
+        self.verify: str | bool = ca_cert or True
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
@@ -34,9 +38,16 @@ class ControllerClient:
                  json: object = None, expect: int = 200, timeout_s: float | None = None) -> Any:
         url = f"{self.url}{path}"
         try:
-            resp = self.session.request(method, url, params=params, json=json, timeout=timeout_s or self.timeout_s)
+            resp = self.session.request(method, url, params=params, json=json, timeout=timeout_s or self.timeout_s,
+                                        verify=self.verify)
+        except requests.exceptions.SSLError:
+            raise ControllerError(f"the controller at {self.url} did not prove its identity (TLS): give the CA "
+                                  "that signed its certificate with --ca-cert or REDWARDEN_CA_CERT") from None
         except requests.RequestException as e:
             raise ControllerError(f"cannot reach the controller at {self.url}: {type(e).__name__}") from None
+        if resp.status_code in (401, 403):
+            raise ControllerError(f"{method} {url} answered HTTP {resp.status_code}: {resp.text[:200]} "
+                                  "(give a token with --token-file or REDWARDEN_TOKEN)")
         if resp.status_code == 404:
             raise ControllerNotFound(f"{url}: {resp.text[:200]}")
         if resp.status_code != expect:
@@ -73,6 +84,11 @@ class ControllerClient:
         data: dict[str, Any] = self._request("POST", f"/v1/clusters/{cluster}/{verb}",
                                              params={"node": node} if node else None)
         return data
+
+    def issue_node_key(self, cluster: str, node: str) -> str:
+        """A new key for an existing node (admin); the old one stops working at once."""
+        data = self._request("POST", f"/v1/clusters/{cluster}/nodes/{node}/key")
+        return str(data["node_key"])
 
     def create_node(self, cluster: str, name: str, sentinels: list[str], firewall: bool = False) -> dict[str, Any]:
         """One droplet that bootstraps into the cluster (admin); the droplet as the controller created it."""

@@ -9,8 +9,8 @@ API with the same user_data a real droplet gets; each droplet boots on its own `
 and starts its agent. Layout of a sandbox dir:
 
     sandbox.json                 what `status` reads
-    secrets/                     redis.pass, cluster.secret, do.token, alert URLs (mode 0600)
-    controller/                  controller.toml, state.db, controller.log
+    secrets/                     redis.pass, do.token, admin.token, read.token, alert URLs (mode 0600)
+    controller/                  controller.toml, state.db, controller.log, tls/ (its CA and certificate)
     doapi/                       the local DigitalOcean's state, TLS files and log
     droplets/<name>-<id>/root/   each droplet's filesystem (etc/redis, var/lib/redis, var/log/redwarden ...)
 """
@@ -34,6 +34,7 @@ from agent import processes as runner
 from agent.layout import NodeLayout
 from agent.processes import ServiceSpec
 from agent.services import ProcessServices
+from controller.adapters.tls import ensure_tls
 from sandbox.addresses import claim_addresses, release_addresses
 
 CONTROLLER_PORT = 8787
@@ -154,9 +155,13 @@ def controller_toml(root: Path, address: str, do_api_url: str, opts: SandboxOpti
         f'do_token_file = "{s / "do.token"}"',
         f'do_ca_file = "{root / "doapi" / "tls" / "ca.pem"}"',
         "cloud_poll_s = 1.0",
+        f'admin_token_file = "{s / "admin.token"}"',
+        f'read_token_file = "{s / "read.token"}"',
+        f'tls_cert_file = "{root / "controller" / "tls" / "server.pem"}"',
+        f'tls_key_file = "{root / "controller" / "tls" / "server.key"}"',
+        f'tls_ca_file = "{root / "controller" / "tls" / "ca.pem"}"',
         "",
         f"[clusters.{opts.cluster}]",
-        f'secret_file = "{s / "cluster.secret"}"',
         f'redis_password_file = "{s / "redis.pass"}"',
         f'master_name = "{opts.master_name}"',
         f"expected_nodes = {opts.nodes}",
@@ -239,7 +244,8 @@ def droplet_services(d: dict[str, Any]) -> ProcessServices:
 
 def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
        progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    from console.provision import ControllerClient, ProvisionError, create_cluster
+    from console.client import ControllerClient
+    from console.provision import ProvisionError, create_cluster
 
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -256,9 +262,12 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
     password = secrets.token_hex(16)
     do_token = secrets.token_hex(32)
     _write_secret(root / "secrets" / "redis.pass", password)
-    _write_secret(root / "secrets" / "cluster.secret", secrets.token_hex(32))
     _write_secret(root / "secrets" / "do.token", do_token)
-    controller_url = f"http://{address}:{CONTROLLER_PORT}"
+    admin_token = secrets.token_urlsafe(32)
+    _write_secret(root / "secrets" / "admin.token", admin_token)
+    _write_secret(root / "secrets" / "read.token", secrets.token_urlsafe(32))
+    controller_tls = ensure_tls(root / "controller" / "tls", [address], ca_label="redwarden sandbox controller CA")
+    controller_url = f"https://{address}:{CONTROLLER_PORT}"
     do_api_url = f"https://{address}:{DOAPI_PORT}"
     state: dict[str, Any] = {
         "up": True,
@@ -268,6 +277,7 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
         "control_address": address,
         "do_api_url": do_api_url,
         "do_ca_cert": str(root / "doapi" / "tls" / "ca.pem"),
+        "controller_ca_cert": str(controller_tls.ca_path),
         "options": {"nodes": opts.nodes, "down_after_ms": opts.down_after_ms,
                     "failover_timeout_ms": opts.failover_timeout_ms, "report_interval_s": opts.report_interval_s},
     }
@@ -285,10 +295,11 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
         c.mkdir(parents=True, exist_ok=True)
         (c / "controller.toml").write_text(controller_toml(root, address, do_api_url, opts, reserved_ip))
         runner.start(controller_spec(root))
-        _wait_http(f"{controller_url}/healthz", 30, f"the controller (log: {c / 'controller.log'})")
+        _wait_http(f"{controller_url}/healthz", 30, f"the controller (log: {c / 'controller.log'})",
+                   ca=controller_tls.ca_path)
         progress(f"controller on {controller_url}")
-        create_cluster(ControllerClient(controller_url), opts.cluster, opts.nodes, timeout_s=timeout_s,
-                       progress=progress)
+        client = ControllerClient(controller_url, token=admin_token, ca_cert=str(controller_tls.ca_path))
+        create_cluster(client, opts.cluster, opts.nodes, timeout_s=timeout_s, progress=progress)
     except ProvisionError as e:
         down(root)
         raise SandboxError(f"{e} (logs: {root}/controller/controller.log, {root}/droplets/*/)") from None
@@ -338,12 +349,16 @@ def status(root: Path) -> dict[str, Any]:
         rows.append({"id": d["id"], "name": d["name"], "status": d["status"], "address": d["address"],
                      "root": d["root"], "pids": pids})
     token_file = root / "secrets" / "do.token"
+    admin_file, read_file = root / "secrets" / "admin.token", root / "secrets" / "read.token"
     return {
         "dir": str(root),
         "up": bool(state.get("up")),
         "cluster": state.get("cluster"),
         "controller_url": state.get("controller_url"),
         "controller_pid": runner.pid_of(controller_spec(root)),
+        "controller_ca_cert": state.get("controller_ca_cert"),
+        "admin_token": admin_file.read_text().strip() if admin_file.exists() else None,
+        "read_token": read_file.read_text().strip() if read_file.exists() else None,
         "master_name": state.get("master_name"),
         "redis_password": (root / "secrets" / "redis.pass").read_text().strip(),
         "redis_port": REDIS_PORT,

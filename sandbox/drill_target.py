@@ -71,4 +71,5 @@ def drill_target(args: argparse.Namespace) -> tuple[FaultTarget, Endpoints]:
         raise DrillUsageError(f"the sandbox in {args.sandbox} runs cluster {st['cluster']!r}, not {args.cluster!r}")
     target = SandboxTarget(Path(args.sandbox))
     url = args.controller or str(st["controller_url"])
-    return target, Endpoints(url, args.cluster, str(st["master_name"]), str(st["redis_password"]), target.sentinels)
+    return target, Endpoints(url, args.cluster, str(st["master_name"]), str(st["redis_password"]), target.sentinels,
+                             token=st.get("admin_token"), ca_cert=st.get("controller_ca_cert"))

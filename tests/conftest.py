@@ -44,9 +44,26 @@ class Sandbox:
         url: str = self.status()["controller_url"]
         return url
 
+    @functools.cached_property
+    def session(self) -> requests.Session:
+        """An operator's HTTPS session with the controller: its CA, the admin token."""
+        st = self.status()
+        s = requests.Session()
+        s.trust_env = False  # REQUESTS_CA_BUNDLE would override the session's CA
+        s.verify = st["controller_ca_cert"]
+        s.headers["Authorization"] = f"Bearer {st['admin_token']}"
+        return s
+
+    def conn_args(self) -> list[str]:
+        """The console's options to reach this sandbox's controller as its admin."""
+        st = self.status()
+        token = self.root / "secrets" / "admin.token"
+        return ["--controller", st["controller_url"], "--token-file", str(token), "--ca-cert",
+                st["controller_ca_cert"]]
+
     def fleet(self) -> dict[str, Any]:
-        """GET /v1/clusters over real HTTP (the CLI's own output is tested in its own tests)."""
-        out: dict[str, Any] = requests.get(f"{self.controller_url}/v1/clusters", timeout=5).json()
+        """GET /v1/clusters over real HTTPS (the CLI's own output is tested in its own tests)."""
+        out: dict[str, Any] = self.session.get(f"{self.controller_url}/v1/clusters", timeout=5).json()
         return out
 
     def cluster(self) -> dict[str, Any]:
@@ -59,8 +76,14 @@ class Sandbox:
     def fault(self, node: str, service: str, action: str) -> None:
         redwarden("sandbox", "fault", "--dir", str(self.root), node, service, action)
 
-    def secret(self) -> bytes:
-        return (self.root / "secrets" / "cluster.secret").read_text().strip().encode()
+    def node_key(self, node: str) -> bytes:
+        """The key the node's agent signs with (what its bootstrap received at enrollment)."""
+        found = list((self.root / "droplets").glob("*/root/etc/redwarden/node.key"))
+        for path in found:
+            conf = path.parent / "agent.toml"
+            if f'node = "{node}"' in conf.read_text():
+                return bytes.fromhex(path.read_text().strip())
+        raise AssertionError(f"no node.key for {node} under {self.root / 'droplets'}")
 
 
 def start_sandbox(root: Path, *extra: str) -> Sandbox:
@@ -111,3 +134,45 @@ def open_db() -> Iterator[Callable[[Path], Database]]:
 def state_db(open_db: Callable[[Path], Database], tmp_path: Path) -> Database:
     """A fresh state file in the test's directory."""
     return open_db(tmp_path / "state.db")
+
+
+def secrets_of(sb: Sandbox) -> dict[str, str]:
+    """Every secret a sandbox holds: what must never show up in a log, an answer or a command line."""
+    st = sb.status()
+    found = {"redis password": st["redis_password"], "admin token": st["admin_token"], "read token": st["read_token"],
+             "DigitalOcean token": st["do_token"]}
+    for path in (sb.root / "droplets").glob("*/root/etc/redwarden/node.key"):
+        found[f"node key {path.parts[-5]}"] = path.read_text().strip()
+    for name in ("slack.url", "pagerduty.key", "webhook.url"):
+        if (sb.root / "secrets" / name).exists():
+            found[name] = (sb.root / "secrets" / name).read_text().strip()
+    return {k: v for k, v in found.items() if v}
+
+
+def assert_no_secret_leaks(sb: Sandbox) -> None:
+    """No secret in any log line, API answer, audit, incident or outbox row, or process command line."""
+    import sqlite3
+
+    import psutil
+
+    secrets = secrets_of(sb)
+    places: dict[str, str] = {}
+    for log in sb.root.rglob("*.log"):
+        places[str(log)] = log.read_text(errors="replace")
+    for path in ("/v1/clusters", "/v1/incidents?limit=10000", "/v1/actions?limit=10000", "/openapi.json", "/healthz"):
+        places[f"GET {path}"] = sb.session.get(f"{sb.controller_url}{path}", timeout=10).text
+    db = sqlite3.connect(sb.root / "controller" / "state.db")
+    try:
+        for table in ("actions", "incidents", "alert_outbox", "heal_state", "node_reports", "enrollments"):
+            places[f"table {table}"] = "\n".join(repr(row) for row in db.execute(f"SELECT * FROM {table}"))
+    finally:
+        db.close()
+    st = sb.status()
+    pids = [st["controller_pid"], *(p for d in st["droplets"] for p in d["pids"].values())]
+    for pid in (p for p in pids if p):
+        with contextlib.suppress(psutil.Error):
+            places[f"cmdline of {pid}"] = " ".join(psutil.Process(pid).cmdline())
+    leaks = [f"{what} in {where}" for what, secret in secrets.items() for where, text in places.items()
+             if secret in text]
+    assert not leaks, leaks
+    assert len(secrets) >= 5 and len(places) >= 10  # the check looked at something

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from sandbox.receiver import Received, Receiver
-from tests.conftest import Sandbox, redwarden, running_sandbox
+from tests.conftest import Sandbox, assert_no_secret_leaks, redwarden, running_sandbox
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.sandbox
@@ -89,7 +89,7 @@ def test_killed_replica_redis_triggers_one_replica_down_then_resolves(alerting: 
     wait_until(lambda: events(receiver, "webhook", "REPLICA_DOWN", "resolve"), 30, "REPLICA_DOWN resolve")
     assert len(events(receiver, "webhook", "REPLICA_DOWN", "trigger")) == 1
     wait_until(lambda: healthy(alerting), 30, "healthy again")
-    history = redwarden("history", "--controller", alerting.controller_url).stdout
+    history = redwarden("history", *alerting.conn_args()).stdout
     assert "REPLICA_DOWN" in history and "resolved after" in history
 
 
@@ -159,3 +159,9 @@ def test_status_and_history_json_carry_health_and_findings(alerting: Sandbox, tm
     assert isinstance(c["findings"], list)
     for f in c["findings"]:
         assert set(f) >= {"code", "severity", "subject", "message"}
+
+
+def test_no_secret_leaked_after_the_alerts(alerting: Sandbox) -> None:
+    """Webhook URLs and the routing key went out with every alert: none of them (nor any other secret) in
+    a log, an API answer, an outbox row or a command line."""
+    assert_no_secret_leaks(alerting)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections.abc import Callable
@@ -13,15 +14,19 @@ from fastapi.testclient import TestClient
 
 from console.render import render_status
 from controller.adapters.api import ApiDeps, create_app
+from controller.adapters.auth import OperatorTokens
 from controller.adapters.directives import DirectiveQueue
+from controller.adapters.storage.credentials import NodeCredentials
 from controller.adapters.storage.db import Database
 from controller.adapters.storage.reports import ReportStore
 from controller.app.fleet import Fleet
 from controller.config import ClusterConfig, ControllerConfig
-from protocol.signing import HEADER_CLUSTER, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
+from protocol.signing import HEADER_CLUSTER, HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign_report
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reports"
-SECRET = b"cluster-secret-for-tests"
+READ_TOKEN = "read-token-for-tests-0123456789"
+ADMIN_TOKEN = "admin-token-for-tests-0123456789"
+NODES = ("redis-1", "redis-2", "redis-3")
 
 
 def recorded(name: str) -> dict[str, Any]:
@@ -44,23 +49,44 @@ class Api:
     def __init__(self, db: Database, clock: Clock) -> None:
         config = ControllerConfig(state_path=db.path, clusters={"sandbox": ClusterConfig(report_interval_s=1.0)})
         self.store = ReportStore(db)
+        self.credentials = NodeCredentials(db)
+        self.keys = {n: self.credentials.issue("sandbox", n, 0.0) for n in NODES}
         self.changed = threading.Event()
-        self.deps = ApiDeps(clusters=config.clusters, secrets={"sandbox": SECRET}, reports=self.store,
-                            directives=DirectiveQueue(), fleet=Fleet(config.clusters, self.store), clock=clock,
+        self.directives = DirectiveQueue(self.credentials)
+        self.deps = ApiDeps(clusters=config.clusters, reports=self.store, directives=self.directives,
+                            fleet=Fleet(config.clusters, self.store), node_keys=self.credentials,
+                            tokens=OperatorTokens(read=(READ_TOKEN,), admin=(ADMIN_TOKEN,)), clock=clock,
                             on_vitals_changed=self.changed.set)
 
 
-def make(db: Database, now: float) -> tuple[TestClient, Api, Clock]:
+def make(db: Database, now: float, token: str | None = READ_TOKEN) -> tuple[TestClient, Api, Clock]:
     clock = Clock(now)
     api = Api(db, clock)
-    return TestClient(create_app(api.deps)), api, clock
+    client = TestClient(create_app(api.deps))
+    _API[client] = api
+    if token:
+        client.headers["Authorization"] = f"Bearer {token}"
+    return client, api, clock
 
 
-def post(client: TestClient, report: dict[str, Any], now: float) -> Any:
+_TICK = itertools.count(1)
+
+
+def signed_headers(key: bytes, node: str, body: bytes, now: float, cluster: str = "sandbox") -> dict[str, str]:
+    ts = f"{now + next(_TICK) * 1e-6:.6f}"  # every push of a node carries a newer timestamp, as an agent's do
+    return {HEADER_CLUSTER: cluster, HEADER_NODE: node, HEADER_TIMESTAMP: ts,
+            HEADER_SIGNATURE: sign_report(key, ts, cluster, node, body)}
+
+
+def post(client: TestClient, report: dict[str, Any], now: float, api: Api | None = None) -> Any:
+    """Push `report` signed with its node's key, as that node's agent does."""
     body = json.dumps(report).encode()
-    ts = f"{now:.3f}"
-    return client.post("/v1/reports", content=body, headers={
-        HEADER_CLUSTER: "sandbox", HEADER_TIMESTAMP: ts, HEADER_SIGNATURE: sign(SECRET, ts, body)})
+    node = report["identity"]["node"]
+    key = (api or _API[client]).keys[node]
+    return client.post("/v1/reports", content=body, headers=signed_headers(key, node, body, now))
+
+
+_API: dict[TestClient, Api] = {}
 
 
 def test_ingest_and_derive_the_cluster_view(state_db: Database) -> None:
@@ -120,11 +146,10 @@ def test_invalid_reports_get_422_naming_the_field(state_db: Database, mutate: An
 
 
 def test_non_json_and_non_object_bodies_are_4xx(state_db: Database) -> None:
-    client, _, _ = make(state_db, 1000.0)
+    client, api, _ = make(state_db, 1000.0)
     for body in (b"{", b"[]", b"null", b"\xff\xfe"):
-        ts = "1000.000"
-        resp = client.post("/v1/reports", content=body, headers={
-            HEADER_CLUSTER: "sandbox", HEADER_TIMESTAMP: ts, HEADER_SIGNATURE: sign(SECRET, ts, body)})
+        resp = client.post("/v1/reports", content=body, headers=signed_headers(api.keys["redis-1"], "redis-1",
+                                                                                body, 1000.0))
         assert 400 <= resp.status_code < 500, body
     resp = client.post("/v1/reports", content=b"{}")
     assert resp.status_code == 401 and "missing header" in resp.text

@@ -30,10 +30,11 @@ from controller.core.planner import (
 )
 from controller.core.policy import Policy
 from controller.core.view import ClusterView
-from tests.factories import kill_redis, kill_sentinel, scenario_view, with_age, with_sentinel_master
+from tests.factories import kill_redis, kill_sentinel, scenario_view, with_age, with_report, with_sentinel_master
 
 POLICY = HealPolicy()
-DROPLETS = (Droplet(101, "redis-1", "active"), Droplet(102, "redis-2", "active"), Droplet(103, "redis-3", "active"))
+DROPLETS = (Droplet(101, "redis-1", "active", "127.0.0.3"), Droplet(102, "redis-2", "active", "127.0.0.4"),
+            Droplet(103, "redis-3", "active", "127.0.0.5"))
 
 
 def snap(view: ClusterView, state: HealState | None = None, droplets: tuple[Droplet, ...] | None = DROPLETS,
@@ -315,3 +316,37 @@ def test_nothing_is_done_to_a_node_before_its_finding_is_confirmed() -> None:
     view = kill_redis(healthy(), "redis-2")
     unconfirmed = dataclasses.replace(snap(view), findings=())  # the watch cycle passes confirmed findings only
     assert plan_heal(unconfirmed, POLICY, view.now).actions == ()
+
+
+# -- the target's identity comes from the controller's records and the cloud, never from the node -------------
+
+
+def test_a_node_claiming_the_masters_droplet_gets_its_own_droplet_power_cycled() -> None:
+    view = with_age(healthy(), "redis-3", 30.0)
+    lying = with_report(view, "redis-3", identity=dataclasses.replace(
+        view.node("redis-3").report.identity, droplet_id=101))  # type: ignore[union-attr]
+    s = dataclasses.replace(snap(lying), bindings=(("redis-3", 103),))
+    p = plan_heal(s, POLICY, lying.now)
+    assert [(type(a), a.droplet_id) for a in p.actions] == [(PowerCycle, 103)]  # type: ignore[union-attr]
+    # with no record either, the droplet is found by its name among the cluster's tagged droplets
+    p = plan_heal(snap(lying), POLICY, lying.now)
+    assert [(type(a), a.droplet_id) for a in p.actions] == [(PowerCycle, 103)]  # type: ignore[union-attr]
+
+
+def test_a_droplet_with_the_masters_ip_is_never_touched() -> None:
+    view = with_age(healthy(), "redis-3", 30.0)
+    impostor = (DROPLETS[0], DROPLETS[1], Droplet(103, "redis-3", "active", "127.0.0.3"))  # the master's IP
+    p = plan(view, droplets=impostor)
+    assert p.actions == ()
+    assert any("the master is never touched" in h.reason for h in p.held)
+
+
+def test_a_master_that_maps_to_no_node_holds_every_disruptive_action() -> None:
+    view = with_age(healthy(), "redis-3", 30.0)
+    # redis-1 is the master by Sentinel majority, but its droplet says another address: no node is the master
+    moved = with_report(view, "redis-1", identity=dataclasses.replace(
+        view.node("redis-1").report.identity, address="127.0.0.9"))  # type: ignore[union-attr]
+    assert moved.master_address() == "127.0.0.3:6379" and moved.master_node() is None
+    p = plan(moved)
+    assert not any(isinstance(a, PowerCycle | StartReprovision | DestroyDroplet) for a in p.actions)
+    assert any("is no node of this cluster" in h.reason for h in p.held)

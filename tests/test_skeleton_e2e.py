@@ -12,7 +12,7 @@ import pytest
 import redis
 import requests
 
-from protocol.signing import HEADER_CLUSTER, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
+from protocol.signing import HEADER_CLUSTER, HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign_report
 from tests.conftest import Sandbox, redwarden, start_sandbox
 from tests.helpers import wait_until
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.sandbox
 
 
 def test_healthy_cluster_shows_one_master_two_replicas_three_agreeing_sentinels(sandbox: Sandbox) -> None:
-    cluster = json.loads(redwarden("status", "--json", "--controller", sandbox.controller_url).stdout)["clusters"][0]
+    cluster = json.loads(redwarden("status", "--json", *sandbox.conn_args()).stdout)["clusters"][0]
     roles = sorted(n["role"] for n in cluster["nodes"])
     assert roles == ["master", "replica", "replica"]
     master = next(n for n in cluster["nodes"] if n["role"] == "master")
@@ -34,7 +34,7 @@ def test_healthy_cluster_shows_one_master_two_replicas_three_agreeing_sentinels(
 
 
 def test_status_table_is_readable(sandbox: Sandbox) -> None:
-    out = redwarden("status", "--controller", sandbox.controller_url).stdout
+    out = redwarden("status", *sandbox.conn_args()).stdout
     assert "cluster sandbox: master 127.0.0." in out
     assert "sentinels 3/3 reachable, agree" in out
     assert out.count("replica") == 2
@@ -44,7 +44,7 @@ def test_sandbox_status_lists_droplets_with_pids_and_password(sandbox: Sandbox) 
     st = sandbox.status()
     assert st["master_name"] == "mymaster"
     assert st["redis_password"]
-    assert st["controller_url"].startswith("http://127.0.0.")
+    assert st["controller_url"].startswith("https://127.0.0.")
     assert len(st["droplets"]) == 3
     for d in st["droplets"]:
         assert d["address"].startswith("127.0.0.")
@@ -75,31 +75,36 @@ def test_killed_replica_redis_shows_down_and_agent_keeps_reporting(sandbox: Sand
                f"{replica} back as a linked replica")
 
 
-def _post(sandbox: Sandbox, body: bytes, ts: str | None = None, secret: bytes | None = None,
+PROBE_NODE = "redis-2"  # these reports are all refused: the real redis-2 is never disturbed
+
+
+def _post(sandbox: Sandbox, body: bytes, ts: str | None = None, key: bytes | None = None,
           cluster: str = "sandbox") -> requests.Response:
-    ts = ts or f"{time.time():.3f}"
+    # 5 s ahead: newer than the real agent's last push, so a refusal is about what the test means
+    ts = ts or f"{time.time() + 5:.6f}"
     headers = {
         "Content-Type": "application/json",
         HEADER_CLUSTER: cluster,
+        HEADER_NODE: PROBE_NODE,
         HEADER_TIMESTAMP: ts,
-        HEADER_SIGNATURE: sign(secret or sandbox.secret(), ts, body),
+        HEADER_SIGNATURE: sign_report(key or sandbox.node_key(PROBE_NODE), ts, cluster, PROBE_NODE, body),
     }
-    return requests.post(f"{sandbox.controller_url}/v1/reports", data=body, headers=headers, timeout=5)
+    return requests.post(f"{sandbox.controller_url}/v1/reports", data=body, headers=headers, timeout=5,
+                         verify=sandbox.status()["controller_ca_cert"])
 
 
 def _recorded_report() -> dict[str, object]:
     path = Path(__file__).parent / "fixtures" / "reports" / "healthy-redis-2.json"
     report: dict[str, object] = json.loads(path.read_text())
-    report["identity"] = {**report["identity"], "node": "test-probe"}  # type: ignore[dict-item]
     return report
 
 
 def test_forged_signature_gets_401(sandbox: Sandbox) -> None:
     body = json.dumps(_recorded_report()).encode()
-    resp = _post(sandbox, body, secret=b"not-the-cluster-secret")
+    resp = _post(sandbox, body, key=b"not-the-node-key-0123456789abcdef")
     assert resp.status_code == 401
     assert "signature" in resp.text
-    assert sandbox.secret().decode() not in resp.text
+    assert sandbox.node_key(PROBE_NODE).hex() not in resp.text
 
 
 def test_stale_timestamp_gets_401(sandbox: Sandbox) -> None:

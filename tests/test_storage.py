@@ -301,7 +301,7 @@ def test_stores_share_the_connection_across_threads(state_db: Database) -> None:
 
 def test_assemble_hands_one_database_to_every_store(tmp_path: Path) -> None:
     config = ControllerConfig(state_path=str(tmp_path / "state.db"), clusters={"shop": ClusterConfig()})
-    parts = assemble(config, secrets={"shop": b"s"})
+    parts = assemble(config)
     try:
         assert parts.db.path == config.state_path and parts.db.schema_version() == LATEST_VERSION
         parts.heal_log.save(HealState(cluster="shop", paused=True))

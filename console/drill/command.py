@@ -13,6 +13,7 @@ import json
 import sys
 
 from console.client import ControllerError, ControllerNotFound
+from console.connection import ca_cert, operator_token
 from console.drill.controller_api import ControllerApi
 from console.drill.model import REMOTE_FAULTS, DrillError, DrillUsageError
 from console.drill.result import DrillResult, render_summary, render_timeline, summarize
@@ -49,14 +50,15 @@ def _real_cluster(args: argparse.Namespace) -> tuple[FaultTarget, Endpoints]:
     cloud = PydoCloud(token, args.do_api_url, ca_path=args.do_ca_file)
     sentinels = tuple(_parse_sentinel(s) for s in args.sentinel)
     endpoints = Endpoints(args.controller, args.cluster, args.master_name,
-                          read_secret(args.redis_password_file, "--redis-password-file"), lambda: sentinels)
+                          read_secret(args.redis_password_file, "--redis-password-file"), lambda: sentinels,
+                          token=operator_token(args), ca_cert=ca_cert(args))
     return CloudTarget(cloud, f"cluster {args.cluster}"), endpoints
 
 
 def main(args: argparse.Namespace, sandbox_target: TargetResolver | None = None) -> int:
     """`redwarden drill CLUSTER --fault F ...`: 0 when every run ended healthy, 1 on a timeout or error,
     2 on a usage error."""
-    from protocol.logs import configure_logging
+    from controller.logs import configure_logging
 
     configure_logging("console", "warning")  # adapters' log lines go to stderr; stdout stays the result
     try:
@@ -70,7 +72,8 @@ def main(args: argparse.Namespace, sandbox_target: TargetResolver | None = None)
         else:
             target, endpoints = _real_cluster(args)
         opts = DrillOptions(fault=args.fault, runs=args.runs, timeout_s=args.timeout, between_s=args.between)
-        api = ControllerApi(endpoints.controller_url, endpoints.cluster)
+        api = ControllerApi(endpoints.controller_url, endpoints.cluster, token=endpoints.token,
+                            ca_cert=endpoints.ca_cert)
 
         def emit(line: str) -> None:
             print(f"  {line}", file=sys.stderr, flush=True)

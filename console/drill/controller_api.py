@@ -31,8 +31,9 @@ class ControllerApi:
     """GET-only view of the controller's API for one cluster (a `ClusterSource`), over `ControllerClient`."""
 
     def __init__(self, base_url: str, cluster: str, timeout_s: float = 2.0,
-                 session: requests.Session | None = None) -> None:
-        self.client = ControllerClient(base_url, timeout_s=timeout_s, session=session)
+                 session: requests.Session | None = None, token: str | None = None,
+                 ca_cert: str | None = None) -> None:
+        self.client = ControllerClient(base_url, token=token, timeout_s=timeout_s, session=session, ca_cert=ca_cert)
         self.base_url = self.client.url
         self.cluster_name = cluster
 

@@ -26,6 +26,8 @@ class Endpoints:
     master_name: str
     redis_password: str | None
     sentinels: Callable[[], tuple[tuple[str, int], ...]]  # asked before every run: droplets come and go
+    token: str | None = None  # the operator's token for the controller's API
+    ca_cert: str | None = None  # the CA of the controller's certificate
 
 
 class FaultTarget(Protocol):

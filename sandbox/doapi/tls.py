@@ -1,101 +1,19 @@
 """The local DigitalOcean API's TLS: a CA made once per sandbox, and a server certificate signed by it.
 
 Layer: sandbox. Clients trust `<sandbox>/doapi/tls/ca.pem` (pydo: `connection_verify=`, requests: `verify=`);
-the keys are written mode 0600.
+the keys are written mode 0600. Made by the controller's own `ensure_tls`, the one CA maker of the project.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
-import os
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
+from controller.adapters.tls import TlsFiles
+from controller.adapters.tls import ensure_tls as _ensure_tls
 
-@dataclass(frozen=True, slots=True)
-class TlsFiles:
-    ca_path: Path  # what clients verify against (pydo: connection_verify=, requests: verify=)
-    cert_path: Path
-    key_path: Path
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    tmp.replace(path)
+__all__ = ["TlsFiles", "ensure_tls"]
 
 
 def ensure_tls(tls_dir: Path, host: str) -> TlsFiles:
     """A CA for this sandbox (made once, kept) and a server certificate for `host` signed by it (made anew)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    ca_path, ca_key_path = tls_dir / "ca.pem", tls_dir / "ca.key"
-    cert_path, key_path = tls_dir / "server.pem", tls_dir / "server.key"
-    now = dt.datetime.now(dt.timezone.utc)
-    ca_key: ec.EllipticCurvePrivateKey
-    if ca_path.exists() and ca_key_path.exists():
-        ca_cert = x509.load_pem_x509_certificate(ca_path.read_bytes())
-        loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
-        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
-            raise RuntimeError(f"{ca_key_path} is not the EC key this module writes; remove {tls_dir} to renew")
-        ca_key = loaded
-    else:
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "redwarden sandbox"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"redwarden sandbox DigitalOcean CA {uuid.uuid4().hex[:8]}"),
-        ])
-        ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        _write_private(ca_key_path, ca_key.private_bytes(serialization.Encoding.PEM,
-                                                         serialization.PrivateFormat.PKCS8,
-                                                         serialization.NoEncryption()))
-        ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    key = ec.generate_private_key(ec.SECP256R1())
-    try:
-        san: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        san = x509.DNSName(host)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    _write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return TlsFiles(ca_path, cert_path, key_path)
+    return _ensure_tls(tls_dir, [host], ca_label="redwarden sandbox DigitalOcean CA", server_days=365)
