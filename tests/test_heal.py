@@ -30,7 +30,15 @@ from controller.core.planner import (
 )
 from controller.core.policy import Policy
 from controller.core.view import ClusterView
-from tests.factories import kill_redis, kill_sentinel, scenario_view, with_age, with_report, with_sentinel_master
+from tests.factories import (
+    kill_redis,
+    kill_sentinel,
+    scenario_view,
+    with_age,
+    with_redis,
+    with_report,
+    with_sentinel_master,
+)
 
 POLICY = HealPolicy()
 DROPLETS = (Droplet(101, "redis-1", "active", "127.0.0.3"), Droplet(102, "redis-2", "active", "127.0.0.4"),
@@ -42,6 +50,15 @@ def snap(view: ClusterView, state: HealState | None = None, droplets: tuple[Drop
     findings = check(view, Policy(), view.now)
     s = HealSnapshot(view, findings, state or HealState(cluster=view.name), droplets)
     return dataclasses.replace(s, state=observe(s, view.now))
+
+
+def silent_down(view: ClusterView, name: str, age_s: float = 30.0) -> ClusterView:
+    """`name`'s agent silent for `age_s`, and its Redis corroborated down: the master no longer lists it."""
+    master = view.master_node()
+    assert master is not None
+    address = view.node(name).report.identity.redis_address  # type: ignore[union-attr]
+    kept = tuple(r for r in master.report.redis.connected_replicas if r.address != address)
+    return with_age(with_redis(view, master.name, connected_replicas=kept), name, age_s)
 
 
 def plan(view: ClusterView, state: HealState | None = None, policy: HealPolicy = POLICY,
@@ -80,7 +97,7 @@ def test_the_ladder_restart_restart_power_cycle_reprovision() -> None:
 
 
 def test_a_silent_replica_droplet_is_power_cycled_then_replaced() -> None:
-    view = with_age(healthy(), "redis-3", 30.0)
+    view = silent_down(healthy(), "redis-3")
     p = plan(view)
     assert [type(a) for a in p.actions] == [PowerCycle]
     assert p.actions[0].droplet_id == 103  # type: ignore[union-attr]
@@ -322,7 +339,7 @@ def test_nothing_is_done_to_a_node_before_its_finding_is_confirmed() -> None:
 
 
 def test_a_node_claiming_the_masters_droplet_gets_its_own_droplet_power_cycled() -> None:
-    view = with_age(healthy(), "redis-3", 30.0)
+    view = silent_down(healthy(), "redis-3")
     lying = with_report(view, "redis-3", identity=dataclasses.replace(
         view.node("redis-3").report.identity, droplet_id=101))  # type: ignore[union-attr]
     s = dataclasses.replace(snap(lying), bindings=(("redis-3", 103),))
@@ -334,7 +351,7 @@ def test_a_node_claiming_the_masters_droplet_gets_its_own_droplet_power_cycled()
 
 
 def test_a_droplet_with_the_masters_ip_is_never_touched() -> None:
-    view = with_age(healthy(), "redis-3", 30.0)
+    view = silent_down(healthy(), "redis-3")
     impostor = (DROPLETS[0], DROPLETS[1], Droplet(103, "redis-3", "active", "127.0.0.3"))  # the master's IP
     p = plan(view, droplets=impostor)
     assert p.actions == ()
@@ -342,11 +359,30 @@ def test_a_droplet_with_the_masters_ip_is_never_touched() -> None:
 
 
 def test_a_master_that_maps_to_no_node_holds_every_disruptive_action() -> None:
-    view = with_age(healthy(), "redis-3", 30.0)
+    view = silent_down(healthy(), "redis-3")
     # redis-1 is the master by Sentinel majority, but its droplet says another address: no node is the master
     moved = with_report(view, "redis-1", identity=dataclasses.replace(
         view.node("redis-1").report.identity, address="127.0.0.9"))  # type: ignore[union-attr]
     assert moved.master_address() == "127.0.0.3:6379" and moved.master_node() is None
-    p = plan(moved)
+    off = (DROPLETS[0], DROPLETS[1], Droplet(103, "redis-3", "off", "127.0.0.5"))  # the cloud corroborates
+    p = plan(moved, droplets=off)
     assert not any(isinstance(a, PowerCycle | StartReprovision | DestroyDroplet) for a in p.actions)
     assert any("is no node of this cluster" in h.reason for h in p.held)
+
+
+# -- corroboration: a silent agent alone is not a dead Redis (issue #11) ------------------------------------------
+
+
+def test_a_silent_agent_whose_redis_the_master_still_lists_is_alerted_not_power_cycled() -> None:
+    view = with_age(healthy(), "redis-3", 30.0)  # agent silent; the master's INFO still lists redis-3 online
+    assert view.silent_redis(view.node("redis-3"))[0] == "up"  # type: ignore[arg-type]
+    p = plan(view)
+    assert not any(isinstance(a, PowerCycle | StartReprovision) for a in p.actions)
+    assert any("corroborated healthy" in h.reason and "master" in h.reason for h in p.held)
+
+
+def test_the_cloud_showing_the_droplet_off_corroborates_a_silent_agent() -> None:
+    view = with_age(healthy(), "redis-3", 30.0)
+    off = (DROPLETS[0], DROPLETS[1], Droplet(103, "redis-3", "off", "127.0.0.5"))
+    p = plan(view, droplets=off)
+    assert [type(a) for a in p.actions] == [PowerCycle] and "cloud shows droplet 103 off" in p.actions[0].reason

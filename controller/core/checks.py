@@ -272,6 +272,12 @@ def _join(items: Iterable[str]) -> str:
 # -- agents ----------------------------------------------------------------------------------------------
 
 
+def _corroboration(view: ClusterView, node: NodeState) -> str:
+    verdict, why = view.silent_redis(node)
+    return {"up": f"its Redis is corroborated healthy ({why})", "down": f"its Redis is corroborated down ({why})",
+            }.get(verdict, f"its Redis is not corroborated either way ({why})")
+
+
 def check_agents(facts: Facts) -> list[Finding]:
     """AGENT_SILENT: per node whose last report is too old, and once for expected nodes never heard from."""
     view, policy = facts.view, facts.policy
@@ -288,7 +294,7 @@ def check_agents(facts: Facts) -> list[Finding]:
                 Code.AGENT_SILENT,
                 Severity.WARNING,
                 f"No report from {_label(node)} for {age_s:.1f} s (silent after {threshold_s:.1f} s); "
-                f"last seq {node.report.seq}.",
+                f"last seq {node.report.seq}; {_corroboration(view, node)}.",
                 kind="node",
                 name=node.name,
                 evidence=(("age_s", round(age_s, 3)), ("silent_after_s", threshold_s), ("last_seq", node.report.seq)),

@@ -524,15 +524,22 @@ def _node_ladder(
     health = state.node(node.name)
     droplet = _droplet_of(snapshot, node)
     droplet_id = droplet.id if droplet else node.report.identity.droplet_id
-    if not view.is_fresh(node):  # agent and (as far as we know) redis silent: the droplet itself
+    if not view.is_fresh(node):  # the agent is silent: act on the droplet only if its Redis is down too
         if snapshot.droplets is None:
             held.append(Held(f"power-cycle {node.name}", "no DigitalOcean adapter configured"))
             return []
         if droplet is None:
             return [StartReprovision(node.name, droplet_id, f"{node.name}'s droplet no longer exists")]
+        verdict, why = ("down", f"the cloud shows droplet {droplet.id} {droplet.status}") \
+            if droplet.status == "off" else view.silent_redis(node)
+        if verdict != "down":
+            reason = (f"its agent is silent but its Redis is corroborated healthy ({why}): alert only"
+                      if verdict == "up" else f"its agent is silent and nothing corroborates its Redis down ({why})")
+            held.append(Held(f"power-cycle {node.name}", reason))
+            return []
         if health.power_cycled_at is None:
             return [PowerCycle(node.name, droplet.id, f"{node.name}'s agent has been silent for "
-                               f"{view.age_s(node):.0f} s")]
+                               f"{view.age_s(node):.0f} s and {why}")]
         if now - health.power_cycled_at >= policy.power_cycle_wait_s:
             return [StartReprovision(node.name, droplet.id, f"still silent {now - health.power_cycled_at:.0f} s "
                                      "after a power-cycle")]

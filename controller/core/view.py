@@ -120,6 +120,24 @@ class ClusterView:
         address = self.master_address()
         return self.node_at(address) if address else None
 
+    def silent_redis(self, node: NodeState) -> tuple[str, str]:
+        """For a node whose agent is silent, what the other vantage points say of its Redis: ("down", why)
+        when a majority of the expected Sentinels flag it down or the (fresh) master no longer lists it as
+        a connected replica; ("up", why) when the master lists it online; ("unknown", why) otherwise. A silent
+        agent alone is never evidence that its Redis is down (a network blip, a crashed agent)."""
+        address = node.report.identity.redis_address
+        views = [(n, v) for n, v in self.sentinel_views() if n.name != node.name]
+        flagged = sorted(n.name for n, v in views if any(p.address == address and p.down for p in v.replicas))
+        if flagged and len(flagged) * 2 > self.expected_sentinels:
+            return "down", f"{len(flagged)} of {self.expected_sentinels} Sentinels flag it down ({', '.join(flagged)})"
+        master = self.master_node()
+        if master is None or master.name == node.name or not self.is_fresh(master):
+            return "unknown", "no fresh master to ask and no Sentinel majority flagging it down"
+        listed = [r for r in master.report.redis.connected_replicas if r.address == address]
+        if any(r.state == "online" for r in listed):
+            return "up", f"the master {master.name} lists it as an online replica"
+        return "down", f"the master {master.name} no longer lists it as a connected replica"
+
     def lag_bytes(self, node: NodeState) -> int | None:
         """How far a replica is behind, from the master's own report (offsets from one INFO)."""
         redis = node.report.redis
