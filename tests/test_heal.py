@@ -386,3 +386,26 @@ def test_the_cloud_showing_the_droplet_off_corroborates_a_silent_agent() -> None
     off = (DROPLETS[0], DROPLETS[1], Droplet(103, "redis-3", "off", "127.0.0.5"))
     p = plan(view, droplets=off)
     assert [type(a) for a in p.actions] == [PowerCycle] and "cloud shows droplet 103 off" in p.actions[0].reason
+
+
+def test_fast_failover_guards_ping_pong_per_node_not_per_cluster() -> None:
+    view = kill_redis(healthy(), "redis-1")
+    first = plan(view)
+    assert [type(a) for a in first.actions] == [Failover]
+    # record the first failover, 127.0.0.3 (redis-1) failed away from
+    s = snap(view)
+    state = apply_result(s, s.state, first.actions[0], ActionResult(True, "OK"), view.now)
+    assert state.failed_away == (("127.0.0.3:6379", view.now),)
+    # 15 s later a master crashes again and its replicas are nodes nobody failed away from: the fast path
+    # again (the guard is per node; a cluster-wide cooldown used to hold this one)
+    other = dataclasses.replace(view, now=view.now + 15)
+    s2 = dataclasses.replace(snap(kill_redis(healthy(), "redis-1")), state=state)
+    p = plan_heal(s2, POLICY, view.now + 15)
+    assert [type(a) for a in p.actions] == [Failover], p.summary
+    # but when the only replica to promote is the node failed away from 15 s ago: held, Sentinel's timer
+    recent = dataclasses.replace(state, failed_away=(("127.0.0.4:6379", other.now - 15),
+                                                     ("127.0.0.5:6379", other.now - 15)))
+    s3 = dataclasses.replace(snap(kill_redis(healthy(), "redis-1")), state=recent)
+    p = plan_heal(s3, POLICY, view.now + 15)
+    assert not any(isinstance(a, Failover) for a in p.actions)
+    assert any("ping-pong" in h.reason for h in p.held)

@@ -22,7 +22,7 @@ from controller.app.healer import Healer, HealWorker
 from controller.core.alerts import AlertEvent
 from controller.core.checks import check, cluster_health
 from controller.core.findings import Finding
-from controller.core.incidents import Incident, track
+from controller.core.incidents import Incident, Tracked, track
 from controller.core.view import ClusterView
 
 log = structlog.get_logger("redwarden.controller")
@@ -65,7 +65,11 @@ class Watcher:
             view = self.fleet.view(name, now)
             policy = self.fleet.policy_for(name)
             findings = check(view, policy, now)
-            tracked = track(self._active.get(name, ()), findings if self._arm(view, findings, now) else (), policy, now)
+            active = self._active.get(name, ())
+            if self._arm(view, findings, now):
+                tracked = track(active, findings, policy, now)
+            else:  # unarmed (just started): nothing opens, and nothing resolves for want of evidence
+                tracked = Tracked(incidents=active, resolved=(), changed=(), events=())
             self.alerts.enqueue(tracked.events)  # first: a crash after this loses no alert
             self.incidents.save(tracked.changed)
             self._active[name] = tracked.incidents

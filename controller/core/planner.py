@@ -44,7 +44,9 @@ class HealPolicy:
     power_cycle_wait_s: float = 90.0  # after a power-cycle, before reprovisioning
     node_cooldown_s: float = 5.0  # between two actions on one node (the ladder's waits come on top)
     cluster_cooldown_s: float = 2.0  # between two actions in one cluster
-    failover_cooldown_s: float = 60.0  # between two fast failovers
+    # no fast failover that could only promote a node failed away from less than this ago (ping-pong guard,
+    # per node: a different master crashing soon after still gets the fast path); Sentinel's failover-timeout
+    failover_cooldown_s: float = 60.0
     daily_budget: int = 30  # actions per cluster per UTC day before the controller only alerts
     sentinel_reset_interval_s: float = 30.0  # Redis's docs: >= 30 s between resets on production timings
     sentinel_settle_s: float = 2.0  # a reset Sentinel must list its peers again for this long
@@ -251,6 +253,7 @@ class HealState:
     budget_acked: bool = False  # `redwarden ack` lifts an exhausted budget for the rest of the day
     last_action_at: float | None = None
     last_failover_at: float | None = None
+    failed_away: tuple[tuple[str, float], ...] = ()  # ("ip:port" of an old master, when it was failed away from)
     nodes: tuple[tuple[str, NodeHealth], ...] = ()
     reset: ResetSequence | None = None
     reprovision: Reprovision | None = None
@@ -499,14 +502,15 @@ def _fast_failover(
     if not policy.fast_failover:
         return Held("fast failover", "fast failover is off in the policy: Sentinel's own timer applies")
     state = snapshot.state
-    if state.last_failover_at is not None and now - state.last_failover_at < policy.failover_cooldown_s:
-        return Held("fast failover", "a failover was asked for less than "
-                                     f"{policy.failover_cooldown_s:.0f} s ago")
     candidates = [n for n, v in view.sentinel_views() if n.name != master_node.name]
     replicas = [n for n in view.fresh_nodes() if _in_sync_replica(view, n, master) or (
         view.redis_up(n) and n.report.redis.role == "replica")]
     if not candidates or not replicas:
         return Held("fast failover", "no other Sentinel or no replica to promote")
+    recent = {address for address, at in state.failed_away if now - at < policy.failover_cooldown_s}
+    if all(n.report.identity.redis_address in recent for n in replicas):
+        return Held("fast failover", "the only replicas to promote were failed away from less than "
+                                     f"{policy.failover_cooldown_s:.0f} s ago: no ping-pong, Sentinel's timer applies")
     # The Sentinel asked leads the failover, and until it has reconfigured every replica it still names the
     # old master to SENTINEL MASTERS (what redis-py's Sentinel client asks), about a second after the others
     # have switched. Clients list the Sentinels in the cluster's order and stay with the first that answers:
@@ -730,8 +734,9 @@ def apply_result(snapshot: HealSnapshot, state: HealState, action: Action, resul
             state = state.with_node(n, dataclasses.replace(h, restarts=h.restarts + 1, last_restart_at=now))
         case PowerCycle(node=n):
             state = state.with_node(n, dataclasses.replace(state.node(n), power_cycled_at=now))
-        case Failover():
-            state = dataclasses.replace(state, last_failover_at=now)
+        case Failover(old_master=old):
+            state = dataclasses.replace(state, last_failover_at=now,
+                                        failed_away=(*state.failed_away[-7:], (old, now)))
         case ResetSentinel(node=n):
             seq = state.reset
             if seq is None:
