@@ -69,3 +69,28 @@ def test_open_incidents_survive_a_restart_while_the_cluster_is_unarmed() -> None
     for dt in (130.0, 200.0, 400.0, 1000.0):
         watcher.run_cycle(start + dt)
     assert [e.action for e in sink.events if e.code == "REPLICA_DOWN"] == ["resolve"]
+
+
+class TwoClusters(FakeFleet):
+    """Cluster "broken" trips an error in its view; cluster "sandbox" is the healthy scenario."""
+
+    def names(self) -> list[str]:
+        return ["broken", self._view.name]
+
+    def view(self, cluster: str, now: float) -> ClusterView:
+        if cluster == "broken":
+            raise RuntimeError("a bug met by one cluster's data")
+        return super().view(cluster, now)
+
+
+def test_one_failing_cluster_never_stops_another_clusters_alerts() -> None:
+    view = scenario_view("healthy")
+    log, sink = FakeIncidentLog([]), Sink()
+    watcher = Watcher(TwoClusters(view), log, sink, clock=lambda: view.now)  # type: ignore[arg-type]
+    watcher.run_cycle(view.now)  # the healthy cluster arms
+    sick = without_node(view, "redis-3")
+    watcher.fleet = TwoClusters(sick)  # type: ignore[assignment]
+    for dt in (1.0, 40.0, 80.0):
+        sentence = watcher.run_cycle(view.now + dt)
+    assert "broken: cycle failed" in sentence
+    assert any(e.action == "trigger" for e in sink.events)  # the other cluster still alerted

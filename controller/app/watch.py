@@ -53,6 +53,7 @@ class Watcher:
         self._last_sentence: dict[str, str] = {}
         self._started_at = clock()
         self._armed: set[str] = set()
+        self._failing: set[str] = set()  # clusters whose last cycle failed (logged once, not every cycle)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._heal_worker = HealWorker(healer) if healer is not None else None
@@ -60,29 +61,42 @@ class Watcher:
         self._changed = threading.Event()
 
     def run_cycle(self, now: float) -> str:
+        """Every cluster, each on its own: one cluster's failure (bad data that trips a bug, a store error)
+        is logged once and said in the sentence, and never stops another cluster's findings and alerts."""
         sentences = []
         for name in self.fleet.names():
-            view = self.fleet.view(name, now)
-            policy = self.fleet.policy_for(name)
-            findings = check(view, policy, now)
-            active = self._active.get(name, ())
-            if self._arm(view, findings, now):
-                tracked = track(active, findings, policy, now)
-            else:  # unarmed (just started): nothing opens, and nothing resolves for want of evidence
-                tracked = Tracked(incidents=active, resolved=(), changed=(), events=())
-            self.alerts.enqueue(tracked.events)  # first: a crash after this loses no alert
-            self.incidents.save(tracked.changed)
-            self._active[name] = tracked.incidents
-            self.fleet.set_findings(name, findings)
-            self._log_changes(name, tracked.events)
-            sentence = self._sentence(name, findings, tracked.incidents)
-            if self._heal_worker is not None:
-                # heal only what is confirmed (an open incident), never a blip inside its window
-                confirmed_keys = {i.key for i in tracked.incidents if i.opened_at is not None}
-                confirmed = tuple(f for f in findings if f.key in confirmed_keys)
-                self._heal_worker.submit(view, confirmed, now)
+            try:
+                sentence = self._cycle_one(name, now)
+                self._failing.discard(name)
+            except Exception:
+                if name not in self._failing:
+                    log.exception("cycle.cluster_failed", cluster=name)
+                    self._failing.add(name)
+                sentence = f"{name}: cycle failed (logged); other clusters go on"
             sentences.append(sentence)
         return "; ".join(sentences)
+
+    def _cycle_one(self, name: str, now: float) -> str:
+        view = self.fleet.view(name, now)
+        policy = self.fleet.policy_for(name)
+        findings = check(view, policy, now)
+        active = self._active.get(name, ())
+        if self._arm(view, findings, now):
+            tracked = track(active, findings, policy, now)
+        else:  # unarmed (just started): nothing opens, and nothing resolves for want of evidence
+            tracked = Tracked(incidents=active, resolved=(), changed=(), events=())
+        self.alerts.enqueue(tracked.events)  # first: a crash after this loses no alert
+        self.incidents.save(tracked.changed)
+        self._active[name] = tracked.incidents
+        self.fleet.set_findings(name, findings)
+        self._log_changes(name, tracked.events)
+        sentence = self._sentence(name, findings, tracked.incidents)
+        if self._heal_worker is not None:
+            # heal only what is confirmed (an open incident), never a blip inside its window
+            confirmed_keys = {i.key for i in tracked.incidents if i.opened_at is not None}
+            confirmed = tuple(f for f in findings if f.key in confirmed_keys)
+            self._heal_worker.submit(view, confirmed, now)
+        return sentence
 
     def _arm(self, view: ClusterView, findings: Sequence[Finding], now: float) -> bool:
         """Incidents (and so alerts and healing) start once the cluster has been seen complete and without
