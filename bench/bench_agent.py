@@ -113,8 +113,9 @@ def redwarden(*args: str) -> str:
     return subprocess.run([*REDWARDEN, *args], check=True, capture_output=True, text=True).stdout
 
 
-def report_seqs(controller_url: str) -> dict[str, int]:
-    data = json.loads(redwarden("status", "--json", "--controller", controller_url))
+def report_seqs(controller_url: str, ca_cert: str, token: str) -> dict[str, int]:
+    data = json.loads(redwarden("status", "--json", "--controller", controller_url, "--ca-cert", ca_cert,
+                                "--token-file", token))
     return {n["name"]: int(n["report_seq"]) for c in data["clusters"] for n in c["nodes"]}
 
 
@@ -129,10 +130,14 @@ def sample(procs: dict[str, psutil.Process], seqs: dict[str, int], at_s: float) 
 def measure(root: Path, minutes: float) -> None:
     st = json.loads(redwarden("sandbox", "status", "--dir", str(root), "--json"))
     url = st["controller_url"]
+
+    def seqs_now() -> dict[str, int]:
+        return report_seqs(url, st["controller_ca_cert"], str(root / "secrets" / "read.token"))
+
     procs = {d["name"]: psutil.Process(d["pids"]["agent"]) for d in st["droplets"] if d["pids"].get("agent")}
     print(f"agents: {', '.join(f'{n} pid {p.pid}' for n, p in procs.items())}; controller {url}")
     t0 = time.monotonic()
-    marks = {"start": sample(procs, report_seqs(url), 0.0)}
+    marks = {"start": sample(procs, seqs_now(), 0.0)}
     peak = {n: s.rss for n, s in marks["start"].items()}
     loads = [os.getloadavg()[0]]
     targets = [("1 min", 60.0)] if minutes > 1 else []
@@ -143,7 +148,7 @@ def measure(root: Path, minutes: float) -> None:
             for n, p in procs.items():
                 peak[n] = max(peak[n], p.memory_info().rss)
             loads.append(os.getloadavg()[0])
-        marks[label] = sample(procs, report_seqs(url), time.monotonic() - t0)
+        marks[label] = sample(procs, seqs_now(), time.monotonic() - t0)
     labels = list(marks)
     first, last = marks[labels[0]], marks[labels[-1]]
     head = "".join(f"{'RSS ' + lb:>14}" for lb in labels)

@@ -50,9 +50,13 @@ def main() -> None:
         try:
             st = json.loads(cli("sandbox", "status", "--dir", str(root), "--json"))
             url = st["controller_url"]
+            api = requests.Session()  # the sandbox's controller: HTTPS with its own CA, and a token
+            api.trust_env = False
+            api.verify = st["controller_ca_cert"]
+            api.headers["Authorization"] = f"Bearer {st['read_token']}"
 
             def cluster() -> dict:  # type: ignore[type-arg]
-                return requests.get(f"{url}/v1/clusters", timeout=5).json()["clusters"][0]  # type: ignore[no-any-return]
+                return api.get(f"{url}/v1/clusters", timeout=5).json()["clusters"][0]  # type: ignore[no-any-return]
 
             results = []
             for run in range(args.runs):
@@ -70,7 +74,7 @@ def main() -> None:
                 cli("sandbox", "fault", "--dir", str(root), master, "redis", "start")
                 # the same incident must be over, or the next kill would only be "back before it cleared"
                 wait(lambda: all(i["status"] == "resolved" for i in
-                                 requests.get(f"{url}/v1/incidents", timeout=5).json()["incidents"]), 120,
+                                 api.get(f"{url}/v1/incidents", timeout=5).json()["incidents"]), 120,
                      "every incident resolved")
             print(f"kill -> page: median {statistics.median(results):.2f} s, worst {max(results):.2f} s "
                   f"over {len(results)} runs (report interval 1 s, down-after 5000 ms)")
