@@ -13,20 +13,16 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from agent import log as agent_log
 from agent.runtime import run_every
-from tests.helpers import wait_until
+from tests.helpers import ReportSink, free_port, wait_until
 
 # Modules the agent's process must not load: event loops and observability it does not use, charset
 # detection, the libraries it replaced with its own small clients, and every other program's code.
@@ -44,58 +40,20 @@ sys.exit(main(["run", "--config", sys.argv[1]]))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class _Controller:
-    """A stand-in for POST /v1/reports that keeps the reports it is sent."""
-
-    def __init__(self) -> None:
-        self.reports: list[dict[str, Any]] = []
-        reports = self.reports
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                reports.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                answer = b'{"accepted": true, "directives": []}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def controller() -> Iterator[_Controller]:
-    c = _Controller()
+def controller() -> Iterator[ReportSink]:
+    c = ReportSink()
     try:
         yield c
     finally:
         c.close()
 
 
-def test_the_agents_run_loads_none_of_the_libraries_it_does_not_use(controller: _Controller, tmp_path: Path) -> None:
+def test_the_agents_run_loads_none_of_the_libraries_it_does_not_use(controller: ReportSink, tmp_path: Path) -> None:
     conf = tmp_path / "agent.toml"
     conf.write_text(
         f'cluster = "c"\nnode = "n1"\naddress = "127.0.0.1"\ncontroller_url = "{controller.url}"\n'
-        f"redis_port = {_free_port()}\nsentinel_port = {_free_port()}\ntimeout_s = 0.5\n"
+        f"redis_port = {free_port()}\nsentinel_port = {free_port()}\ntimeout_s = 0.5\n"
         f'redis_pidfile = "{tmp_path}/redis.pid"\nsentinel_pidfile = "{tmp_path}/sentinel.pid"\n'
         f'redis_data_dir = "{tmp_path}"\nservices = "process"\nreport_interval_s = 0.2\n'
     )

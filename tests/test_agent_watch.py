@@ -7,23 +7,19 @@ if a test fails before killing it.
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from agent.collect_host import wait_exit
 from agent.config import AgentConfig, AgentSecrets
 from agent.runtime import Agent
-from tests.helpers import wait_until
+from tests.helpers import ReportSink, free_port, wait_until
 
 if shutil.which("redis-server") is None:
     pytest.skip("redis-server is not on PATH (scripts/test installs it)", allow_module_level=True)
@@ -31,47 +27,9 @@ if shutil.which("redis-server") is None:
 PASSWORD = "watch-test-pw-41c2"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Pushes:
-    """A stand-in for the controller's POST /v1/reports: keeps every report body it is given."""
-
-    def __init__(self) -> None:
-        self.reports: list[dict[str, Any]] = []
-        pushes = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                pushes.reports.append(json.loads(body))
-                answer = b'{"accepted": true, "directives": []}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def pushes() -> Iterator[Pushes]:
-    p = Pushes()
+def pushes() -> Iterator[ReportSink]:
+    p = ReportSink()
     try:
         yield p
     finally:
@@ -96,7 +54,7 @@ def redis_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int,
 
 
 def test_a_redis_exit_between_reports_is_reported_at_once(
-        redis_server: tuple[subprocess.Popen[bytes], int, Path], pushes: Pushes, tmp_path: Path) -> None:
+        redis_server: tuple[subprocess.Popen[bytes], int, Path], pushes: ReportSink, tmp_path: Path) -> None:
     proc, port, pidfile = redis_server
     config = AgentConfig(cluster="c", node="n1", address="127.0.0.1", controller_url=pushes.url,
                          redis_port=port, sentinel_port=free_port(), redis_pidfile=str(pidfile),
