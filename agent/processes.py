@@ -29,6 +29,7 @@ class ServiceSpec:
     marker: str  # a string the process's command line must contain (its config path)
     cwd: Path | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    group: int | None = None  # run with this group id (root only); None: the caller's
 
 
 def _matching_process(spec: ServiceSpec, pid: int) -> psutil.Process | None:
@@ -71,6 +72,7 @@ def start(spec: ServiceSpec) -> int:
             env={**os.environ, **spec.env},
             start_new_session=True,
             close_fds=True,
+            group=spec.group,
         )
     spec.pidfile.write_text(f"{proc.pid}\n")
     return proc.pid

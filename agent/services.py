@@ -69,8 +69,10 @@ class SystemdServices:
 class ProcessServices:
     """Processes under the droplet's directory, started detached with pidfiles (agent.processes)."""
 
-    def __init__(self, layout: NodeLayout, agent_config: Path, env: Mapping[str, str] | None = None) -> None:
-        """`env`: extra environment for the processes (the droplet's markers when started from outside it)."""
+    def __init__(self, layout: NodeLayout, agent_config: Path, env: Mapping[str, str] | None = None,
+                 group: int | None = None) -> None:
+        """`env`: extra environment for the processes (the droplet's markers when started from outside it);
+        `group`: the group id they run with (None: the caller's)."""
 
         extra = dict(env or {})
         logs = layout.log_dir
@@ -81,13 +83,13 @@ class ProcessServices:
         self.specs = {
             "redis": ServiceSpec("redis", (redis_server, str(layout.redis_conf)), layout.redis_pidfile,
                                  logs / "redis-server.log", str(layout.redis_conf), cwd=layout.redis_data_dir,
-                                 env=extra),
+                                 env=extra, group=group),
             "sentinel": ServiceSpec("sentinel", (redis_sentinel, str(layout.sentinel_conf)), layout.sentinel_pidfile,
                                     logs / "redis-sentinel.log", str(layout.sentinel_conf), cwd=layout.sentinel_dir,
-                                    env=extra),
+                                    env=extra, group=group),
             "agent": ServiceSpec("agent", (sys.executable, "-m", "agent.cli", "run", "--config", str(agent_config)),
                                  layout.path("/run/redwarden/agent.pid"), logs / "agent.log", str(agent_config),
-                                 cwd=layout.path("/"), env=extra),
+                                 cwd=layout.path("/"), env=extra, group=group),
         }
 
     def start(self, service: str) -> None:

@@ -91,6 +91,7 @@ class ControllerConfig:
     do_token_file: str | None = None  # or REDWARDEN_DO_TOKEN; no token: no cloud actions (alert only)
     do_ca_file: str | None = None  # a private CA for do_api_url (the sandbox's)
     cloud_poll_s: float = 5.0
+    do_timeout_s: float = 30.0  # per request to the DigitalOcean API (connect and read); a timeout is retried
     clusters: dict[str, ClusterConfig] = field(default_factory=dict)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     heal: HealPolicy = field(default_factory=HealPolicy)
@@ -102,6 +103,8 @@ class ControllerConfig:
             raise ValueError("log_format must be 'json' or 'console'")
         if self.cycle_interval_s <= 0:
             raise ValueError("cycle_interval_s must be > 0")
+        if not 1 <= self.do_timeout_s <= 300:
+            raise ValueError("do_timeout_s must be between 1 and 300")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
         if not is_loopback(self.listen_host):

@@ -15,10 +15,31 @@ from typing import Any
 
 from console.drill.targets import Endpoints, FaultTarget
 from sandbox import cluster as sb
+from sandbox import netns
+
+
+def _netns_for_up(root: Path, wanted: bool) -> None:
+    """`up --netns`: make the namespace and re-execute inside it; `up` without it: forget an old one."""
+    if netns.in_sandbox_netns():
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    if sb.state_exists(root) and sb.load_state(root).get("up") and sb.any_running(root):
+        raise sb.SandboxError(f"a sandbox is already running in {root} (run `redwarden sandbox down` first)")
+    netns.delete(root)
+    if wanted:
+        netns.create(root)
+        netns.enter(root)  # does not return
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    root = Path(args.dir)
+    root = Path(args.dir).resolve()
+    try:
+        if args.sandbox_command == "up":
+            _netns_for_up(root, args.netns)
+        else:
+            netns.enter(root)  # a sandbox in its own namespace is started, signalled and stopped from inside it
+    except netns.NetnsError as e:
+        raise sb.SandboxError(str(e)) from None
     if args.sandbox_command == "up":
         opts = sb.SandboxOptions(
             nodes=args.nodes,
@@ -83,6 +104,9 @@ def add_commands(sub: Any) -> None:
     up.add_argument("--pagerduty-url", metavar="URL", help="PagerDuty Events API v2 URL (e.g. a local receiver)")
     up.add_argument("--pagerduty-routing-key", metavar="KEY", help="PagerDuty routing key")
     up.add_argument("--webhook-url", metavar="URL", help="generic JSON webhook for every alert")
+    up.add_argument("--netns", action="store_true",
+                    help="run the whole sandbox in a network namespace of its own (root, ip, nft), where the "
+                         "drill's network faults can cut it; its data dirs are small real file systems")
     sbs = sb_sub.add_parser("status", help="addresses and pids of the sandbox's processes")
     sbs.add_argument("--dir", required=True)
     sbs.add_argument("--json", action="store_true")

@@ -18,6 +18,7 @@ and starts its agent. Layout of a sandbox dir:
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import signal
@@ -35,6 +36,7 @@ from agent.layout import NodeLayout
 from agent.processes import ServiceSpec
 from agent.services import ProcessServices
 from controller.adapters.tls import ensure_tls
+from sandbox import disks, netns
 from sandbox.addresses import claim_addresses, release_addresses
 
 CONTROLLER_PORT = 8787
@@ -90,6 +92,10 @@ def _state_path(root: Path) -> Path:
     return root / "sandbox.json"
 
 
+def state_exists(root: Path) -> bool:
+    return _state_path(root).exists()
+
+
 def load_state(root: Path) -> dict[str, Any]:
     try:
         data: dict[str, Any] = json.loads(_state_path(root).read_text())
@@ -123,8 +129,10 @@ def doapi_spec(root: Path, address: str) -> ServiceSpec:
 def controller_spec(root: Path) -> ServiceSpec:
     c = root / "controller"
     conf = c / "controller.toml"
+    group = netns.CONTROLLER_GID if netns.in_sandbox_netns() else None  # so a network cut can tell it apart
     return ServiceSpec("controller", (sys.executable, "-m", "console.cli", "controller", "run", "--config",
-                                      str(conf)), c / "controller.pid", c / "controller.log", str(conf), cwd=c)
+                                      str(conf)), c / "controller.pid", c / "controller.log", str(conf), cwd=c,
+                       group=group)
 
 
 def notify_toml(root: Path, opts: SandboxOptions) -> list[str]:
@@ -155,6 +163,7 @@ def controller_toml(root: Path, address: str, do_api_url: str, opts: SandboxOpti
         f'do_token_file = "{s / "do.token"}"',
         f'do_ca_file = "{root / "doapi" / "tls" / "ca.pem"}"',
         "cloud_poll_s = 1.0",
+        "do_timeout_s = 5",  # the local API answers in milliseconds; the cloud-timeouts fault waits longer
         f'admin_token_file = "{s / "admin.token"}"',
         f'read_token_file = "{s / "read.token"}"',
         f'tls_cert_file = "{root / "controller" / "tls" / "server.pem"}"',
@@ -236,8 +245,9 @@ def droplet_services(d: dict[str, Any]) -> ProcessServices:
 
     droot = Path(d["root"])
     env = droplet_env({}, droot, int(d["id"]), str(d["name"]), str(d["address"] or ""))
+    group = netns.droplet_gid(int(d["id"])) if netns.in_sandbox_netns() else None
     return ProcessServices(NodeLayout(address=d["address"] or "", root=str(droot)),
-                           droot / "etc" / "redwarden" / "agent.toml", env=env)
+                           droot / "etc" / "redwarden" / "agent.toml", env=env, group=group)
 
 
 # -- up / down / status / fault ------------------------------------------------------------------------
@@ -254,7 +264,8 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
         if old.get("up") and any_running(root):
             raise SandboxError(f"a sandbox is already running in {root} (run `redwarden sandbox down` first)")
         # a sandbox is throwaway: a new one starts from nothing (old droplet roots hold old secrets)
-        for stale in ("droplets", "destroyed", "doapi", "controller", "secrets"):
+        disks.unmount_under(root)
+        for stale in ("droplets", "destroyed", "doapi", "controller", "secrets", "claims"):
             shutil.rmtree(root / stale, ignore_errors=True)
         release_addresses(root)
     _save_state(root, {"up": True, "starting": True})  # our claims count as held from here on
@@ -275,6 +286,7 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
         "master_name": opts.master_name,
         "controller_url": controller_url,
         "control_address": address,
+        "netns": os.environ.get(netns.ENV) if netns.in_sandbox_netns() else None,
         "do_api_url": do_api_url,
         "do_ca_cert": str(root / "doapi" / "tls" / "ca.pem"),
         "controller_ca_cert": str(controller_tls.ca_path),
@@ -332,9 +344,11 @@ def down(root: Path) -> None:
         if d["address"]:
             runner.stop_all(list(droplet_services(d).specs.values()), timeout_s=5.0)
     kill_droplet_processes(root)
+    disks.unmount_under(root)  # the droplets' data dirs of a sandbox in its own namespace
     release_addresses(root)
     state["up"] = False
     _save_state(root, state)
+    netns.delete(root)
 
 
 def status(root: Path) -> dict[str, Any]:
@@ -367,6 +381,7 @@ def status(root: Path) -> dict[str, Any]:
         "do_token": token_file.read_text().strip() if token_file.exists() else None,
         "do_ca_cert": state.get("do_ca_cert"),
         "reserved_ip": state.get("reserved_ip"),
+        "netns": state.get("netns"),
         "droplets": rows,
     }
 

@@ -47,7 +47,7 @@ def build_cloud(config: ControllerConfig) -> Cloud | None:
     token = os.environ.get("REDWARDEN_DO_TOKEN") or read_secret(config.do_token_file, "do_token_file")
     if not token:
         return None
-    return PydoCloud(token, api_url=config.do_api_url, ca_path=config.do_ca_file)
+    return PydoCloud(token, api_url=config.do_api_url, ca_path=config.do_ca_file, timeout_s=config.do_timeout_s)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from typing import IO, Literal
 
 import structlog
 
+from sandbox import disks, netns
 from sandbox.addresses import claim_addresses, release_addresses
 from sandbox.doapi.cloud_config import parse_user_data, rooted
 from sandbox.doapi.processes import droplet_env, kill_processes, owned_processes
@@ -65,6 +66,7 @@ class Power:
         if d.get("address"):
             release_addresses(self.cloud.sandbox_dir, [d["address"]], self.options.claims_dir)
         src = self.cloud.droplet_dir(d)
+        disks.unmount_under(src)  # a mounted data dir cannot be moved
         if src.exists():
             dst = self.cloud.sandbox_dir / "destroyed" / src.name
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +137,14 @@ class Power:
             name, address, user_data = d["name"], d["address"], d["user_data"]
         root = ddir / "root"
         root.mkdir(parents=True, exist_ok=True)
+        group = None
+        if netns.in_sandbox_netns():  # a sandbox of its own (root): a real small disk, the droplet's group
+            group = netns.droplet_gid(droplet_id)
+            try:
+                disks.mount_data_dir(root / "var/lib/redis")
+            except disks.DiskError as e:
+                log.warning("droplet.boot_failed", droplet_id=droplet_id, reason=str(e))
+                return "errored"
         env = droplet_env(os.environ, root, droplet_id, name, address)
         deadline = time.monotonic() + self.options.boot_timeout_s
         with (ddir / "cloud-init-output.log").open("ab") as out:
@@ -149,7 +159,7 @@ class Power:
                                    "not run")
                     break
                 self._say(out, f"step {i}: {' '.join(argv)}")
-                rc = self._run_step(argv, env, root, out, deadline, rt)
+                rc = self._run_step(argv, env, root, out, deadline, rt, group)
                 self._say(out, f"step {i}: " + ("still running at the boot timeout; left running" if rc is None
                                                 else f"exit {rc}"))
             if self.stopped(rt):
@@ -207,10 +217,10 @@ class Power:
         return steps
 
     def _run_step(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, out: IO[bytes], deadline: float,
-                  rt: Runtime) -> int | None:
+                  rt: Runtime, group: int | None = None) -> int | None:
         try:
             proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=cwd, env=dict(env), start_new_session=True, close_fds=True)
+                                    cwd=cwd, env=dict(env), start_new_session=True, close_fds=True, group=group)
         except OSError as e:
             self._say(out, f"cannot run {argv[0]}: {e}")
             return 127
