@@ -116,10 +116,18 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
 
 def _add_drill_parser(sub: Any) -> None:
+    from console.drill.model import FAULTS
+
     dr = sub.add_parser("drill", help="a failover drill with a writer running through it, and its timeline")
     dr.add_argument("cluster")
-    dr.add_argument("--fault", required=True, choices=("kill-master", "stop-master", "destroy-replica",
-                                                       "destroy-master"))
+    what = dr.add_mutually_exclusive_group(required=True)
+    what.add_argument("--fault", choices=FAULTS, help="one fault (network faults need `sandbox up --netns`)")
+    what.add_argument("--campaign", type=int, metavar="N",
+                      help="N faults drawn from the matrix one after another, with invariants (sandbox only)")
+    dr.add_argument("--seed", type=int, default=1, help="--campaign: the seed of the draw (the same seed, the same "
+                                                        "faults and victims)")
+    dr.add_argument("--hold", type=float, default=12.0, metavar="S",
+                    help="how long a timed fault (a cut, a killed agent, a full disk, a slow cloud) lasts")
     dr.add_argument("--sandbox", metavar="DIR", help="drill on the sandbox in DIR")
     dr.add_argument("--runs", type=int, default=1, help="repeat, each from a healthy cluster; prints a summary")
     dr.add_argument("--between", type=float, default=0.0, metavar="S", help="at least S seconds between two faults")

@@ -141,7 +141,7 @@ def test_lost_writes_are_acknowledged_keys_missing_or_changed_on_the_master() ->
     samples = [WriteSample(1.0, 1, "acked"), WriteSample(1.1, 2, "acked"), WriteSample(1.2, 3, "acked"),
                WriteSample(1.3, 4, "plain"), WriteSample(1.4, 5, "plain"), WriteSample(1.5, 6, "failed")]
     found = {1: 1, 2: None, 3: 7, 4: None, 5: 5, 6: None}
-    assert count_lost(samples, found) == LostWrites(acked=2, plain=1)
+    assert count_lost(samples, found) == LostWrites(acked=2, plain=1, plain_last_at=1.3)
 
 
 # -- parsing the controller's answers -----------------------------------------------------------------------
@@ -524,7 +524,7 @@ def test_a_wrong_cluster_name_is_a_usage_error(capsys: pytest.CaptureFixture[str
         url = f"http://127.0.0.1:{server.server_address[1]}"
         target = FakeTarget(ScriptedController(FakeStore()))
         args = argparse.Namespace(cluster="nope", fault="kill-master", sandbox="/tmp/x", runs=1, between=0.0,
-                                  timeout=5.0, json=True)
+                                  timeout=5.0, json=True, campaign=None, seed=1, hold=12.0)
         code = main(args, sandbox_target=lambda _: (target, Endpoints(url, "nope", "mymaster", None, lambda: ())))
     finally:
         server.shutdown()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 
 from console.client import ControllerError, ControllerNotFound
 from console.connection import ca_cert, operator_token
@@ -35,6 +36,8 @@ def _real_cluster(args: argparse.Namespace) -> tuple[FaultTarget, Endpoints]:
         raise DrillUsageError("a drill without --sandbox runs on a real cluster: it destroys a droplet. Give "
                               "--sandbox DIR, or --i-know-this-is-production with --controller, --sentinel, "
                               "--redis-password-file, --do-token-file and --do-api-url")
+    if args.campaign is not None:
+        raise DrillUsageError("--campaign needs --sandbox: it cuts networks and fills disks")
     if args.fault not in REMOTE_FAULTS:
         raise DrillUsageError(f"--fault {args.fault} needs --sandbox: redwarden cannot kill or freeze a remote "
                               "redis-server; on a real cluster use destroy-replica or destroy-master")
@@ -55,6 +58,18 @@ def _real_cluster(args: argparse.Namespace) -> tuple[FaultTarget, Endpoints]:
     return CloudTarget(cloud, f"cluster {args.cluster}"), endpoints
 
 
+def _campaign(args: argparse.Namespace, api: ControllerApi, target: FaultTarget, endpoints: Endpoints,
+              opts: DrillOptions, emit: Callable[[str], None]) -> int:
+    """`--campaign N --seed S`: 0 when every invariant held, 1 otherwise."""
+    from console.drill.campaign import CampaignOptions, render_campaign, run_campaign
+
+    names = getattr(target, "droplet_names", None)
+    doc = run_campaign(api, target, endpoints, CampaignOptions(args.campaign, args.seed, opts),
+                       droplet_names=names if callable(names) else None, progress=emit)
+    print(json.dumps(doc, indent=2) if args.json else render_campaign(doc), end="" if not args.json else "\n")
+    return 0 if doc["held"] else 1
+
+
 def main(args: argparse.Namespace, sandbox_target: TargetResolver | None = None) -> int:
     """`redwarden drill CLUSTER --fault F ...`: 0 when every run ended healthy, 1 on a timeout or error,
     2 on a usage error."""
@@ -64,6 +79,10 @@ def main(args: argparse.Namespace, sandbox_target: TargetResolver | None = None)
     try:
         if args.runs < 1:
             raise DrillUsageError("--runs must be >= 1")
+        if args.campaign is not None and args.campaign < 1:
+            raise DrillUsageError("--campaign must be >= 1")
+        if args.hold <= 0:
+            raise DrillUsageError("--hold must be > 0")
         if args.sandbox:
             if sandbox_target is None:
                 raise DrillUsageError("--sandbox needs the sandbox, which is not installed here "
@@ -71,12 +90,16 @@ def main(args: argparse.Namespace, sandbox_target: TargetResolver | None = None)
             target, endpoints = sandbox_target(args)
         else:
             target, endpoints = _real_cluster(args)
-        opts = DrillOptions(fault=args.fault, runs=args.runs, timeout_s=args.timeout, between_s=args.between)
+        opts = DrillOptions(fault=args.fault or "", runs=args.runs, timeout_s=args.timeout, between_s=args.between,
+                            hold_s=args.hold)
         api = ControllerApi(endpoints.controller_url, endpoints.cluster, token=endpoints.token,
                             ca_cert=endpoints.ca_cert)
 
         def emit(line: str) -> None:
             print(f"  {line}", file=sys.stderr, flush=True)
+
+        if args.campaign is not None:
+            return _campaign(args, api, target, endpoints, opts, emit)
 
         def each(result: DrillResult) -> None:
             if not args.json:

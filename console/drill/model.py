@@ -8,6 +8,7 @@ there is a `ControllerError`, like any other unusable answer of the controller.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,11 +28,29 @@ REDUNDANCY_RESTORED = "redundancy_restored"
 STEPS = (FAULT, FIRST_FINDING, ALERT_SENT, NEW_MASTER, WRITES_ACCEPTED, REPLACEMENT_CREATED, REPLICA_IN_SYNC,
          SENTINELS_AGREE, REDUNDANCY_RESTORED)
 
-Fault = Literal["kill-master", "stop-master", "destroy-replica", "destroy-master"]
-FAULTS: tuple[Fault, ...] = ("kill-master", "stop-master", "destroy-replica", "destroy-master")
-MASTER_FAULTS = frozenset({"kill-master", "stop-master", "destroy-master"})
-DESTROY_FAULTS = frozenset({"destroy-replica", "destroy-master"})
-REMOTE_FAULTS = DESTROY_FAULTS  # what a drill can do to a real cluster: through DigitalOcean only
+Fault = Literal["kill-master", "stop-master", "destroy-replica", "destroy-master", "kill-agent", "partition-master",
+                "partition-replica", "isolate-controller", "blind-controller", "restart-sentinels", "empty-master",
+                "disk-full", "cloud-timeouts"]
+FAULTS: tuple[Fault, ...] = ("kill-master", "stop-master", "destroy-replica", "destroy-master", "kill-agent",
+                             "partition-master", "partition-replica", "isolate-controller", "blind-controller",
+                             "restart-sentinels", "empty-master", "disk-full", "cloud-timeouts")
+MASTER_FAULTS = frozenset({"kill-master", "stop-master", "destroy-master", "partition-master", "empty-master",
+                           "disk-full"})
+FAILOVER_FAULTS = frozenset({"kill-master", "stop-master", "destroy-master", "partition-master", "empty-master"})
+DESTROY_FAULTS = frozenset({"destroy-replica", "destroy-master", "cloud-timeouts"})  # a replacement is expected
+REMOTE_FAULTS = frozenset({"destroy-replica", "destroy-master"})  # on a real cluster: through DigitalOcean only
+NETWORK_FAULTS = frozenset({"partition-master", "partition-replica", "isolate-controller", "blind-controller"})
+WHOLE_CLUSTER_FAULTS = frozenset({"blind-controller", "restart-sentinels"})  # no one victim
+ANY_NODE_FAULTS = frozenset({"kill-agent", "isolate-controller"})  # the master or a replica
+CRASH_FAULTS = frozenset({"kill-master", "stop-master", "destroy-replica", "destroy-master", "kill-agent",
+                          "restart-sentinels", "empty-master", "disk-full", "cloud-timeouts"})
+# faults that last a while and are then undone (the network mends, the agent is restarted, the disk has
+# room again, the cloud answers in time): a partitioned master is kept apart until a new master is seen
+TIMED_FAULTS = frozenset({"kill-agent", "partition-master", "partition-replica", "isolate-controller",
+                          "blind-controller", "disk-full", "cloud-timeouts"})
+CAMPAIGN_FAULTS: tuple[Fault, ...] = ("kill-agent", "partition-master", "partition-replica", "isolate-controller",
+                                      "blind-controller", "restart-sentinels", "empty-master", "disk-full",
+                                      "cloud-timeouts", "kill-master", "destroy-replica")
 
 Outcome = Literal["acked", "plain", "failed"]  # WAIT saw >= 1 replica; SET ok but no replica; refused or error
 
@@ -53,6 +72,8 @@ class IncidentSnap:
     severity: str
     first_seen_at: float | None
     opened_at: float | None
+    key: str = ""  # the finding's stable key (code and subject)
+    resolved_at: float | None = None
 
 
 def parse_incidents(data: object) -> tuple[IncidentSnap, ...]:
@@ -60,7 +81,7 @@ def parse_incidents(data: object) -> tuple[IncidentSnap, ...]:
     for raw in as_list(as_object(data, "the incidents").get("incidents")):
         i = as_object(raw, "an incident")
         out.append(IncidentSnap(str_at(i, "code") or "?", str_at(i, "severity") or "?", float_at(i, "first_seen_at"),
-                                float_at(i, "opened_at")))
+                                float_at(i, "opened_at"), str_at(i, "key") or "", float_at(i, "resolved_at")))
     return tuple(out)
 
 
@@ -73,6 +94,7 @@ class ActionSnap:
     detail: str | None
     started_at: float
     finished_at: float | None
+    node: str | None = None
 
 
 def parse_actions(data: object) -> tuple[ActionSnap, ...]:
@@ -83,21 +105,39 @@ def parse_actions(data: object) -> tuple[ActionSnap, ...]:
         if started is None:
             continue
         out.append(ActionSnap(int_at(a, "id") or 0, str_at(a, "kind") or "?", str_at(a, "description") or "?",
-                              str_at(a, "status") or "?", str_at(a, "detail"), started, float_at(a, "finished_at")))
+                              str_at(a, "status") or "?", str_at(a, "detail"), started, float_at(a, "finished_at"),
+                              str_at(a, "node")))
     return tuple(out)
 
 
 # -- the victim -------------------------------------------------------------------------------------
 
 
-def pick_victim(snap: ClusterSnap, fault: str) -> NodeSnap:
-    """The master for *-master faults; the first replica by name for destroy-replica."""
-    if fault in MASTER_FAULTS:
+def undo_due(fault: str, injected_at: float, now: float, new_master_at: float | None, hold_s: float) -> bool:
+    """Whether a timed fault is over: after `hold_s`; a partitioned master stays apart until a new master
+    has been seen as well (or three times as long)."""
+    if fault not in TIMED_FAULTS:
+        return False
+    held = now - injected_at
+    if fault == "partition-master":
+        return held >= 3 * hold_s or (held >= hold_s and new_master_at is not None)
+    return held >= hold_s
+
+
+def pick_victim(snap: ClusterSnap, fault: str, choose: Callable[[Sequence[NodeSnap]], NodeSnap] | None = None
+                ) -> NodeSnap:
+    """The master for master faults (and for whole-cluster ones, to name someone); a replica for the others,
+    and either for kill-agent and isolate-controller. `choose` picks among the candidates (a campaign's
+    seeded choice); by default the first by name."""
+    pick = choose or (lambda nodes: nodes[0])
+    if fault in ANY_NODE_FAULTS:
+        return pick(sorted(snap.nodes, key=lambda n: n.name))
+    if fault in MASTER_FAULTS or fault in WHOLE_CLUSTER_FAULTS:
         node = snap.node_at(snap.master)
         if node is None:
             raise DrillError(f"no node has the master's address {snap.master}")
         return node
-    replicas = [n for n in snap.nodes if n.role == "replica"]
+    replicas = sorted((n for n in snap.nodes if n.role == "replica"), key=lambda n: n.name)
     if not replicas:
-        raise DrillError("the cluster has no replica to destroy")
-    return replicas[0]
+        raise DrillError(f"the cluster has no replica for {fault}")
+    return pick(replicas)

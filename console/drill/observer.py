@@ -61,6 +61,7 @@ class Observer:
         self._held: dict[tuple[str, str], None] = {}
         self._broken: set[str] = set()
         self._restored_since: float | None = None
+        self._released_at: float | None = None
         self.last: ClusterSnap | None = None
 
     def _earliest(self, step: str, at: float, detail: str) -> None:
@@ -99,7 +100,8 @@ class Observer:
         for step, holds in conditions.items():
             if not holds:
                 self._broken.add(step)
-        recovering = {step for step in conditions if step in self._broken or moved}
+        released = self._released_at is not None and now >= self._released_at
+        recovering = {step for step in conditions if step in self._broken or moved or released}
         if conditions[REPLICA_IN_SYNC] and REPLICA_IN_SYNC in recovering:
             self._earliest(REPLICA_IN_SYNC, now, f"{watched} replicates {snap.master} with its link up")
         if conditions[SENTINELS_AGREE] and SENTINELS_AGREE in recovering:
@@ -126,6 +128,11 @@ class Observer:
             self._actions[a.id] = a
             if a.kind == "CreateReplacement" and a.status == "succeeded":
                 self._earliest(REPLACEMENT_CREATED, a.finished_at or a.started_at, a.detail or a.description)
+
+    def release(self, at: float) -> None:
+        """The fault was undone at `at`: from then on, what holds counts as restored even if the fault never
+        visibly broke it (a killed agent, a cut the cluster rode out)."""
+        self._released_at = at
 
     @property
     def restored_since(self) -> float | None:

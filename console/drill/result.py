@@ -18,6 +18,7 @@ from console.drill.model import (
     REPLACEMENT_CREATED,
     REPLICA_IN_SYNC,
     STEPS,
+    WHOLE_CLUSTER_FAULTS,
     WRITES_ACCEPTED,
 )
 from console.drill.observer import Observations, Step
@@ -33,6 +34,7 @@ class StepJson(TypedDict):
 class ActionJson(TypedDict):
     at_s: float
     kind: str
+    node: str | None
     description: str
     status: str
 
@@ -49,6 +51,7 @@ class DrillResult(TypedDict):
     writes_lost: int | None
     writes_plain_acked: int
     writes_plain_lost: int | None
+    writes_plain_lost_last_s: float | None  # when the last lost write without a replica was accepted
     writes_failed: int
     write_errors: dict[str, int]
     redundancy_restored_s: float | None
@@ -106,12 +109,13 @@ def assemble_result(
         "writes_lost": lost.acked if lost else None,
         "writes_plain_acked": sum(1 for s in samples if s.outcome == "plain"),
         "writes_plain_lost": lost.plain if lost else None,
+        "writes_plain_lost_last_s": _rel(lost.plain_last_at, info.at) if lost else None,
         "writes_failed": sum(1 for s in samples if s.outcome == "failed"),
         "write_errors": dict(sorted((write_errors or {}).items(), key=lambda kv: -kv[1])),
         "redundancy_restored_s": _rel(restored.at, info.at) if restored else None,
         "findings_seen": [{"code": code, "at_s": round(at - info.at, 3)} for code, at in obs.findings_seen],
-        "actions": [{"at_s": round(a.started_at - info.at, 3), "kind": a.kind, "description": a.description,
-                     "status": a.status} for a in obs.actions],
+        "actions": [{"at_s": round(a.started_at - info.at, 3), "kind": a.kind, "node": a.node,
+                     "description": a.description, "status": a.status} for a in obs.actions],
         "held": [f"{what}: {reason}" for what, reason in obs.held],
         "timed_out": timed_out,
         "notes": list(notes),
@@ -174,8 +178,12 @@ def summarize(results: Sequence[DrillResult]) -> Summary:
 
 def render_timeline(result: DrillResult) -> str:
     """The table a person reads: steps in time order, those that did not happen last."""
-    master = f" (master {result['node']} {result['old_master']})" if result["fault"] in MASTER_FAULTS else (
-        f" (replica {result['node']}, master {result['old_master']})")
+    if result["fault"] in WHOLE_CLUSTER_FAULTS:
+        master = f" (every node, master {result['old_master']})"
+    elif result["fault"] in MASTER_FAULTS:
+        master = f" (master {result['node']} {result['old_master']})"
+    else:
+        master = f" ({result['node']}, master {result['old_master']})"
     out = [f"drill {result['fault']} on {result['target']}{master}"]
     happened = sorted((s for s in result["steps"] if s["at_s"] is not None), key=lambda s: s["at_s"] or 0.0)
     missing = [s for s in result["steps"] if s["at_s"] is None]

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from console.client import ControllerError, ControllerNotFound
 from console.cluster import Clock, ClusterNotHealthy, ClusterSnap, NodeSnap, redundancy_problem, wait_healthy
 from console.drill.controller_api import ClusterSource
-from console.drill.model import FAULT, MASTER_FAULTS, NEW_MASTER, DrillError, pick_victim
+from console.drill.model import (
+    FAILOVER_FAULTS,
+    FAULT,
+    NEW_MASTER,
+    TIMED_FAULTS,
+    DrillError,
+    pick_victim,
+    undo_due,
+)
 from console.drill.observer import Observer
 from console.drill.result import DrillResult, FaultInfo, assemble_result
 from console.drill.targets import Endpoints, FaultTarget
@@ -36,6 +44,7 @@ class DrillOptions:
     settle_s: float = 3.0
     write_interval_s: float = 0.01
     thaw_after_s: float = 30.0  # stop-master: thaw even if no new master was seen by then
+    hold_s: float = 12.0  # how long a timed fault (a cut, a killed agent, a full disk, a slow cloud) lasts
     warmup_acked: int = 20  # writes acknowledged before the fault
 
 
@@ -60,14 +69,16 @@ def wait_fully_redundant(api: ClusterSource, timeout_s: float, settle_s: float, 
 
 def run_drill(api: ClusterSource, target: FaultTarget, endpoints: Endpoints, opts: DrillOptions,
               connect: Callable[[Endpoints], KeyStore] | None = None, clock: Clock | None = None,
-              progress: Callable[[str], None] = _quiet) -> DrillResult:
-    """One drill: from a healthy cluster, through the fault, back to full redundancy (or the timeout)."""
+              progress: Callable[[str], None] = _quiet,
+              choose: Callable[[Sequence[NodeSnap]], NodeSnap] | None = None) -> DrillResult:
+    """One drill: from a healthy cluster, through the fault, back to full redundancy (or the timeout).
+    `choose` picks the victim among the candidates (a campaign's seeded choice)."""
     clock = clock or Clock()
     connect = connect or (lambda e: SentinelKeyStore(e.sentinels(), e.master_name, e.redis_password))
     progress(f"waiting for {endpoints.cluster} to be fully redundant")
     before = wait_fully_redundant(api, opts.healthy_timeout_s, opts.settle_s, clock, progress)
     notes = _preflight(before, endpoints.cluster)
-    victim = pick_victim(before, opts.fault)
+    victim = pick_victim(before, opts.fault, choose)
     store = connect(endpoints)
     writer = Writer(store, f"drill:{uuid.uuid4().hex[:8]}:", opts.write_interval_s, clock.now, clock.monotonic)
     writer.start()
@@ -75,7 +86,12 @@ def run_drill(api: ClusterSource, target: FaultTarget, endpoints: Endpoints, opt
         _warm_up(writer, opts.warmup_acked, clock)
         progress(f"writer running ({writer.acked()} writes acknowledged); {opts.fault} on {victim.name}")
         fault_at = clock.now()
-        detail = target.inject(opts.fault, victim)
+        try:
+            detail = target.inject(opts.fault, victim)
+        except BaseException:
+            with contextlib.suppress(Exception):  # half a fault (a cut made, a disk part filled) is undone
+                target.undo(opts.fault, victim)
+            raise
         obs = Observer(opts.fault, before, victim.name, fault_at, detail, opts.settle_s)
         timed_out = _watch(api, obs, writer, target, victim, opts, clock, progress, notes)
     finally:
@@ -88,7 +104,7 @@ def run_drill(api: ClusterSource, target: FaultTarget, endpoints: Endpoints, opt
     samples = writer.samples()
     lost = _read_back(connect(endpoints), writer, samples, clock, notes)
     observations = obs.finish()
-    if opts.fault in MASTER_FAULTS and not any(a.kind == "Failover" for a in observations.actions):
+    if opts.fault in FAILOVER_FAULTS and not any(a.kind == "Failover" for a in observations.actions):
         # why the controller left it to Sentinel's own timer (after its own failover, the same hold is normal)
         notes += [f"no fast failover: {reason}" for what, reason in observations.held if what == "fast failover"]
     info = FaultInfo(opts.fault, target.label, victim.name, victim.address, before.master, fault_at, detail)
@@ -119,12 +135,13 @@ def _warm_up(writer: Writer, acked: int, clock: Clock, timeout_s: float = 30.0) 
 
 def _watch(api: ClusterSource, obs: Observer, writer: Writer, target: FaultTarget, victim: NodeSnap,
            opts: DrillOptions, clock: Clock, progress: Callable[[str], None], notes: list[str]) -> bool:
-    """Poll the controller until full redundancy has settled and writes flow; True on a timeout. A frozen
-    master is thawed once a new one is seen (or after thaw_after_s), and in any case before returning."""
+    """Poll the controller until the fault is undone (if it is one that is), full redundancy has settled and
+    writes flow; True on a timeout. A frozen master is thawed once a new one is seen (or after
+    thaw_after_s), a timed fault undone after hold_s (`undo_due`), and in any case before returning."""
     deadline = clock.monotonic() + opts.timeout_s
     next_history = 0.0
     reported: set[str] = {FAULT}
-    frozen = opts.fault == "stop-master"
+    pending = opts.fault == "stop-master" or opts.fault in TIMED_FAULTS
     try:
         while True:
             try:
@@ -143,19 +160,27 @@ def _watch(api: ClusterSource, obs: Observer, writer: Writer, target: FaultTarge
                     reported.add(name)
                     progress(f"+{step.at - obs.fault_at:.2f}s {name}: {step.detail}")
             now = clock.now()
-            if frozen and (NEW_MASTER in obs.steps or now - obs.fault_at >= opts.thaw_after_s):
-                frozen = False
+            new_master = obs.steps.get(NEW_MASTER)
+            if opts.fault == "stop-master":
+                due = new_master is not None or now - obs.fault_at >= opts.thaw_after_s
+            else:
+                due = undo_due(opts.fault, obs.fault_at, now, new_master.at if new_master else None, opts.hold_s)
+            if pending and due:
+                pending = False
                 undone = target.undo(opts.fault, victim)
+                obs.release(clock.now())
                 if undone:
                     notes.append(f"+{clock.now() - obs.fault_at:.2f}s {undone}")
+                    progress(f"+{clock.now() - obs.fault_at:.2f}s {undone}")
             restored = obs.restored_since
-            if obs.settled(now) and (writer.last_outcome() == "acked" or now - (restored or now) > opts.settle_s + 10):
+            flowing = writer.last_outcome() == "acked" or now - (restored or now) > opts.settle_s + 10
+            if not pending and obs.settled(now) and flowing:
                 return False
             if clock.monotonic() >= deadline:
                 return True
             clock.sleep(opts.poll_interval_s)
     finally:
-        if frozen:  # never leave a frozen redis-server behind
+        if pending:  # never leave a frozen redis-server, a cut or a full disk behind
             target.undo(opts.fault, victim)
 
 

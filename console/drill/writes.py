@@ -67,10 +67,11 @@ def write_unavailability(samples: Sequence[WriteSample], fault_at: float, end_at
 class LostWrites:
     acked: int  # acknowledged by WAIT 1, missing (or changed) on the master afterwards
     plain: int  # accepted without a replica's acknowledgement, missing afterwards
+    plain_last_at: float | None = None  # when the last of those was accepted
 
 
 def count_lost(samples: Sequence[WriteSample], found: Mapping[int, int | None]) -> LostWrites:
     """Compare what was acknowledged with what the master holds (`found`: key number -> value read)."""
     acked = sum(1 for s in samples if s.outcome == "acked" and found.get(s.n) != s.n)
-    plain = sum(1 for s in samples if s.outcome == "plain" and found.get(s.n) != s.n)
-    return LostWrites(acked, plain)
+    lost_plain = [s.at for s in samples if s.outcome == "plain" and found.get(s.n) != s.n]
+    return LostWrites(acked, len(lost_plain), max(lost_plain) if lost_plain else None)
