@@ -133,6 +133,9 @@ class ApiDeps:
     enroller: Enroller | None = None
     heal: HealSwitches | None = None
     on_vitals_changed: Callable[[], None] = lambda: None  # wakes the watch loop
+    # what keeps the controller from doing its whole job (a failing state writer, a cluster whose cycle
+    # fails), one sentence each; empty when all is well
+    problems: Callable[[], list[str]] = list
 
 
 class _TooLarge(Exception):
@@ -226,7 +229,14 @@ def create_app(deps: ApiDeps) -> FastAPI:
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"ok": True, "version": __version__, "clusters": len(deps.clusters)}
+        """Anyone may ask. `status` is "ok", or "degraded" with `reasons` (one sentence each, naming the
+        part: "state writer failing ..."). The HTTP status stays 200 and `ok` true while degraded: the
+        controller still takes reports, watches, alerts and heals from memory, and a 503 would make a load
+        balancer or supervisor restart it, losing the unwritten batch without freeing the disk. Monitor
+        `status`, not the HTTP code."""
+        reasons = deps.problems()
+        return {"ok": True, "status": "degraded" if reasons else "ok", "reasons": reasons, "version": __version__,
+                "clusters": len(deps.clusters)}
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi(request: Request) -> Response:

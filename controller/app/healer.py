@@ -16,8 +16,9 @@ import structlog
 
 from controller.adapters.cloud import Cloud, ProviderError
 from controller.adapters.cloud import Droplet as CloudDroplet
+from controller.adapters.storage.db import error_text
 from controller.adapters.storage.heal_log import HealStore
-from controller.app.executor import Executor
+from controller.app.executor import Executor, UnrecordedAction
 from controller.app.provisioner import Provisioner
 from controller.core.findings import Finding
 from controller.core.planner import Droplet, HealPolicy, HealSnapshot, HealState, Plan, observe, plan_heal, utc_day
@@ -49,6 +50,7 @@ class Healer:
         self.bindings = bindings  # node -> droplet id, from the controller's own records
         self._lock = threading.RLock()
         self._states: dict[str, HealState] = {c: store.load(c) for c in cluster_tags}
+        self._unsaved: set[str] = set()  # clusters whose state in memory is newer than the state file
         self._droplets: dict[str, tuple[Droplet, ...]] = {}
         self.reserved_ips = reserved_ips or {}
         self._reserved: dict[str, tuple[str, int | None]] = {}
@@ -70,10 +72,17 @@ class Healer:
             snapshot = dataclasses.replace(snapshot, state=state)
             plan = plan_heal(snapshot, self.policy, now)
             if plan.actions:
-                state = self.executor.execute(snapshot, plan, state)
-            if state != self._states.get(cluster):
+                try:
+                    state = self.executor.execute(snapshot, plan, state)
+                except UnrecordedAction as e:
+                    self._states[cluster] = e.state  # what was done is never planned again for want of a write
+                    raise
+            previous_state = self._states.get(cluster)
+            self._states[cluster] = state  # memory first: a failed write below is retried with the next change
+            if state != previous_state or cluster in self._unsaved:
+                self._unsaved.add(cluster)
                 self.store.save(state)
-            self._states[cluster] = state
+                self._unsaved.discard(cluster)
             previous = self.latest.get(cluster)
             if previous is None or previous.summary != plan.summary:
                 log.info("plan.changed", cluster=cluster, summary=plan.summary,
@@ -85,8 +94,10 @@ class Healer:
     def _update(self, cluster: str, change: Callable[[HealState], HealState]) -> HealState:
         with self._lock:
             state = change(self._states.get(cluster) or HealState(cluster=cluster))
-            self._states[cluster] = state
+            self._states[cluster] = state  # holds even if the write fails (retried with the next step)
+            self._unsaved.add(cluster)
             self.store.save(state)
+            self._unsaved.discard(cluster)
             return state
 
     def pause(self, cluster: str, node: str | None = None) -> HealState:
@@ -212,6 +223,14 @@ class HealWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failing: dict[str, str] = {}  # cluster -> why its last heal step failed (logged once per streak)
+
+    def problems(self) -> list[str]:
+        """Clusters whose healing step fails (for `GET /healthz`), one sentence each."""
+        out = [f"healing failing for cluster {name} ({why})" for name, why in sorted(self._failing.items())]
+        if self._thread is not None and not self._thread.is_alive() and not self._stop.is_set():
+            out.append("heal worker thread is not running: nothing is healed")
+        return out
 
     def submit(self, view: ClusterView, confirmed: tuple[Finding, ...], now: float) -> None:
         with self._lock:
@@ -225,8 +244,13 @@ class HealWorker:
         for view, confirmed, now in pending.values():
             try:
                 self.healer.step(view, confirmed, now)
-            except Exception:
-                log.exception("heal.step_failed", cluster=view.name)
+            except Exception as e:
+                if view.name not in self._failing:
+                    log.exception("heal.step_failed", cluster=view.name)
+                self._failing[view.name] = error_text(e)
+            else:
+                if self._failing.pop(view.name, None) is not None:
+                    log.info("heal.step_recovered", cluster=view.name)
 
     def start(self) -> None:
         def loop() -> None:

@@ -163,6 +163,13 @@ def _unusable(path: str, e: sqlite3.Error) -> StateFileError:
     )
 
 
+def error_text(e: BaseException) -> str:
+    """A write's failure as one short line for a log or `GET /healthz`: its type and first line. SQLite's
+    messages name no data and no secret ("database or disk is full")."""
+    first = str(e).splitlines()[0][:200] if str(e) else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
 def _sqlite_message(e: BaseException) -> str:
     """The library's one-line reason (e.g. "file is not a database"): no path of ours, no data, no traceback."""
     if isinstance(e, OSError):
