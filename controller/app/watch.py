@@ -85,7 +85,10 @@ class Watcher:
         policy = self.fleet.policy_for(name)
         findings = check(view, policy, now)
         active = self._active.get(name, ())
-        if self._arm(view, findings, now):
+        armed = self._arm(view, findings, now)  # on the cluster's own findings, not the controller's
+        if self._heal_worker is not None:
+            findings = (*findings, *self._heal_worker.healer.findings(name))
+        if armed:
             tracked = track(active, findings, policy, now)
         else:  # unarmed (just started): nothing opens, and nothing resolves for want of evidence
             tracked = Tracked(incidents=active, resolved=(), changed=(), events=())

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from controller.core.findings import Code, Finding
+from controller.core.findings import Code, Finding, Severity
 from controller.core.view import ClusterView, NodeState
 
 # -- the policy ------------------------------------------------------------------------------------
@@ -289,6 +289,25 @@ class HealSnapshot:
     # without a record is matched by name among the droplets carrying the cluster's tag. Never the
     # droplet id an agent reports: a node could name another node's droplet.
     bindings: tuple[tuple[str, int], ...] = ()
+    # why the cluster's persisted HealState could not be read, when it could not: healing is held (fail
+    # closed: a paused cluster must not come back unpaused) until an operator resets it
+    state_unreadable: str | None = None
+
+
+def reset_command(cluster: str) -> str:
+    return f"redwarden heal reset-state {cluster}"
+
+
+def check_heal_state(cluster: str, unreadable: str | None) -> tuple[Finding, ...]:
+    """HEAL_STATE_UNREADABLE when the cluster's heal state (pauses, budget, a reprovision in flight) could
+    not be read: critical, because healing is held until an operator resets it."""
+    if unreadable is None:
+        return ()
+    return (Finding(Code.HEAL_STATE_UNREADABLE, Severity.CRITICAL, cluster, "cluster", cluster,
+                    f"The controller cannot read cluster {cluster}'s heal state ({unreadable}): healing is held, "
+                    "alerts go on. Check whether the cluster was paused or a reprovision was under way (`redwarden "
+                    f"history`, the actions log), then `{reset_command(cluster)}` and pause again if needed",
+                    evidence=(("reason", unreadable),)),)
 
 
 # -- the planner ----------------------------------------------------------------------------------
@@ -380,6 +399,10 @@ def plan_heal(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> Plan:
 
     if not policy.enabled:
         return done("healing disabled by policy: alerting only")
+    if snapshot.state_unreadable is not None:
+        held.append(Held("any action", f"the heal state cannot be read ({snapshot.state_unreadable}): held until "
+                                       f"`{reset_command(view.name)}`"))
+        return done("no action: heal state unreadable")
     if state.paused:
         held.append(Held("any action", "cluster paused for maintenance (`redwarden resume` to act again)"))
         return done("no action: cluster paused")
