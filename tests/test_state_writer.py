@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,16 @@ import pytest
 from fastapi.testclient import TestClient
 from structlog.testing import capture_logs
 
+from controller.adapters.cloud import ActionResult
+from controller.adapters.cloud import Droplet as CloudDroplet
 from controller.adapters.storage.db import Database
 from controller.adapters.storage.reports import ReportStore
+from controller.app.executor import Executor, UnrecordedAction
 from controller.app.service import assemble
 from controller.app.watch import Watcher
 from controller.config import ClusterConfig, ControllerConfig
 from controller.core.incidents import Incident
+from controller.core.planner import Droplet, HealSnapshot, HealState, Plan, Reboot
 from protocol.report import Report
 from protocol.signing import HEADER_CLUSTER, HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign_report
 from tests.factories import FIXTURES, NODES, load_report, scenario_view, without_node
@@ -267,3 +272,57 @@ def test_on_a_full_disk_reports_are_kept_healthz_degrades_and_both_recover(small
         parts.outbox.close()
         parts.reports.close()
         parts.db.close()
+
+
+class FullAuditLog:
+    """The heal log on a full disk: `started` works or not as told; every later write fails."""
+
+    def __init__(self, start_ok: bool) -> None:
+        self.start_ok = start_ok
+
+    def started(self, *args: Any, **kwargs: Any) -> int:
+        if not self.start_ok:
+            raise sqlite3.OperationalError(FULL)
+        return 1
+
+    def finished(self, *args: Any, **kwargs: Any) -> None:
+        raise sqlite3.OperationalError(FULL)
+
+    def save(self, state: HealState) -> None:
+        raise sqlite3.OperationalError(FULL)
+
+
+class RebootingCloud:
+    def __init__(self) -> None:
+        self.rebooted: list[int] = []
+
+    def get_droplet(self, droplet_id: int) -> CloudDroplet:
+        return CloudDroplet(103, "redis-3", "active", "nyc3", "s", "i", None, ("redwarden-sandbox",), "127.0.0.5", None,
+                            datetime.now(timezone.utc))
+
+    def reboot(self, droplet_id: int) -> ActionResult:
+        self.rebooted.append(droplet_id)
+        return ActionResult(7, "reboot", "in-progress", droplet_id, "droplet", None, None)
+
+
+def test_an_action_whose_audit_cannot_be_written_is_not_done_or_its_result_is_kept_in_memory() -> None:
+    view = scenario_view("healthy")
+    snapshot = HealSnapshot(view, (), HealState(cluster=view.name), (Droplet(103, "redis-3", "active", "127.0.0.5"),))
+    plan = Plan((Reboot("redis-3", 103, "test"), Reboot("redis-2", 102, "a second action")), (), False, "test")
+    nothing: Any = None
+
+    def executor(store: FullAuditLog, cloud: RebootingCloud) -> Executor:
+        directives: Any = type("D", (), {"on_ack": lambda self, handler: None})()
+        return Executor(store, directives, nothing, nothing, lambda _: nothing, cloud,  # type: ignore[arg-type]
+                        nothing, lambda: view.now, cluster_tags={"sandbox": "redwarden-sandbox"})
+
+    cloud = RebootingCloud()
+    with pytest.raises(UnrecordedAction, match="not carried out") as refused:
+        executor(FullAuditLog(start_ok=False), cloud).execute(snapshot, plan, snapshot.state)
+    assert cloud.rebooted == [] and refused.value.state == snapshot.state  # nothing done that is not audited
+
+    with capture_logs() as logs, pytest.raises(UnrecordedAction, match="carried out but") as unrecorded:
+        executor(FullAuditLog(start_ok=True), cloud).execute(snapshot, plan, snapshot.state)
+    assert cloud.rebooted == [103]  # the first took effect; the rest of the plan is not carried out
+    assert unrecorded.value.state.node("redis-3").rebooted_at == view.now  # kept: never planned again
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["action.unrecorded"]

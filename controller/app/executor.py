@@ -34,6 +34,7 @@ from controller.core.planner import (
     MoveReservedIp,
     Plan,
     PowerCycle,
+    Reboot,
     Replicaof,
     ResetSentinel,
     RestartService,
@@ -150,6 +151,11 @@ class Executor:
                     self._verify_target(snapshot, d)
                     result = self._cloud().power_cycle(d)
                     return ActionResult(result.ok or not result.done, f"power_cycle action {result.id} "
+                                        f"{result.status}"), None
+                case Reboot(droplet_id=d):
+                    self._verify_target(snapshot, d)
+                    result = self._cloud().reboot(d)
+                    return ActionResult(result.ok or not result.done, f"reboot action {result.id} "
                                         f"{result.status}"), None
                 case StartReprovision():
                     if self.provisioner.provisioning(cluster) is None:
