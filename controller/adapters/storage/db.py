@@ -164,9 +164,10 @@ def _unusable(path: str, e: sqlite3.Error) -> StateFileError:
 
 
 def error_text(e: BaseException) -> str:
-    """A write's failure as one short line for a log or `GET /healthz`: its type and first line. SQLite's
-    messages name no data and no secret ("database or disk is full")."""
-    first = str(e).splitlines()[0][:200] if str(e) else ""
+    """A failure as one short line for a log or `GET /healthz` (which anyone may read): the type, and for
+    SQLite and OS errors their first line, whose words are the library's own ("database or disk is full")
+    and name no data and no secret; any other exception's message could carry data, so only its type."""
+    first = str(e).splitlines()[0][:200] if str(e) and isinstance(e, sqlite3.Error | OSError) else ""
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
