@@ -108,6 +108,13 @@ def _switch(args: argparse.Namespace, verb: str) -> int:
     return 0
 
 
+def cmd_heal_reset_state(args: argparse.Namespace) -> int:
+    heal = _client(args).reset_heal_state(args.cluster)
+    print(f"{args.cluster}: heal state reset (the old one is kept in the actions log); healing may act again; "
+          f"paused={heal['paused']}: `redwarden pause {args.cluster}` if it was in maintenance")
+    return 0
+
+
 def cmd_drill(args: argparse.Namespace) -> int:
     from console.drill.command import main as drill_main
 
@@ -192,6 +199,14 @@ def build_parser(plugins: Sequence[CliPlugin] = ()) -> argparse.ArgumentParser:
             sw.add_argument("node", nargs="?")
         add_connection_args(sw)
         sw.set_defaults(func=lambda a, v=verb: _switch(a, v))
+
+    he = sub.add_parser("heal", help="the controller's healing state")
+    he_sub = he.add_subparsers(dest="heal_command", required=True)
+    hr = he_sub.add_parser("reset-state", help="replace CLUSTER's unreadable heal state (HEAL_STATE_UNREADABLE) "
+                                               "with a fresh one, so healing acts again (audited)")
+    hr.add_argument("cluster")
+    add_connection_args(hr)
+    hr.set_defaults(func=cmd_heal_reset_state)
 
     nk = sub.add_parser("node-key", help="issue a node a new key (rotation, or a node from before 0.2)")
     nk.add_argument("cluster")

@@ -85,6 +85,11 @@ class ControllerClient:
                                              params={"node": node} if node else None)
         return data
 
+    def reset_heal_state(self, cluster: str) -> dict[str, Any]:
+        """Replace the cluster's unreadable heal state with a fresh one (admin): its heal status afterwards."""
+        data: dict[str, Any] = self._request("POST", f"/v1/clusters/{cluster}/heal-state/reset")
+        return data
+
     def issue_node_key(self, cluster: str, node: str) -> str:
         """A new key for an existing node (admin); the old one stops working at once."""
         data = self._request("POST", f"/v1/clusters/{cluster}/nodes/{node}/key")

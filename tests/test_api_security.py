@@ -22,7 +22,7 @@ def test_every_endpoint_but_the_agents_own_and_healthz_needs_a_token(state_db: D
         assert client.get(path, headers={"Authorization": f"Bearer {READ_TOKEN}"}).status_code == 200, path
         assert client.get(path, headers={"Authorization": "Bearer wrong-token-0123456789"}).status_code == 401
     for path in ("/v1/clusters/sandbox/pause", "/v1/clusters/sandbox/resume", "/v1/clusters/sandbox/ack",
-                 "/v1/clusters/sandbox/nodes"):
+                 "/v1/clusters/sandbox/nodes", "/v1/clusters/sandbox/heal-state/reset"):
         assert client.post(path).status_code == 401, path
         assert client.post(path, headers={"Authorization": f"Bearer {READ_TOKEN}"}).status_code == 403, path
         # the admin token passes auth; this in-process API has no healer, so it answers 409, not 2xx

@@ -466,7 +466,8 @@ def test_check(case: Case) -> None:
 
 def test_every_code_has_a_case() -> None:
     covered = {line.split()[0] for case in CASES for line in case.expected}
-    assert covered == {c.value for c in Code}
+    healers_own = {Code.HEAL_STATE_UNREADABLE.value}  # not about the cluster: tests/test_heal_state.py
+    assert covered | healers_own == {c.value for c in Code} and not covered & healers_own
 
 
 def test_findings_are_sorted_most_severe_first() -> None:

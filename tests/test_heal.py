@@ -21,12 +21,14 @@ from controller.core.planner import (
     HealSnapshot,
     HealState,
     PowerCycle,
+    Reboot,
     ResetSentinel,
     RestartService,
     StartReprovision,
     apply_result,
     observe,
     plan_heal,
+    utc_day,
 )
 from controller.core.policy import Policy
 from controller.core.view import ClusterView
@@ -409,3 +411,78 @@ def test_fast_failover_guards_ping_pong_per_node_not_per_cluster() -> None:
     p = plan_heal(s3, POLICY, view.now + 15)
     assert not any(isinstance(a, Failover) for a in p.actions)
     assert any("ping-pong" in h.reason for h in p.held)
+
+
+# -- AGENT_SILENT's gentler remedy: one graceful reboot after a long silence, off by default (issue #11) -----
+
+REBOOT = HealPolicy(agent_silent_reboot_after_s=600)
+
+
+def test_a_long_silent_agent_is_never_rebooted_by_default() -> None:
+    view = with_age(healthy(), "redis-3", 86400.0)
+    assert POLICY.agent_silent_reboot_after_s == 0
+    p = plan(view)
+    assert p.actions == () and not any(h.what.startswith("reboot") for h in p.held)
+
+
+def test_a_silent_agent_whose_redis_is_healthy_gets_one_graceful_reboot_after_the_set_time() -> None:
+    early = plan(with_age(healthy(), "redis-3", 300.0), policy=REBOOT)
+    assert early.actions == ()
+    assert any(h.what == "reboot redis-3" and "only after 600 s" in h.reason for h in early.held)
+
+    view = with_age(healthy(), "redis-3", 700.0)
+    p = plan(view, policy=REBOOT)
+    assert [type(a) for a in p.actions] == [Reboot] and p.actions[0].droplet_id == 103  # type: ignore[union-attr]
+    assert "silent 700 s" in p.actions[0].reason and "redis-2 in sync" in p.actions[0].reason
+    assert not any(isinstance(a, PowerCycle) for a in p.actions)  # graceful, never a power-cycle
+
+    # once: still silent afterwards, no second reboot; the operator is told why
+    s = snap(view)
+    state = apply_result(s, s.state, p.actions[0], ActionResult(True, "reboot action 7 in-progress"), view.now)
+    later = with_age(healthy(), "redis-3", 900.0)
+    again = plan(later, state=state, policy=REBOOT)
+    assert again.actions == () and any("one reboot per silence" in h.reason for h in again.held)
+    # back and healthy: the count starts afresh for a later silence
+    assert observe(snap(healthy(), state), healthy().now).node("redis-3").rebooted_at is None
+
+
+def test_while_it_reboots_its_redis_being_down_does_not_start_the_power_cycle_ladder() -> None:
+    view = silent_down(healthy(), "redis-3", age_s=720.0)  # the reboot took Redis down with it
+    s = snap(view)
+    rebooted = apply_result(s, s.state, Reboot("redis-3", 103, "test"), ActionResult(True), view.now - 10)
+    p = plan(view, state=rebooted, policy=REBOOT)
+    assert p.actions == () and any("rebooted 10 s ago" in h.reason for h in p.held)
+    # still down long after the reboot: the ladder goes on
+    long_ago = apply_result(s, s.state, Reboot("redis-3", 103, "test"), ActionResult(True),
+                            view.now - REBOOT.power_cycle_wait_s)
+    assert [type(a) for a in plan(view, state=long_ago, policy=REBOOT).actions] == [PowerCycle]
+
+
+def test_the_master_is_never_rebooted_and_the_hold_says_why() -> None:
+    p = plan(with_age(healthy(), "redis-1", 700.0), policy=REBOOT)
+    assert not any(isinstance(a, Reboot) for a in p.actions)
+    assert any(h.what == "reboot redis-1" and "current master" in h.reason for h in p.held)
+
+
+def test_no_reboot_unless_the_rest_keeps_quorum_and_an_in_sync_replica() -> None:
+    view = with_age(healthy(), "redis-3", 700.0)
+    high_quorum = with_sentinel_master(with_sentinel_master(view, "redis-1", quorum=3), "redis-2", quorum=3)
+    p = plan(high_quorum, policy=REBOOT)
+    assert not any(isinstance(a, Reboot) for a in p.actions)
+    assert any(h.what == "reboot redis-3" and "3 needed to keep quorum" in h.reason for h in p.held)
+    lagging = with_redis(view, "redis-2", master_link_status="down")
+    p = plan(lagging, policy=REBOOT)
+    assert not any(isinstance(a, Reboot) for a in p.actions)
+    assert any(h.what == "reboot redis-3" and "no other in-sync replica" in h.reason for h in p.held)
+
+
+def test_a_reboot_is_held_by_the_daily_budget_and_touches_only_a_droplet_of_the_cluster() -> None:
+    view = with_age(healthy(), "redis-3", 700.0)
+    spent = HealState(cluster="sandbox", budget_day=utc_day(view.now), actions_today=REBOOT.daily_budget)
+    p = plan(view, state=spent, policy=REBOOT)
+    assert p.actions == () and any("daily budget" in h.reason for h in p.held)
+    untagged = (DROPLETS[0], DROPLETS[1])  # redis-3's droplet gone from the tag's list: a reprovision, no reboot
+    assert [type(a) for a in plan(view, droplets=untagged, policy=REBOOT).actions] == [StartReprovision]
+    no_ip = (DROPLETS[0], DROPLETS[1], Droplet(103, "redis-3", "active", None))
+    p = plan(view, droplets=no_ip, policy=REBOOT)
+    assert p.actions == () and any("no private IP" in h.reason for h in p.held)

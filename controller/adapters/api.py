@@ -106,6 +106,10 @@ class HealSwitches(Protocol):
 
     def ack(self, cluster: str) -> object: ...
 
+    def reset_state(self, cluster: str) -> object:
+        """Replace an unreadable heal state with a fresh one (audited); PermissionError if it reads fine."""
+        ...
+
     def status(self, cluster: str) -> dict[str, Any]: ...
 
     def create_node(self, cluster: str, name: str, sentinels: tuple[str, ...], firewall: bool,
@@ -133,6 +137,9 @@ class ApiDeps:
     enroller: Enroller | None = None
     heal: HealSwitches | None = None
     on_vitals_changed: Callable[[], None] = lambda: None  # wakes the watch loop
+    # what keeps the controller from doing its whole job (a failing state writer, a cluster whose cycle
+    # fails), one sentence each; empty when all is well
+    problems: Callable[[], list[str]] = list
 
 
 class _TooLarge(Exception):
@@ -226,7 +233,14 @@ def create_app(deps: ApiDeps) -> FastAPI:
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"ok": True, "version": __version__, "clusters": len(deps.clusters)}
+        """Anyone may ask. `status` is "ok", or "degraded" with `reasons` (one sentence each, naming the
+        part: "state writer failing ..."). The HTTP status stays 200 and `ok` true while degraded: the
+        controller still takes reports, watches, alerts and heals from memory, and a 503 would make a load
+        balancer or supervisor restart it, losing the unwritten batch without freeing the disk. Monitor
+        `status`, not the HTTP code."""
+        reasons = deps.problems()
+        return {"ok": True, "status": "degraded" if reasons else "ok", "reasons": reasons, "version": __version__,
+                "clusters": len(deps.clusters)}
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi(request: Request) -> Response:
@@ -354,12 +368,17 @@ def create_app(deps: ApiDeps) -> FastAPI:
         if node is not None and not valid_name(node):
             return _error(422, "node must be a node name (a-z, 0-9, '.', '-')", loc="query.node")
         assert deps.heal is not None
-        if verb == "pause":
-            deps.heal.pause(cluster, node)
-        elif verb == "resume":
-            deps.heal.resume(cluster, node)
-        else:
-            deps.heal.ack(cluster)
+        try:
+            if verb == "pause":
+                deps.heal.pause(cluster, node)
+            elif verb == "resume":
+                deps.heal.resume(cluster, node)
+            elif verb == "reset-state":
+                deps.heal.reset_state(cluster)
+            else:
+                deps.heal.ack(cluster)
+        except PermissionError as e:  # a rail holds it (an unreadable heal state; a readable one to reset)
+            return _error(409, str(e))
         log.warning("heal.switched", verb=verb, cluster=cluster, node=node)
         return JSONResponse(deps.heal.status(cluster))
 
@@ -376,6 +395,13 @@ def create_app(deps: ApiDeps) -> FastAPI:
     def ack(request: Request, cluster: str) -> Response:
         """Acknowledge an exhausted daily action budget: healing may act again today."""
         return _switch(request, cluster, "ack")
+
+    @app.post("/v1/clusters/{cluster}/heal-state/reset", responses={401: {}, 403: {}, 404: {}, 409: {}})
+    def reset_heal_state(request: Request, cluster: str) -> Response:
+        """Replace the cluster's unreadable heal state with a fresh one (not paused, budget unused), which
+        lets healing act again; written to the audit log with the start of the old data. 409 when the state
+        reads fine (nothing to reset)."""
+        return _switch(request, cluster, "reset-state")
 
     @app.post("/v1/clusters/{cluster}/nodes", responses={401: {}, 403: {}, 404: {}, 409: {}, 413: {}, 422: {},
                                                          502: {}})

@@ -11,6 +11,8 @@ model of the controller:
 | a read-only operator      | `Authorization: Bearer <read token>`        | every GET                              |
 | an admin operator         | `Authorization: Bearer <admin token>`       | everything (pause, resume, ack, nodes) |
 
+The admin's "everything" includes `POST /v1/clusters/{name}/heal-state/reset`.
+
 Header values that are not ASCII, or tokens compared, never raise: they simply do not match.
 """
 

@@ -260,6 +260,14 @@ class Outbox:
             self._wake.wait(wait_s)
             self._wake.clear()
 
+    def problem(self) -> str | None:
+        """Why alerts are not being delivered as they should (for `GET /healthz`), or None."""
+        if self._loop_error is not None:
+            return f"alert outbox failing ({self._loop_error}): deliveries wait in the state file and are retried"
+        if self._thread is not None and not self._thread.is_alive() and not self._stop.is_set():
+            return "alert outbox thread is not running: alerts are not delivered"
+        return None
+
     def close(self) -> None:
         """Stop the thread (after its current send); pending rows stay for next time. The `Database` stays open
         (its owner closes it after the stores)."""

@@ -17,6 +17,7 @@ from controller.adapters.cloud import Cloud, ProviderError
 from controller.adapters.directives import DirectiveQueue
 from controller.adapters.redis_ops import OpsError, RedisOps
 from controller.adapters.storage.credentials import NodeCredentials
+from controller.adapters.storage.db import error_text
 from controller.adapters.storage.heal_log import HealStore
 from controller.adapters.storage.reports import ReportStore
 from controller.app.provisioner import Provisioner
@@ -33,6 +34,7 @@ from controller.core.planner import (
     MoveReservedIp,
     Plan,
     PowerCycle,
+    Reboot,
     Replicaof,
     ResetSentinel,
     RestartService,
@@ -45,6 +47,17 @@ from protocol.directives import DIRECTIVE_TTL_S, RestartServiceDirective
 from protocol.report import DirectiveAck
 
 log = structlog.get_logger("redwarden.controller")
+
+
+class UnrecordedAction(RuntimeError):
+    """The audit log or the heal state could not be written (the state file failed). An action whose start
+    could not be recorded is not carried out, and the rest of the plan neither (nothing is done that
+    cannot be audited). `state` holds the results of what was done, so the caller keeps it in memory and
+    never plans the same action again for want of a write."""
+
+    def __init__(self, state: HealState, what: str) -> None:
+        super().__init__(what)
+        self.state = state
 
 
 class Executor:
@@ -86,17 +99,29 @@ class Executor:
                 log.info("action.planned", cluster=cluster, action=describe(action), reason=action.reason,
                          dry_run=True)
                 continue
-            action_id = self.store.started(cluster, node, type(action).__name__, describe(action), action.reason,
-                                           now)
+            try:
+                action_id = self.store.started(cluster, node, type(action).__name__, describe(action),
+                                               action.reason, now)
+            except Exception as e:
+                log.error("action.unrecorded", cluster=cluster, action=describe(action), done=False,
+                          error=error_text(e))
+                raise UnrecordedAction(state, f"{describe(action)} not carried out: its start could not be "
+                                       f"recorded ({error_text(e)})") from e
             log.info("action.started", cluster=cluster, action=describe(action), reason=action.reason)
             result, directive_id = self._do(snapshot, action, state)
-            self.store.finished(action_id, result.ok, result.detail, self.clock(), directive_id,
-                                pending=directive_id is not None and result.ok)
             (log.info if result.ok else log.warning)(
                 "action.succeeded" if result.ok else "action.failed", cluster=cluster, action=describe(action),
                 detail=result.detail)
             state = apply_result(snapshot, state, action, result, self.clock())
-            self.store.save(state)
+            try:
+                self.store.finished(action_id, result.ok, result.detail, self.clock(), directive_id,
+                                    pending=directive_id is not None and result.ok)
+                self.store.save(state)
+            except Exception as e:
+                log.error("action.unrecorded", cluster=cluster, action=describe(action), done=True, ok=result.ok,
+                          error=error_text(e))
+                raise UnrecordedAction(state, f"{describe(action)} was carried out but its result could not "
+                                       f"be recorded ({error_text(e)})") from e
         return state
 
     # -- one action -------------------------------------------------------------------------------
@@ -126,6 +151,11 @@ class Executor:
                     self._verify_target(snapshot, d)
                     result = self._cloud().power_cycle(d)
                     return ActionResult(result.ok or not result.done, f"power_cycle action {result.id} "
+                                        f"{result.status}"), None
+                case Reboot(droplet_id=d):
+                    self._verify_target(snapshot, d)
+                    result = self._cloud().reboot(d)
+                    return ActionResult(result.ok or not result.done, f"reboot action {result.id} "
                                         f"{result.status}"), None
                 case StartReprovision():
                     if self.provisioner.provisioning(cluster) is None:

@@ -16,11 +16,23 @@ import structlog
 
 from controller.adapters.cloud import Cloud, ProviderError
 from controller.adapters.cloud import Droplet as CloudDroplet
-from controller.adapters.storage.heal_log import HealStore
-from controller.app.executor import Executor
+from controller.adapters.storage.db import error_text
+from controller.adapters.storage.heal_log import HealStateUnreadable, HealStore
+from controller.app.executor import Executor, UnrecordedAction
 from controller.app.provisioner import Provisioner
 from controller.core.findings import Finding
-from controller.core.planner import Droplet, HealPolicy, HealSnapshot, HealState, Plan, observe, plan_heal, utc_day
+from controller.core.planner import (
+    Droplet,
+    HealPolicy,
+    HealSnapshot,
+    HealState,
+    Plan,
+    check_heal_state,
+    observe,
+    plan_heal,
+    reset_command,
+    utc_day,
+)
 from controller.core.view import ClusterView
 
 log = structlog.get_logger("redwarden.controller")
@@ -48,7 +60,15 @@ class Healer:
         self.provisioner = provisioner
         self.bindings = bindings  # node -> droplet id, from the controller's own records
         self._lock = threading.RLock()
-        self._states: dict[str, HealState] = {c: store.load(c) for c in cluster_tags}
+        self._states: dict[str, HealState] = {}
+        self._unreadable: dict[str, str] = {}  # cluster -> why its persisted state cannot be read (held)
+        for c in cluster_tags:
+            try:
+                self._states[c] = store.load(c)
+            except HealStateUnreadable as e:
+                self._unreadable[c] = e.reason
+                log.error("heal.state_unreadable", cluster=c, reason=e.reason, fix=reset_command(c))
+        self._unsaved: set[str] = set()  # clusters whose state in memory is newer than the state file
         self._droplets: dict[str, tuple[Droplet, ...]] = {}
         self.reserved_ips = reserved_ips or {}
         self._reserved: dict[str, tuple[str, int | None]] = {}
@@ -65,28 +85,49 @@ class Healer:
                 return "no action: the droplet list is not known yet"
             state = self._states.get(cluster) or HealState(cluster=cluster)
             snapshot = HealSnapshot(view, tuple(findings), state, droplets, self._reserved.get(cluster),
-                                    bindings=self.bindings(cluster))
+                                    bindings=self.bindings(cluster), state_unreadable=self._unreadable.get(cluster))
+            if cluster in self._unreadable:  # held: nothing planned, nothing written over the unreadable row
+                return self._remember(cluster, plan_heal(snapshot, self.policy, now))
             state = observe(snapshot, now, self.policy)
             snapshot = dataclasses.replace(snapshot, state=state)
             plan = plan_heal(snapshot, self.policy, now)
             if plan.actions:
-                state = self.executor.execute(snapshot, plan, state)
-            if state != self._states.get(cluster):
+                try:
+                    state = self.executor.execute(snapshot, plan, state)
+                except UnrecordedAction as e:
+                    self._states[cluster] = e.state  # what was done is never planned again for want of a write
+                    raise
+            previous_state = self._states.get(cluster)
+            self._states[cluster] = state  # memory first: a failed write below is retried with the next change
+            if state != previous_state or cluster in self._unsaved:
+                self._unsaved.add(cluster)
                 self.store.save(state)
-            self._states[cluster] = state
-            previous = self.latest.get(cluster)
-            if previous is None or previous.summary != plan.summary:
-                log.info("plan.changed", cluster=cluster, summary=plan.summary,
-                         held=[f"{h.what}: {h.reason}" for h in plan.held])
-            self.latest[cluster] = plan
-            return plan.summary
+                self._unsaved.discard(cluster)
+            return self._remember(cluster, plan)
+
+    def _remember(self, cluster: str, plan: Plan) -> str:
+        previous = self.latest.get(cluster)
+        if previous is None or previous.summary != plan.summary:
+            log.info("plan.changed", cluster=cluster, summary=plan.summary,
+                     held=[f"{h.what}: {h.reason}" for h in plan.held])
+        self.latest[cluster] = plan
+        return plan.summary
+
+    def findings(self, cluster: str) -> tuple[Finding, ...]:
+        """The healer's own findings about a cluster (its heal state unreadable), for the watch cycle."""
+        return check_heal_state(cluster, self._unreadable.get(cluster))
 
     # -- operator switches --------------------------------------------------------------------------
     def _update(self, cluster: str, change: Callable[[HealState], HealState]) -> HealState:
         with self._lock:
+            if cluster in self._unreadable:
+                raise PermissionError(f"cluster {cluster}'s heal state cannot be read ({self._unreadable[cluster]})"
+                                      f": nothing changes it but `{reset_command(cluster)}`")
             state = change(self._states.get(cluster) or HealState(cluster=cluster))
-            self._states[cluster] = state
+            self._states[cluster] = state  # holds even if the write fails (retried with the next step)
+            self._unsaved.add(cluster)
             self.store.save(state)
+            self._unsaved.discard(cluster)
             return state
 
     def pause(self, cluster: str, node: str | None = None) -> HealState:
@@ -104,6 +145,19 @@ class Healer:
     def ack(self, cluster: str) -> HealState:
         day = utc_day(self.clock())
         return self._update(cluster, lambda s: dataclasses.replace(s, budget_acked=True, budget_day=day))
+
+    def reset_state(self, cluster: str) -> HealState:
+        """An operator's explicit reset of an unreadable heal state (audited): healing resumes from a fresh
+        state (not paused, budget unused). Refused (PermissionError) for a state that reads fine."""
+        with self._lock:
+            if cluster not in self._unreadable:
+                raise PermissionError(f"cluster {cluster}'s heal state reads fine: nothing to reset (pause, "
+                                      "resume and ack change it)")
+            state = self.store.reset(cluster, self.clock())
+            self._states[cluster] = state
+            reason = self._unreadable.pop(cluster)
+        log.warning("heal.state_reset", cluster=cluster, was=reason)
+        return state
 
     def create_node(self, cluster: str, name: str, sentinels: tuple[str, ...], firewall: bool,
                     controller_address: str | None) -> CloudDroplet:
@@ -145,6 +199,7 @@ class Healer:
         job = state.reprovision
         return {
             "enabled": self.policy.enabled,
+            "state_unreadable": self._unreadable.get(cluster),
             "dry_run": self.policy.dry_run,
             "paused": state.paused,
             "paused_nodes": list(state.paused_nodes),
@@ -212,6 +267,14 @@ class HealWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failing: dict[str, str] = {}  # cluster -> why its last heal step failed (logged once per streak)
+
+    def problems(self) -> list[str]:
+        """Clusters whose healing step fails (for `GET /healthz`), one sentence each."""
+        out = [f"healing failing for cluster {name} ({why})" for name, why in sorted(self._failing.items())]
+        if self._thread is not None and not self._thread.is_alive() and not self._stop.is_set():
+            out.append("heal worker thread is not running: nothing is healed")
+        return out
 
     def submit(self, view: ClusterView, confirmed: tuple[Finding, ...], now: float) -> None:
         with self._lock:
@@ -225,8 +288,13 @@ class HealWorker:
         for view, confirmed, now in pending.values():
             try:
                 self.healer.step(view, confirmed, now)
-            except Exception:
-                log.exception("heal.step_failed", cluster=view.name)
+            except Exception as e:
+                if view.name not in self._failing:
+                    log.exception("heal.step_failed", cluster=view.name)
+                self._failing[view.name] = error_text(e)
+            else:
+                if self._failing.pop(view.name, None) is not None:
+                    log.info("heal.step_recovered", cluster=view.name)
 
     def start(self) -> None:
         def loop() -> None:

@@ -156,6 +156,7 @@ def _assemble(config: ControllerConfig, tokens: OperatorTokens, clock: Callable[
         enroller=Enroller(config.clusters, enrollments, credentials, audit=heal_log),
         heal=healer,
         on_vitals_changed=watcher.wake,
+        problems=lambda: [p for p in (reports.problem(), outbox.problem()) if p] + watcher.problems(),
     ))
     return Parts(config, db, reports, incidents, heal_log, enrollments, credentials, outbox, notifiers, healer,
                  watcher, app)

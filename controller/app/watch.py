@@ -16,6 +16,7 @@ from typing import Protocol
 
 import structlog
 
+from controller.adapters.storage.db import error_text
 from controller.adapters.storage.incidents import IncidentLog
 from controller.app.fleet import Fleet
 from controller.app.healer import Healer, HealWorker
@@ -53,7 +54,9 @@ class Watcher:
         self._last_sentence: dict[str, str] = {}
         self._started_at = clock()
         self._armed: set[str] = set()
-        self._failing: set[str] = set()  # clusters whose last cycle failed (logged once, not every cycle)
+        self._failing: dict[str, str] = {}  # clusters whose last cycle failed -> why (logged once per streak)
+        # incidents changed but not yet written (a failed write): written with the next cycle's changes
+        self._unsaved: dict[str, dict[str, Incident]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._heal_worker = HealWorker(healer) if healer is not None else None
@@ -67,11 +70,12 @@ class Watcher:
         for name in self.fleet.names():
             try:
                 sentence = self._cycle_one(name, now)
-                self._failing.discard(name)
-            except Exception:
+                if self._failing.pop(name, None) is not None:
+                    log.info("cycle.cluster_recovered", cluster=name)
+            except Exception as e:
                 if name not in self._failing:
                     log.exception("cycle.cluster_failed", cluster=name)
-                    self._failing.add(name)
+                self._failing[name] = error_text(e)
                 sentence = f"{name}: cycle failed (logged); other clusters go on"
             sentences.append(sentence)
         return "; ".join(sentences)
@@ -81,13 +85,21 @@ class Watcher:
         policy = self.fleet.policy_for(name)
         findings = check(view, policy, now)
         active = self._active.get(name, ())
-        if self._arm(view, findings, now):
+        armed = self._arm(view, findings, now)  # on the cluster's own findings, not the controller's
+        if self._heal_worker is not None:
+            findings = (*findings, *self._heal_worker.healer.findings(name))
+        if armed:
             tracked = track(active, findings, policy, now)
         else:  # unarmed (just started): nothing opens, and nothing resolves for want of evidence
             tracked = Tracked(incidents=active, resolved=(), changed=(), events=())
         self.alerts.enqueue(tracked.events)  # first: a crash after this loses no alert
-        self.incidents.save(tracked.changed)
+        # the alerts are out: the incidents move on in memory even if writing them fails (else the next
+        # cycle would alert again); what was not written is written with the next cycle's changes
         self._active[name] = tracked.incidents
+        unsaved = self._unsaved.setdefault(name, {})
+        unsaved.update((i.id, i) for i in tracked.changed)
+        self.incidents.save(tuple(unsaved.values()))
+        unsaved.clear()
         self.fleet.set_findings(name, findings)
         self._log_changes(name, tracked.events)
         sentence = self._sentence(name, findings, tracked.incidents)
@@ -97,6 +109,13 @@ class Watcher:
             confirmed = tuple(f for f in findings if f.key in confirmed_keys)
             self._heal_worker.submit(view, confirmed, now)
         return sentence
+
+    def problems(self) -> list[str]:
+        """What keeps a cluster from being watched or healed fully (for `GET /healthz`), one sentence each."""
+        out = [f"watch cycle failing for cluster {name} ({why})" for name, why in sorted(self._failing.items())]
+        if self._heal_worker is not None:
+            out += self._heal_worker.problems()
+        return out
 
     def _arm(self, view: ClusterView, findings: Sequence[Finding], now: float) -> bool:
         """Incidents (and so alerts and healing) start once the cluster has been seen complete and without

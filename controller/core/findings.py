@@ -43,6 +43,7 @@ class Code(str, Enum):
     MEMORY_PRESSURE = "MEMORY_PRESSURE"
     DISK_PRESSURE = "DISK_PRESSURE"
     CONFIG_RISK = "CONFIG_RISK"
+    HEAL_STATE_UNREADABLE = "HEAL_STATE_UNREADABLE"  # the controller's own record, not the cluster's health
 
     def __str__(self) -> str:
         return self.value

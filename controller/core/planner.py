@@ -12,7 +12,10 @@ Safety rails (each visible as a hold reason):
   * at most one reprovision in flight per cluster; cooldowns per node and per cluster; a daily budget,
     after which only alerts go out until `redwarden ack CLUSTER`;
   * maintenance pauses (cluster or node) and dry-run (plans, logs, alerts; acts on nothing).
-Escalation ladder per node: restart the service -> power-cycle the droplet -> reprovision it.
+Escalation ladder per node: restart the service -> power-cycle the droplet -> reprovision it. A node whose
+agent alone is silent (its Redis corroborated healthy) gets no ladder: an alert, and, only when
+`agent_silent_reboot_after_s` is set, one graceful reboot after that long (never the master's droplet, and
+only while the rest of the cluster keeps its Sentinel quorum and an in-sync replica).
 A reprovision is a persisted state machine: create -> boot (active, reporting as an in-sync replica)
 -> Sentinel reset sequence -> destroy the old droplet -> done.
 """
@@ -25,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from controller.core.findings import Code, Finding
+from controller.core.findings import Code, Finding, Severity
 from controller.core.view import ClusterView, NodeState
 
 # -- the policy ------------------------------------------------------------------------------------
@@ -52,11 +55,15 @@ class HealPolicy:
     sentinel_settle_s: float = 2.0  # a reset Sentinel must list its peers again for this long
     replicaof_after_s: float = 15.0  # a replica on the wrong master this long gets REPLICAOF
     reprovision_boot_timeout_s: float = 900.0
+    # AGENT_SILENT's gentler remedy: a node whose agent has been silent this long while its Redis is
+    # corroborated healthy gets one graceful reboot (DigitalOcean's `reboot`, not a power-cycle) to bring
+    # its agent back; 0: off (alert only), the default. Hours, not seconds: a reboot costs a resync.
+    agent_silent_reboot_after_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("restart_wait_s", "power_cycle_wait_s", "node_cooldown_s", "cluster_cooldown_s",
                      "failover_cooldown_s", "sentinel_reset_interval_s", "sentinel_settle_s",
-                     "replicaof_after_s", "reprovision_boot_timeout_s"):
+                     "replicaof_after_s", "reprovision_boot_timeout_s", "agent_silent_reboot_after_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.restart_attempts < 0:
@@ -98,6 +105,15 @@ class Failover:
 
 @dataclass(frozen=True, slots=True)
 class PowerCycle:
+    node: str
+    droplet_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reboot:
+    """A graceful reboot of a droplet (ACPI, then DigitalOcean forces it off after its timeout)."""
+
     node: str
     droplet_id: int
     reason: str
@@ -146,7 +162,7 @@ class FinishReprovision:
 
 
 Action = (
-    RestartService | Replicaof | ResetSentinel | Failover | PowerCycle | StartReprovision | CreateReplacement
+    RestartService | Replicaof | ResetSentinel | Failover | PowerCycle | Reboot | StartReprovision | CreateReplacement
     | DestroyDroplet | ForgetNode | FinishReprovision | MoveReservedIp
 )
 # bookkeeping steps of a running reprovision: not counted against cooldowns and budget
@@ -166,6 +182,8 @@ def describe(action: Action) -> str:
             return f"SENTINEL FAILOVER (via {n}, master {m})"
         case PowerCycle(node=n, droplet_id=d):
             return f"power-cycle droplet {d} ({n})"
+        case Reboot(node=n, droplet_id=d):
+            return f"reboot droplet {d} ({n})"
         case StartReprovision(node=n):
             return f"reprovision {n}"
         case CreateReplacement(name=name):
@@ -209,6 +227,7 @@ class NodeHealth:
     restarts: int = 0  # restarts since the node was last healthy
     last_restart_at: float | None = None
     power_cycled_at: float | None = None
+    rebooted_at: float | None = None  # AGENT_SILENT's reboot: once per silence, cleared when healthy again
     last_action_at: float | None = None
     wrong_master_since: float | None = None
 
@@ -289,6 +308,25 @@ class HealSnapshot:
     # without a record is matched by name among the droplets carrying the cluster's tag. Never the
     # droplet id an agent reports: a node could name another node's droplet.
     bindings: tuple[tuple[str, int], ...] = ()
+    # why the cluster's persisted HealState could not be read, when it could not: healing is held (fail
+    # closed: a paused cluster must not come back unpaused) until an operator resets it
+    state_unreadable: str | None = None
+
+
+def reset_command(cluster: str) -> str:
+    return f"redwarden heal reset-state {cluster}"
+
+
+def check_heal_state(cluster: str, unreadable: str | None) -> tuple[Finding, ...]:
+    """HEAL_STATE_UNREADABLE when the cluster's heal state (pauses, budget, a reprovision in flight) could
+    not be read: critical, because healing is held until an operator resets it."""
+    if unreadable is None:
+        return ()
+    return (Finding(Code.HEAL_STATE_UNREADABLE, Severity.CRITICAL, cluster, "cluster", cluster,
+                    f"The controller cannot read cluster {cluster}'s heal state ({unreadable}): healing is held, "
+                    "alerts go on. Check whether the cluster was paused or a reprovision was under way (`redwarden "
+                    f"history`, the actions log), then `{reset_command(cluster)}` and pause again if needed",
+                    evidence=(("reason", unreadable),)),)
 
 
 # -- the planner ----------------------------------------------------------------------------------
@@ -339,7 +377,7 @@ def _droplet_of(snapshot: HealSnapshot, node: NodeState) -> Droplet | None:
     return named[0] if len(named) == 1 else None
 
 
-DISRUPTIVE = (PowerCycle, StartReprovision, DestroyDroplet)
+DISRUPTIVE = (PowerCycle, Reboot, StartReprovision, DestroyDroplet)
 
 
 def _host(address: str | None) -> str | None:
@@ -380,6 +418,10 @@ def plan_heal(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> Plan:
 
     if not policy.enabled:
         return done("healing disabled by policy: alerting only")
+    if snapshot.state_unreadable is not None:
+        held.append(Held("any action", f"the heal state cannot be read ({snapshot.state_unreadable}): held until "
+                                       f"`{reset_command(view.name)}`"))
+        return done("no action: heal state unreadable")
     if state.paused:
         held.append(Held("any action", "cluster paused for maintenance (`redwarden resume` to act again)"))
         return done("no action: cluster paused")
@@ -428,6 +470,10 @@ def plan_heal(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> Plan:
             if not view.is_fresh(node) or Code.MASTER_DOWN in _codes(findings, node.name):
                 held.append(Held(f"power-cycle or rebuild {node.name}",
                                  "it is the current master: a dead master is Sentinel's to fail over first"))
+            silent_s = view.age_s(node)
+            if policy.agent_silent_reboot_after_s > 0 and silent_s >= policy.agent_silent_reboot_after_s:
+                held.append(Held(f"reboot {node.name}", f"its agent has been silent {silent_s:.0f} s, but it is the "
+                                 "current master: the controller never reboots it (an operator may fail over first)"))
             continue
         if job is not None and node.name in (job.old_node, job.new_name):
             continue  # the reprovision owns these
@@ -536,10 +582,22 @@ def _node_ladder(
             return [StartReprovision(node.name, droplet_id, f"{node.name}'s droplet no longer exists")]
         verdict, why = ("down", f"the cloud shows droplet {droplet.id} {droplet.status}") \
             if droplet.status == "off" else view.silent_redis(node)
+        if verdict == "up":
+            held.append(Held(f"power-cycle {node.name}",
+                             f"its agent is silent but its Redis is corroborated healthy ({why}): alert only"))
+            reboot = _silent_agent_reboot(snapshot, node, droplet, policy, now, master, why)
+            if isinstance(reboot, Reboot):
+                return [reboot]
+            if reboot is not None:
+                held.append(reboot)
+            return []
         if verdict != "down":
-            reason = (f"its agent is silent but its Redis is corroborated healthy ({why}): alert only"
-                      if verdict == "up" else f"its agent is silent and nothing corroborates its Redis down ({why})")
-            held.append(Held(f"power-cycle {node.name}", reason))
+            held.append(Held(f"power-cycle {node.name}",
+                             f"its agent is silent and nothing corroborates its Redis down ({why})"))
+            return []
+        if health.rebooted_at is not None and now - health.rebooted_at < policy.power_cycle_wait_s:
+            held.append(Held(f"power-cycle {node.name}", f"rebooted {now - health.rebooted_at:.0f} s ago: its Redis "
+                             f"is down while it boots ({policy.power_cycle_wait_s:.0f} s before the ladder goes on)"))
             return []
         if health.power_cycled_at is None:
             return [PowerCycle(node.name, droplet.id, f"{node.name}'s agent has been silent for "
@@ -576,6 +634,37 @@ def _node_ladder(
         out.append(Replicaof(node.name, master, f"{node.name} replicates {redis.master_address}, not the master "
                              f"{master}, for {now - health.wrong_master_since:.0f} s"))
     return out
+
+
+def _silent_agent_reboot(snapshot: HealSnapshot, node: NodeState, droplet: Droplet, policy: HealPolicy,
+                         now: float, master: str | None, why_healthy: str) -> Reboot | Held | None:
+    """AGENT_SILENT's gentler remedy, for a non-master whose Redis is corroborated healthy: one graceful
+    reboot after `agent_silent_reboot_after_s` of silence, if the rest of the cluster keeps a Sentinel
+    quorum (and majority) and an in-sync replica while it reboots. None: the remedy is off."""
+    after_s = policy.agent_silent_reboot_after_s
+    if after_s <= 0:
+        return None
+    view = snapshot.view
+    what = f"reboot {node.name}"
+    silent_s = view.age_s(node)
+    rebooted_at = snapshot.state.node(node.name).rebooted_at
+    if rebooted_at is not None:
+        return Held(what, f"rebooted {now - rebooted_at:.0f} s ago and its agent is still silent: one reboot per "
+                          "silence, the rest is an operator's (look at the droplet's console)")
+    if silent_s < after_s:
+        return Held(what, f"its agent has been silent {silent_s:.0f} s; a graceful reboot only after {after_s:.0f} s")
+    others = [v for n, v in view.sentinel_views() if n.name != node.name]
+    quorum = max((v.quorum for v in others if v.quorum), default=0)
+    needed = max(quorum, view.expected_sentinels // 2 + 1)
+    if len(others) < needed:
+        return Held(what, f"only {len(others)} other Sentinels reachable, {needed} needed to keep quorum and a "
+                          "majority while it reboots")
+    replicas = [n.name for n in view.fresh_nodes() if n.name != node.name and _in_sync_replica(view, n, master)]
+    if not replicas:
+        return Held(what, "no other in-sync replica: the master would be left without one while it reboots")
+    return Reboot(node.name, droplet.id, f"{node.name}'s agent has been silent {silent_s:.0f} s (reboot after "
+                  f"{after_s:.0f} s) while its Redis is healthy ({why_healthy}); {len(others)} other Sentinels and "
+                  f"{', '.join(replicas)} in sync keep the cluster whole: a graceful reboot to bring its agent back")
 
 
 def _sentinel_reset(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> ResetSentinel | Held | None:
@@ -682,8 +771,8 @@ def observe(snapshot: HealSnapshot, now: float, policy: HealPolicy = HealPolicy(
         r = node.report.redis
         healthy = view.redis_up(node) and view.sentinel_up(node)
         new = h
-        if healthy and (h.restarts or h.power_cycled_at is not None):
-            new = dataclasses.replace(new, restarts=0, last_restart_at=None, power_cycled_at=None)
+        if healthy and (h.restarts or h.power_cycled_at is not None or h.rebooted_at is not None):
+            new = dataclasses.replace(new, restarts=0, last_restart_at=None, power_cycled_at=None, rebooted_at=None)
         wrong = (view.redis_up(node) and r.role == "replica" and master is not None and r.master_address != master)
         if wrong and h.wrong_master_since is None:
             new = dataclasses.replace(new, wrong_master_since=now)
@@ -734,6 +823,8 @@ def apply_result(snapshot: HealSnapshot, state: HealState, action: Action, resul
             state = state.with_node(n, dataclasses.replace(h, restarts=h.restarts + 1, last_restart_at=now))
         case PowerCycle(node=n):
             state = state.with_node(n, dataclasses.replace(state.node(n), power_cycled_at=now))
+        case Reboot(node=n):
+            state = state.with_node(n, dataclasses.replace(state.node(n), rebooted_at=now))
         case Failover(old_master=old):
             state = dataclasses.replace(state, last_failover_at=now,
                                         failed_away=(*state.failed_away[-7:], (old, now)))

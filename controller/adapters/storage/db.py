@@ -163,6 +163,14 @@ def _unusable(path: str, e: sqlite3.Error) -> StateFileError:
     )
 
 
+def error_text(e: BaseException) -> str:
+    """A failure as one short line for a log or `GET /healthz` (which anyone may read): the type, and for
+    SQLite and OS errors their first line, whose words are the library's own ("database or disk is full")
+    and name no data and no secret; any other exception's message could carry data, so only its type."""
+    first = str(e).splitlines()[0][:200] if str(e) and isinstance(e, sqlite3.Error | OSError) else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
 def _sqlite_message(e: BaseException) -> str:
     """The library's one-line reason (e.g. "file is not a database"): no path of ours, no data, no traceback."""
     if isinstance(e, OSError):
