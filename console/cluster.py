@@ -85,6 +85,9 @@ class ClusterSnap:
     held: tuple[tuple[str, str], ...] = ()  # (what, reason) the healer holds back this cycle
     heal_enabled: bool | None = None
     budget_left: int | None = None  # None: no budget reported, or acknowledged (unlimited today)
+    # the Sentinels' "ip:port" in the order the controller walks them (empty from a controller that does not
+    # say): its fast failover asks the last reachable one that is not the master's
+    sentinel_order: tuple[str, ...] = ()
 
     def node(self, name: str) -> NodeSnap | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -140,6 +143,7 @@ def parse_cluster(data: object) -> ClusterSnap:
         held=held,
         heal_enabled=enabled,
         budget_left=left,
+        sentinel_order=tuple(a for a in as_list(sentinels.get("order")) if isinstance(a, str)),
     )
 
 
