@@ -60,6 +60,7 @@ class NodeSnap:
     droplet_id: int | None
     sentinel_known_sentinels: int | None = None  # how many other Sentinels its Sentinel knows
     sentinel_known_replicas: int | None = None  # how many replicas its Sentinel knows
+    sentinel_address: str | None = None  # its Sentinel's "ip:port"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,7 @@ def parse_cluster(data: object) -> ClusterSnap:
             droplet_id=int_at(n, "droplet_id"),
             sentinel_known_sentinels=int_at(n, "sentinel_known_sentinels"),
             sentinel_known_replicas=int_at(n, "sentinel_known_replicas"),
+            sentinel_address=str_at(n, "sentinel_address"),
         ))
     sentinels = as_object(d.get("sentinels", {}), "the sentinels")
     votes = as_object(sentinels.get("votes", {}), "the votes")

@@ -486,7 +486,15 @@ def test_each_run_gives_the_writer_the_sentinels_in_its_order_from_the_controlle
     class Ordered(ScriptedController):
         def cluster(self) -> Any:
             snap = super().cluster()
-            return dataclasses.replace(snap, sentinel_order=("10.0.0.1:26379", "10.0.0.2:26379", "10.0.0.3:26379"))
+            nodes = tuple(dataclasses.replace(n, sentinel_address=f"10.0.0.{n.name[-1]}:26379") for n in snap.nodes)
+            return dataclasses.replace(snap, nodes=nodes,
+                                       sentinel_order=("10.0.0.1:26379", "10.0.0.2:26379", "10.0.0.3:26379"))
+
+        def actions(self) -> Any:
+            return parse_actions({"actions": [
+                {"id": 1, "kind": "Failover", "node": "redis-3", "description": "SENTINEL FAILOVER (via redis-3)",
+                 "status": "succeeded", "started_at": time.time(), "finished_at": time.time()}]} if self.faulted
+                else {"actions": []})
 
     opts = DrillOptions(fault="kill-master", timeout_s=20, healthy_timeout_s=5, poll_interval_s=0.01,
                         history_poll_s=0.05, settle_s=0.1, write_interval_s=0.002, warmup_acked=5,
@@ -509,6 +517,8 @@ def test_each_run_gives_the_writer_the_sentinels_in_its_order_from_the_controlle
     # the writer and the read-back both got the run's list
     assert lists[0] == lists[1] == (s1, s2, s3) and lists[2] == lists[3] == (s3, s2, s1)
     assert not any("does not list" in n for r in results for n in r["notes"])
+    # the controller asked redis-3's Sentinel: last in the controller's order, first in the reversed one
+    assert [r["failover_leader_rank"] for r in results[:2]] == [3, 1]
 
 
 # -- where a drill starts, and a wrong cluster name ----------------------------------------------------------

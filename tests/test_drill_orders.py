@@ -9,7 +9,7 @@ import pytest
 
 from console.cluster import parse_cluster
 from console.drill.observer import Observations
-from console.drill.orders import SENTINEL_ORDERS, controller_order, order_sentinels, planned_orders
+from console.drill.orders import SENTINEL_ORDERS, controller_order, leader_rank, order_sentinels, planned_orders
 from console.drill.result import DrillResult, FaultInfo, assemble_result, render_summary, render_timeline, summarize
 from console.drill.writes import LostWrites, WriteSample
 
@@ -108,4 +108,12 @@ def test_summary_of_one_order_names_it_and_of_runs_without_one_has_none() -> Non
 def test_a_runs_result_and_timeline_name_its_order_and_list() -> None:
     r = result("reversed", 1.5)
     assert r["sentinel_order"] == "reversed" and r["sentinels"][0] == "10.0.0.1:26379"
-    assert "writer's Sentinels (reversed order): 10.0.0.1:26379, 10.0.0.2:26379, 10.0.0.3:26379" in render_timeline(r)
+    assert "writer's Sentinels (reversed order): 10.0.0.1:26379, 10.0.0.2:26379, 10.0.0.3:26379\n" in render_timeline(r)
+    r["failover_leader_rank"] = 1
+    assert "10.0.0.3:26379; the failover's leader is number 1" in render_timeline(r)
+
+
+def test_leader_rank_is_where_the_writer_listed_the_failovers_leader() -> None:
+    listed = ["10.0.0.3:26379", "10.0.0.1:26379", "10.0.0.2:26379"]
+    assert leader_rank(listed, "10.0.0.3:26379") == 1 and leader_rank(listed, "10.0.0.2:26379") == 3
+    assert leader_rank(listed, "10.0.0.9:26379") is None and leader_rank(listed, None) is None

@@ -21,9 +21,10 @@ DigitalOcean) lives in `sandbox.drill_target`.
 
 One run: wait for a healthy cluster; list the Sentinels for the writer in the run's order (relative to
 the controller's, from its cluster status: an application's client asks them in its own order, and right
-after a failover they do not all know the new master at once); start the writer (SET `drill:<run>:<n>` then `WAIT 1`, every
-10 ms, on one connection); inject the fault; poll the controller until full redundancy has held for a
-few seconds (or the timeout); stop the writer; read every acknowledged key back from the master.
+after a failover they do not all know the new master at once); start the writer (SET `drill:<run>:<n>`
+then `WAIT 1`, every 10 ms, on one connection); inject the fault; poll the controller until full
+redundancy has held for a few seconds (or the timeout); stop the writer; read every acknowledged key back
+from the master.
 
 The steps, and where each comes from (times are Unix seconds; the controller's own timestamps are used
 where it keeps them, which assumes its clock and ours agree, as they do on the sandbox):

@@ -73,6 +73,7 @@ class ActionSnap:
     detail: str | None
     started_at: float
     finished_at: float | None
+    node: str | None = None  # the node acted on (a failover: whose Sentinel was asked)
 
 
 def parse_actions(data: object) -> tuple[ActionSnap, ...]:
@@ -83,7 +84,8 @@ def parse_actions(data: object) -> tuple[ActionSnap, ...]:
         if started is None:
             continue
         out.append(ActionSnap(int_at(a, "id") or 0, str_at(a, "kind") or "?", str_at(a, "description") or "?",
-                              str_at(a, "status") or "?", str_at(a, "detail"), started, float_at(a, "finished_at")))
+                              str_at(a, "status") or "?", str_at(a, "detail"), started, float_at(a, "finished_at"),
+                              str_at(a, "node")))
     return tuple(out)
 
 

@@ -61,3 +61,9 @@ def order_sentinels(sentinels: Sequence[Address], controller: Sequence[str], ord
 
 def describe_order(order: str, sentinels: Sequence[Address]) -> str:
     return f"{order} order: " + ", ".join(f"{h}:{p}" for h, p in sentinels)
+
+
+def leader_rank(sentinels: Sequence[str], leader: str | None) -> int | None:
+    """Where the writer listed the Sentinel that led the failover (1: first, asked first), None: not listed
+    or not known. That Sentinel names the old master in SENTINEL MASTERS until its failover ends."""
+    return sentinels.index(leader) + 1 if leader in sentinels else None

@@ -59,6 +59,7 @@ class DrillResult(TypedDict):
     notes: list[str]
     sentinel_order: str | None  # the order of the writer's Sentinel list (console.drill.orders), None: as given
     sentinels: list[str]  # the writer's Sentinel list, "ip:port", in the order it asks them
+    failover_leader_rank: int | None  # where in that list the Sentinel the controller asked to fail over was
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,7 @@ def assemble_result(
     notes: Sequence[str] = (),
     sentinel_order: str | None = None,
     sentinels: Sequence[str] = (),
+    failover_leader_rank: int | None = None,
 ) -> DrillResult:
     """The drill's result: every step in order, null when it did not happen, times relative to the fault."""
     steps = dict(obs.steps)
@@ -121,6 +123,7 @@ def assemble_result(
         "notes": list(notes),
         "sentinel_order": sentinel_order,
         "sentinels": list(sentinels),
+        "failover_leader_rank": failover_leader_rank,
     }
 
 
@@ -226,7 +229,9 @@ def render_timeline(result: DrillResult) -> str:
         out.append("refusals: " + ", ".join(f"{kind} x{count}" for kind, count in result["write_errors"].items()))
     if result["sentinels"]:
         order = f"{result['sentinel_order']} order" if result["sentinel_order"] else "order as given"
-        out.append(f"writer's Sentinels ({order}): {', '.join(result['sentinels'])}")
+        leader = result["failover_leader_rank"]
+        tail = f"; the failover's leader is number {leader}" if leader is not None else ""
+        out.append(f"writer's Sentinels ({order}): {', '.join(result['sentinels'])}{tail}")
     restored = result["redundancy_restored_s"]
     out.append(f"redundancy restored after {restored:.2f} s" if restored is not None else "redundancy NOT restored")
     if result["timed_out"]:

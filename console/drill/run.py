@@ -20,7 +20,14 @@ from console.cluster import Clock, ClusterNotHealthy, ClusterSnap, NodeSnap, red
 from console.drill.controller_api import ClusterSource
 from console.drill.model import FAULT, MASTER_FAULTS, NEW_MASTER, DrillError, pick_victim
 from console.drill.observer import Observer
-from console.drill.orders import SentinelOrder, controller_order, describe_order, order_sentinels, planned_orders
+from console.drill.orders import (
+    SentinelOrder,
+    controller_order,
+    describe_order,
+    leader_rank,
+    order_sentinels,
+    planned_orders,
+)
 from console.drill.result import DrillResult, FaultInfo, assemble_result
 from console.drill.targets import Endpoints, FaultTarget
 from console.drill.writer import KeyStore, SentinelKeyStore, Writer, error_kind
@@ -105,9 +112,13 @@ def run_drill(api: ClusterSource, target: FaultTarget, endpoints: Endpoints, opt
     if opts.fault in MASTER_FAULTS and not any(a.kind == "Failover" for a in observations.actions):
         # why the controller left it to Sentinel's own timer (after its own failover, the same hold is normal)
         notes += [f"no fast failover: {reason}" for what, reason in observations.held if what == "fast failover"]
+    listed = [f"{h}:{p}" for h, p in sentinels]
+    asked = next((a.node for a in observations.actions if a.kind == "Failover" and a.status == "succeeded"), None)
+    asked_node = before.node(asked) if asked else None
+    leader = asked_node.sentinel_address if asked_node else None
     info = FaultInfo(opts.fault, target.label, victim.name, victim.address, before.master, fault_at, detail)
     return assemble_result(info, observations, samples, end_at, lost, timed_out, writer.errors, notes,
-                           sentinel_order=order, sentinels=[f"{h}:{p}" for h, p in sentinels])
+                           sentinel_order=order, sentinels=listed, failover_leader_rank=leader_rank(listed, leader))
 
 
 def _in_order(endpoints: Endpoints, before: ClusterSnap, order: SentinelOrder, rng: random.Random,
