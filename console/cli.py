@@ -23,6 +23,7 @@ from typing import Any
 from console import __version__
 from console.client import ControllerClient
 from console.connection import add_connection_args, ca_cert, controller_url, operator_token
+from console.drill.orders import ORDER_CHOICES
 from console.plugins import CliPlugin, load_plugins
 from controller.adapters.storage.db import StateFileError
 from protocol.settings import ConfigError
@@ -137,6 +138,9 @@ def _add_drill_parser(sub: Any) -> None:
                     help="how long a timed fault (a cut, a killed agent, a full disk, a slow cloud) lasts")
     dr.add_argument("--sandbox", metavar="DIR", help="drill on the sandbox in DIR")
     dr.add_argument("--runs", type=int, default=1, help="repeat, each from a healthy cluster; prints a summary")
+    dr.add_argument("--sentinel-order", choices=ORDER_CHOICES, default="controller",
+                    help="the order of the writer's Sentinel list: the controller's (default), reversed, shuffled, "
+                         "or all: --runs of each, with the unavailability per order and the worst")
     dr.add_argument("--between", type=float, default=0.0, metavar="S", help="at least S seconds between two faults")
     dr.add_argument("--timeout", type=float, default=300.0, metavar="S", help="per run, from the fault")
     dr.add_argument("--json", action="store_true", help="machine-readable output")

@@ -60,6 +60,7 @@ class NodeSnap:
     droplet_id: int | None
     sentinel_known_sentinels: int | None = None  # how many other Sentinels its Sentinel knows
     sentinel_known_replicas: int | None = None  # how many replicas its Sentinel knows
+    sentinel_address: str | None = None  # its Sentinel's "ip:port"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,9 @@ class ClusterSnap:
     held: tuple[tuple[str, str], ...] = ()  # (what, reason) the healer holds back this cycle
     heal_enabled: bool | None = None
     budget_left: int | None = None  # None: no budget reported, or acknowledged (unlimited today)
+    # the Sentinels' "ip:port" in the order the controller walks them (empty from a controller that does not
+    # say): its fast failover asks the last reachable one that is not the master's
+    sentinel_order: tuple[str, ...] = ()
 
     def node(self, name: str) -> NodeSnap | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -110,6 +114,7 @@ def parse_cluster(data: object) -> ClusterSnap:
             droplet_id=int_at(n, "droplet_id"),
             sentinel_known_sentinels=int_at(n, "sentinel_known_sentinels"),
             sentinel_known_replicas=int_at(n, "sentinel_known_replicas"),
+            sentinel_address=str_at(n, "sentinel_address"),
         ))
     sentinels = as_object(d.get("sentinels", {}), "the sentinels")
     votes = as_object(sentinels.get("votes", {}), "the votes")
@@ -140,6 +145,7 @@ def parse_cluster(data: object) -> ClusterSnap:
         held=held,
         heal_enabled=enabled,
         budget_left=left,
+        sentinel_order=tuple(a for a in as_list(sentinels.get("order")) if isinstance(a, str)),
     )
 
 

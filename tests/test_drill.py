@@ -3,6 +3,7 @@ rendering, over hand-built controller answers and write timestamps (no processes
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Sequence
@@ -471,6 +472,55 @@ def test_a_whole_drill_over_fakes_thaws_what_it_froze_and_reads_every_write_back
     assert store.data == {}  # the drill's keys are deleted afterwards
 
 
+def test_each_run_gives_the_writer_the_sentinels_in_its_order_from_the_controllers() -> None:
+    """--sentinel-order all: a round of every order; the writer's list comes from the controller's order, not
+    from the order the endpoints give, and each result says which list it used."""
+    import random
+
+    from console.drill.run import DrillOptions, run_drill
+    from console.drill.targets import Endpoints
+
+    s1, s2, s3 = ("10.0.0.1", 26379), ("10.0.0.2", 26379), ("10.0.0.3", 26379)
+    lists: list[tuple[tuple[str, int], ...]] = []
+
+    class Ordered(ScriptedController):
+        def cluster(self) -> Any:
+            snap = super().cluster()
+            nodes = tuple(dataclasses.replace(n, sentinel_address=f"10.0.0.{n.name[-1]}:26379") for n in snap.nodes)
+            return dataclasses.replace(snap, nodes=nodes,
+                                       sentinel_order=("10.0.0.1:26379", "10.0.0.2:26379", "10.0.0.3:26379"))
+
+        def actions(self) -> Any:
+            return parse_actions({"actions": [
+                {"id": 1, "kind": "Failover", "node": "redis-3", "description": "SENTINEL FAILOVER (via redis-3)",
+                 "status": "succeeded", "started_at": time.time(), "finished_at": time.time()}]} if self.faulted
+                else {"actions": []})
+
+    opts = DrillOptions(fault="kill-master", timeout_s=20, healthy_timeout_s=5, poll_interval_s=0.01,
+                        history_poll_s=0.05, settle_s=0.1, write_interval_s=0.002, warmup_acked=5,
+                        sentinel_order="all")
+    endpoints = Endpoints("http://fake", "shop", "mymaster", None, lambda: (s2, s3, s1))
+    results = []
+    for order in opts.planned_orders():  # a fresh scripted controller per run: each run starts healthy
+        store = FakeStore()
+        controller = Ordered(store)
+
+        def connect(e: Endpoints, store: FakeStore = store) -> FakeStore:
+            lists.append(e.sentinels())
+            return store
+
+        results.append(run_drill(controller, FakeTarget(controller), endpoints, opts, connect=connect, order=order,
+                                 rng=random.Random(3)))
+    assert [r["sentinel_order"] for r in results] == ["controller", "reversed", "shuffled"]
+    assert [r["sentinels"][0] for r in results[:2]] == ["10.0.0.1:26379", "10.0.0.3:26379"]
+    assert results[2]["sentinels"] not in ([a for a in results[0]["sentinels"]], results[1]["sentinels"])
+    # the writer and the read-back both got the run's list
+    assert lists[0] == lists[1] == (s1, s2, s3) and lists[2] == lists[3] == (s3, s2, s1)
+    assert not any("does not list" in n for r in results for n in r["notes"])
+    # the controller asked redis-3's Sentinel: last in the controller's order, first in the reversed one
+    assert [r["failover_leader_rank"] for r in results[:2]] == [3, 1]
+
+
 # -- where a drill starts, and a wrong cluster name ----------------------------------------------------------
 
 
@@ -524,7 +574,8 @@ def test_a_wrong_cluster_name_is_a_usage_error(capsys: pytest.CaptureFixture[str
         url = f"http://127.0.0.1:{server.server_address[1]}"
         target = FakeTarget(ScriptedController(FakeStore()))
         args = argparse.Namespace(cluster="nope", fault="kill-master", sandbox="/tmp/x", runs=1, between=0.0,
-                                  timeout=5.0, json=True, campaign=None, seed=1, hold=12.0)
+                                  timeout=5.0, json=True, campaign=None, seed=1, hold=12.0,
+                                  sentinel_order="controller")
         code = main(args, sandbox_target=lambda _: (target, Endpoints(url, "nope", "mymaster", None, lambda: ())))
     finally:
         server.shutdown()

@@ -31,7 +31,7 @@ from controller.core.planner import (
     utc_day,
 )
 from controller.core.policy import Policy
-from controller.core.view import ClusterView
+from controller.core.view import ClusterView, cluster_status
 from tests.factories import (
     kill_redis,
     kill_sentinel,
@@ -120,6 +120,11 @@ def test_fast_failover_when_the_masters_own_host_confirms_redis_gone() -> None:
     assert [type(a) for a in p.actions] == [Failover]
     assert p.actions[0].old_master == "127.0.0.3:6379"  # type: ignore[union-attr]
     assert p.actions[0].via_node == "redis-3"  # type: ignore[union-attr]  # the Sentinel clients ask last
+    # the status tells clients (and the drill) which that is: the last of its order that is not the master's
+    order = cluster_status(healthy())["sentinels"]["order"]
+    by_node = {n.name: n.report.identity.sentinel_address for n in healthy().nodes}
+    assert order == [by_node[name] for name in sorted(by_node)]
+    assert [a for a in order if a != by_node["redis-1"]][-1] == by_node["redis-3"]
     off = plan(kill_redis(healthy(), "redis-1"), policy=HealPolicy(fast_failover=False))
     assert not any(isinstance(a, Failover) for a in off.actions)
     assert any("fast failover is off" in h.reason for h in off.held)

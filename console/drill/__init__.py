@@ -5,6 +5,7 @@ Layer: application (a tool), over a pure core. The modules, bottom to top:
     pure core   model       the vocabulary (steps, faults, write outcomes), errors, the controller's
                             incidents and actions as snapshots, the victim of a fault
                 writes      write samples: write unavailability and lost-write arithmetic
+                orders      the order of the writer's Sentinel list: the controller's, reversed, shuffled
                 observer    the `Observer`: what the controller shows after the fault, as timeline steps
                 result      result assembly, the summary over runs, and both renderings
     adapters    controller_api  `ControllerApi`: the controller's HTTP API for one cluster (a `ClusterSource`)
@@ -18,9 +19,12 @@ the same snapshot and predicate `redwarden cluster create` waits on. The core ta
 argument and does no I/O. The sandbox's fault target (`SandboxTarget`: signals and the local
 DigitalOcean) lives in `sandbox.drill_target`.
 
-One run: wait for a healthy cluster; start the writer (SET `drill:<run>:<n>` then `WAIT 1`, every
-10 ms, on one connection); inject the fault; poll the controller until full redundancy has held for a
-few seconds (or the timeout); stop the writer; read every acknowledged key back from the master.
+One run: wait for a healthy cluster; list the Sentinels for the writer in the run's order (relative to
+the controller's, from its cluster status: an application's client asks them in its own order, and right
+after a failover they do not all know the new master at once); start the writer (SET `drill:<run>:<n>`
+then `WAIT 1`, every 10 ms, on one connection); inject the fault; poll the controller until full
+redundancy has held for a few seconds (or the timeout); stop the writer; read every acknowledged key back
+from the master.
 
 The steps, and where each comes from (times are Unix seconds; the controller's own timestamps are used
 where it keeps them, which assumes its clock and ours agree, as they do on the sandbox):

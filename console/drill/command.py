@@ -91,7 +91,7 @@ def main(args: argparse.Namespace, sandbox_target: TargetResolver | None = None)
         else:
             target, endpoints = _real_cluster(args)
         opts = DrillOptions(fault=args.fault or "", runs=args.runs, timeout_s=args.timeout, between_s=args.between,
-                            hold_s=args.hold)
+                            hold_s=args.hold, sentinel_order=args.sentinel_order)
         api = ControllerApi(endpoints.controller_url, endpoints.cluster, token=endpoints.token,
                             ca_cert=endpoints.ca_cert)
 
@@ -112,9 +112,10 @@ def main(args: argparse.Namespace, sandbox_target: TargetResolver | None = None)
     except (DrillError, ControllerError) as e:
         print(f"redwarden: drill: {e}", file=sys.stderr)
         return 1
+    several = len(opts.planned_orders()) > 1
     if args.json:
-        doc: object = results[0] if opts.runs == 1 else {"runs": results, "summary": summarize(results)}
+        doc: object = {"runs": results, "summary": summarize(results)} if several else results[0]
         print(json.dumps(doc, indent=2))
-    elif opts.runs > 1:
+    elif several:
         print(render_summary(summarize(results)), end="")
     return 1 if any(r["timed_out"] for r in results) else 0

@@ -94,7 +94,7 @@ class ActionSnap:
     detail: str | None
     started_at: float
     finished_at: float | None
-    node: str | None = None
+    node: str | None = None  # the node acted on (a failover: whose Sentinel was asked)
 
 
 def parse_actions(data: object) -> tuple[ActionSnap, ...]:

@@ -60,6 +60,9 @@ class DrillResult(TypedDict):
     held: list[str]
     timed_out: bool
     notes: list[str]
+    sentinel_order: str | None  # the order of the writer's Sentinel list (console.drill.orders), None: as given
+    sentinels: list[str]  # the writer's Sentinel list, "ip:port", in the order it asks them
+    failover_leader_rank: int | None  # where in that list the Sentinel the controller asked to fail over was
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,9 @@ def assemble_result(
     timed_out: bool = False,
     write_errors: Mapping[str, int] | None = None,
     notes: Sequence[str] = (),
+    sentinel_order: str | None = None,
+    sentinels: Sequence[str] = (),
+    failover_leader_rank: int | None = None,
 ) -> DrillResult:
     """The drill's result: every step in order, null when it did not happen, times relative to the fault."""
     steps = dict(obs.steps)
@@ -119,6 +125,9 @@ def assemble_result(
         "held": [f"{what}: {reason}" for what, reason in obs.held],
         "timed_out": timed_out,
         "notes": list(notes),
+        "sentinel_order": sentinel_order,
+        "sentinels": list(sentinels),
+        "failover_leader_rank": failover_leader_rank,
     }
 
 
@@ -147,11 +156,19 @@ def boot_and_sync_s(result: DrillResult) -> float | None:
     return round(synced - created, 3) if created is not None and synced is not None else None
 
 
+class OrderStat(TypedDict):
+    order: str
+    runs: int
+    write_unavailable_s: Stat
+
+
 class Summary(TypedDict):
     fault: str
     runs: int
     timed_out: int
     write_unavailable_s: Stat
+    sentinel_orders: list[OrderStat]  # write unavailability per order of the writer's Sentinel list
+    worst_sentinel_order: OrderStat | None  # the one with the highest median (then worst); None: no order known
     redundancy_restored_s: Stat
     boot_and_sync_s: Stat
     writes_acked: int
@@ -159,15 +176,34 @@ class Summary(TypedDict):
     writes_plain_lost: int | None
 
 
+def by_sentinel_order(results: Sequence[DrillResult]) -> list[OrderStat]:
+    """Write unavailability per order of the writer's Sentinel list, orders in their first run's order."""
+    orders = list(dict.fromkeys(r["sentinel_order"] for r in results if r["sentinel_order"] is not None))
+    return [{"order": order, "runs": len(values), "write_unavailable_s": _stat(values)}
+            for order in orders
+            for values in [[r["write_unavailable_s"] for r in results if r["sentinel_order"] == order]]]
+
+
+def worst_order(stats: Sequence[OrderStat]) -> OrderStat | None:
+    """The order a client fares worst with: the highest median, then the highest worst run."""
+    known = [s for s in stats if s["write_unavailable_s"]["median"] is not None]
+    return max(known, key=lambda s: (s["write_unavailable_s"]["median"] or 0.0,
+                                     s["write_unavailable_s"]["worst"] or 0.0), default=None)
+
+
 def summarize(results: Sequence[DrillResult]) -> Summary:
-    """Median and worst over runs (a run where a step did not happen shows as null in `values`)."""
+    """Median and worst over runs (a run where a step did not happen shows as null in `values`), and the
+    write unavailability per order of the writer's Sentinel list with the worst of them."""
     lost = [r["writes_lost"] for r in results]
     plain = [r["writes_plain_lost"] for r in results]
+    orders = by_sentinel_order(results)
     return {
         "fault": results[0]["fault"] if results else "",
         "runs": len(results),
         "timed_out": sum(1 for r in results if r["timed_out"]),
         "write_unavailable_s": _stat([r["write_unavailable_s"] for r in results]),
+        "sentinel_orders": orders,
+        "worst_sentinel_order": worst_order(orders),
         "redundancy_restored_s": _stat([r["redundancy_restored_s"] for r in results]),
         "boot_and_sync_s": _stat([boot_and_sync_s(r) for r in results]),
         "writes_acked": sum(r["writes_acked"] for r in results),
@@ -199,6 +235,11 @@ def render_timeline(result: DrillResult) -> str:
                f"{result['writes_failed']} refused; unavailable {result['write_unavailable_s'] or 0.0:.2f} s")
     if result["write_errors"]:
         out.append("refusals: " + ", ".join(f"{kind} x{count}" for kind, count in result["write_errors"].items()))
+    if result["sentinels"]:
+        order = f"{result['sentinel_order']} order" if result["sentinel_order"] else "order as given"
+        leader = result["failover_leader_rank"]
+        tail = f"; the failover's leader is number {leader}" if leader is not None else ""
+        out.append(f"writer's Sentinels ({order}): {', '.join(result['sentinels'])}{tail}")
     restored = result["redundancy_restored_s"]
     out.append(f"redundancy restored after {restored:.2f} s" if restored is not None else "redundancy NOT restored")
     if result["timed_out"]:
@@ -222,8 +263,17 @@ def render_summary(summary: Summary) -> str:
         f"summary of {summary['runs']} {summary['fault']} runs"
         + (f" ({summary['timed_out']} timed out)" if summary["timed_out"] else ""),
         f"  write unavailability  {_fmt_stat(summary['write_unavailable_s'])}",
-        f"  redundancy restored   {_fmt_stat(summary['redundancy_restored_s'])}",
     ]
+    orders = summary["sentinel_orders"]
+    if len(orders) > 1:
+        lines.extend(f"    {o['order'] + ' order':<20}{_fmt_stat(o['write_unavailable_s'])} ({o['runs']} runs)"
+                     for o in orders)
+        worst = summary["worst_sentinel_order"]
+        if worst is not None:
+            lines.append(f"    worst order         {worst['order']}: {_fmt_stat(worst['write_unavailable_s'])}")
+    elif orders:
+        lines[-1] += f" (writer's Sentinels in {orders[0]['order']} order)"
+    lines.append(f"  redundancy restored   {_fmt_stat(summary['redundancy_restored_s'])}")
     if summary["boot_and_sync_s"]["median"] is not None:
         lines.append(f"  boot + initial sync   {_fmt_stat(summary['boot_and_sync_s'])}")
     lines.append(f"  writes                {summary['writes_acked']} acknowledged (WAIT 1), {lost} lost in total; "

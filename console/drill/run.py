@@ -9,6 +9,8 @@ wait (`console.cluster.wait_healthy`) over the one predicate (`redundancy_proble
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import random
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +28,14 @@ from console.drill.model import (
     undo_due,
 )
 from console.drill.observer import Observer
+from console.drill.orders import (
+    SentinelOrder,
+    controller_order,
+    describe_order,
+    leader_rank,
+    order_sentinels,
+    planned_orders,
+)
 from console.drill.result import DrillResult, FaultInfo, assemble_result
 from console.drill.targets import Endpoints, FaultTarget
 from console.drill.writer import KeyStore, SentinelKeyStore, Writer, error_kind
@@ -46,6 +56,12 @@ class DrillOptions:
     thaw_after_s: float = 30.0  # stop-master: thaw even if no new master was seen by then
     hold_s: float = 12.0  # how long a timed fault (a cut, a killed agent, a full disk, a slow cloud) lasts
     warmup_acked: int = 20  # writes acknowledged before the fault
+    # the order of the writer's Sentinel list (console.drill.orders): one order for every run, or "all":
+    # `runs` rounds of every order
+    sentinel_order: str = "controller"
+
+    def planned_orders(self) -> list[SentinelOrder]:
+        return planned_orders(self.sentinel_order, self.runs)
 
 
 def _quiet(_: str) -> None:
@@ -69,15 +85,20 @@ def wait_fully_redundant(api: ClusterSource, timeout_s: float, settle_s: float, 
 
 def run_drill(api: ClusterSource, target: FaultTarget, endpoints: Endpoints, opts: DrillOptions,
               connect: Callable[[Endpoints], KeyStore] | None = None, clock: Clock | None = None,
-              progress: Callable[[str], None] = _quiet,
+              progress: Callable[[str], None] = _quiet, order: SentinelOrder = "controller",
+              rng: random.Random | None = None,
               choose: Callable[[Sequence[NodeSnap]], NodeSnap] | None = None) -> DrillResult:
-    """One drill: from a healthy cluster, through the fault, back to full redundancy (or the timeout).
-    `choose` picks the victim among the candidates (a campaign's seeded choice)."""
+    """One drill: from a healthy cluster, through the fault, back to full redundancy (or the timeout), with
+    the writer listing the Sentinels in `order`; `choose` picks the victim among the candidates (a
+    campaign's seeded choice)."""
     clock = clock or Clock()
     connect = connect or (lambda e: SentinelKeyStore(e.sentinels(), e.master_name, e.redis_password))
     progress(f"waiting for {endpoints.cluster} to be fully redundant")
     before = wait_fully_redundant(api, opts.healthy_timeout_s, opts.settle_s, clock, progress)
     notes = _preflight(before, endpoints.cluster)
+    endpoints = _in_order(endpoints, before, order, rng or random.Random(), notes)
+    sentinels = endpoints.sentinels()
+    progress(f"writer's Sentinels in {describe_order(order, sentinels)}")
     victim = pick_victim(before, opts.fault, choose)
     store = connect(endpoints)
     writer = Writer(store, f"drill:{uuid.uuid4().hex[:8]}:", opts.write_interval_s, clock.now, clock.monotonic)
@@ -107,8 +128,24 @@ def run_drill(api: ClusterSource, target: FaultTarget, endpoints: Endpoints, opt
     if opts.fault in FAILOVER_FAULTS and not any(a.kind == "Failover" for a in observations.actions):
         # why the controller left it to Sentinel's own timer (after its own failover, the same hold is normal)
         notes += [f"no fast failover: {reason}" for what, reason in observations.held if what == "fast failover"]
+    listed = [f"{h}:{p}" for h, p in sentinels]
+    asked = next((a.node for a in observations.actions if a.kind == "Failover" and a.status == "succeeded"), None)
+    asked_node = before.node(asked) if asked else None
+    leader = asked_node.sentinel_address if asked_node else None
     info = FaultInfo(opts.fault, target.label, victim.name, victim.address, before.master, fault_at, detail)
-    return assemble_result(info, observations, samples, end_at, lost, timed_out, writer.errors, notes)
+    return assemble_result(info, observations, samples, end_at, lost, timed_out, writer.errors, notes,
+                           sentinel_order=order, sentinels=listed, failover_leader_rank=leader_rank(listed, leader))
+
+
+def _in_order(endpoints: Endpoints, before: ClusterSnap, order: SentinelOrder, rng: random.Random,
+              notes: list[str]) -> Endpoints:
+    """The endpoints with the Sentinel list fixed for this run, in `order` relative to the controller's."""
+    given = endpoints.sentinels()
+    if not controller_order(given, before.sentinel_order)[1]:
+        notes.append("the controller does not list every Sentinel the writer uses (GET /v1/clusters: "
+                     "sentinels.order): the ones it does not list keep their given order, last")
+    ordered = order_sentinels(given, before.sentinel_order, order, rng)
+    return dataclasses.replace(endpoints, sentinels=lambda: ordered)
 
 
 def _preflight(before: ClusterSnap, cluster: str) -> list[str]:
@@ -211,18 +248,21 @@ def _read_back(reader: KeyStore, writer: Writer, samples: Sequence[WriteSample],
 
 def run_drills(api: ClusterSource, target: FaultTarget, endpoints: Endpoints, opts: DrillOptions,
                clock: Clock | None = None, progress: Callable[[str], None] = _quiet,
-               each: Callable[[DrillResult], None] = lambda _: None) -> list[DrillResult]:
-    """`opts.runs` drills, each from a healthy cluster, at least `between_s` apart; stops after a timeout
-    (the cluster did not recover, so the next run could not start from a healthy one)."""
+               each: Callable[[DrillResult], None] = lambda _: None,
+               rng: random.Random | None = None) -> list[DrillResult]:
+    """`opts.runs` drills (with every Sentinel order: `opts.runs` of each, interleaved), each from a healthy
+    cluster, at least `between_s` apart; stops after a timeout (the cluster did not recover, so the next run
+    could not start from a healthy one)."""
     clock = clock or Clock()
+    rng = rng or random.Random()
     results: list[DrillResult] = []
-    for i in range(opts.runs):
+    for i, order in enumerate(opts.planned_orders()):
         if i and opts.between_s > 0:
             wait_s = results[-1]["fault_at"] + opts.between_s - clock.now()
             if wait_s > 0:
                 progress(f"waiting {wait_s:.0f} s before the next fault (--between {opts.between_s:.0f})")
                 clock.sleep(wait_s)
-        result = run_drill(api, target, endpoints, opts, clock=clock, progress=progress)
+        result = run_drill(api, target, endpoints, opts, clock=clock, progress=progress, order=order, rng=rng)
         results.append(result)
         each(result)
         if result["timed_out"]:

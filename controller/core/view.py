@@ -182,6 +182,7 @@ def node_status(view: ClusterView, node: NodeState) -> dict[str, Any]:
         "sentinel_known_replicas": len(sentinel_view.replicas) if fresh and sentinel_view else None,
         "sentinel_known_sentinels": len(sentinel_view.sentinels) if fresh and sentinel_view else None,
         "droplet_id": report.identity.droplet_id,
+        "sentinel_address": report.identity.sentinel_address,
         "redis_error": redis.error if fresh and not redis.reachable else None,
         "sentinel_error": report.sentinel.error if fresh and not report.sentinel.reachable else None,
     }
@@ -199,5 +200,8 @@ def cluster_status(view: ClusterView) -> dict[str, Any]:
             "reachable": len(views),
             "agree": view.sentinels_agree(),
             "votes": dict(view.sentinel_votes()),
+            # every node's Sentinel in the order the controller walks them (its fast failover asks the last
+            # reachable one that is not the master's): a drill's writer lists them in this order and others
+            "order": [n.report.identity.sentinel_address for n in view.nodes],
         },
     }
