@@ -1159,7 +1159,8 @@ CHECKS = (
 )
 
 
-def _order(finding: Finding) -> tuple[int, str, str]:
+def finding_order(finding: Finding) -> tuple[int, str, str]:
+    """Most severe first, then by key: the order `check` returns findings in."""
     return (-finding.severity.rank, finding.key, finding.message)
 
 
@@ -1173,7 +1174,7 @@ def check(view: ClusterView, policy: Policy, now: float) -> tuple[Finding, ...]:
     if facts.fresh:  # with no fresh report, silence is all there is to say
         for check_one in CHECKS:
             findings.extend(check_one(facts))
-    return tuple(sorted(findings, key=_order))
+    return tuple(sorted(findings, key=finding_order))
 
 
 def cluster_health(findings: Iterable[Finding]) -> Health:
