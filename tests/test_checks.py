@@ -47,6 +47,25 @@ def summary(findings: tuple[Finding, ...]) -> set[str]:
     return out
 
 
+def partition(view: ClusterView, cut: set[str], odown: bool = True) -> ClusterView:
+    """The Sentinels of `cut` and of the other nodes flag each other down (disconnected); with `odown`, the
+    other side's Sentinels flag the master (redis-1) o_down, else s_down. The controller reaches everyone."""
+    addresses = {n.name: n.report.identity.sentinel_address for n in view.nodes}
+    for node in view.nodes:
+        mine = node.name in cut
+        sentinel_view = node.report.sentinel.masters[0]
+        peers = tuple(
+            dataclasses.replace(p, flags=("sentinel", "s_down", "disconnected"))
+            if any(addresses[o] == p.address and (o in cut) != mine for o in addresses) else p
+            for p in sentinel_view.sentinels
+        )
+        changes: dict[str, object] = {"sentinels": peers}
+        if not mine and "redis-1" in cut:
+            changes.update(s_down=True, o_down=odown, flags=("master", "s_down", *(("o_down",) if odown else ())))
+        view = with_sentinel_master(view, node.name, **changes)
+    return view
+
+
 def on_all(view: ClusterView, edit: Callable[[ClusterView, str], ClusterView]) -> ClusterView:
     for node in ALL_NODES:
         view = edit(view, node)
@@ -129,8 +148,17 @@ CASES = [
     Case(
         "master-sdown-by-one-sentinel",
         lambda: with_sentinel_master(healthy(), "redis-3", s_down=True, flags=("master", "s_down")),
+        {"SENTINEL_ISOLATED sentinel redis-3 warning"},
+        ("flags the master 127.0.0.3:6379 down while the master's own agent and 2 of the 3 reachable Sentinels",),
+    ),
+    Case(
+        "master-sdown-by-majority-not-yet-odown",
+        lambda: with_sentinel_master(
+            with_sentinel_master(healthy(), "redis-3", s_down=True, flags=("master", "s_down")),
+            "redis-2", s_down=True, flags=("master", "s_down"),
+        ),
         {"MASTER_UNREACHABLE cluster critical"},
-        ("1 of 3 reachable Sentinels flag it down (redis-3)",),
+        ("2 of 3 reachable Sentinels flag it down (redis-2, redis-3)",),
     ),
     Case(
         "master-agent-silent",
@@ -208,13 +236,45 @@ CASES = [
         },
         ("1 of 3 Sentinels reachable (2 down, 0 silent)", "failover needs 2"),
     ),
+    # One Sentinel refusing CKQUORUM while the other two see each other: that Sentinel is cut off, and
+    # the other side can still fail over (the pages of issue 12 said "3 of 3 reachable" with QUORUM_LOST).
     Case(
-        "quorum-lost-ckquorum-refused",
+        "one-sentinel-refuses-ckquorum-the-others-can-fail-over",
         lambda: with_sentinel_master(
             healthy(), "redis-1", ckquorum_ok=False, ckquorum_message="NOQUORUM 1 usable Sentinels"
         ),
+        {"SENTINEL_ISOLATED sentinel redis-1 warning", "QUORUM_AT_RISK cluster warning"},
+        ("says 'NOQUORUM 1 usable Sentinels'", "the side of redis-2, redis-3 can",
+         "3 of 3 Sentinels reachable (0 down, 0 silent); the largest group that see each other has 2"),
+    ),
+    Case(
+        "quorum-lost-every-sentinel-refuses-ckquorum",
+        lambda: on_all(
+            healthy(),
+            lambda v, n: with_sentinel_master(v, n, ckquorum_ok=False, ckquorum_message="NOQUORUM 1 usable Sentinels"),
+        ),
         {"QUORUM_LOST cluster critical"},
-        ("Sentinel on redis-1 says 'NOQUORUM 1 usable Sentinels'",),
+        ("no side can authorize a failover", "3 of 3 Sentinels reachable", "the largest group that see each "
+         "other has 1 (redis-1)", "Sentinel on redis-2 says 'NOQUORUM 1 usable Sentinels'"),
+    ),
+    # The partition of issue 12: the master's host cut off from both replicas' hosts, the controller still
+    # reaching all three. The majority side flags it o_down and can fail over: no QUORUM_LOST.
+    Case(
+        "partition-master-cut-off-majority-can-fail-over",
+        lambda: partition(healthy(), {"redis-1"}),
+        {
+            "MASTER_DOWN cluster critical",
+            "SENTINEL_ISOLATED sentinel redis-1 warning",
+            "QUORUM_AT_RISK cluster warning",
+        },
+        ("2 of 3 reachable Sentinels flag it o_down (redis-2, redis-3)", "it talks with 0 of the 2 other reachable "
+         "Sentinels (it flags redis-2, redis-3 down)", "the side of redis-2, redis-3 can"),
+    ),
+    Case(
+        "partition-three-ways-quorum-lost",
+        lambda: partition(partition(healthy(), {"redis-1"}, odown=False), {"redis-2"}),
+        {"QUORUM_LOST cluster critical", "MASTER_UNREACHABLE cluster critical"},
+        ("3 of 3 Sentinels reachable (0 down, 0 silent); the largest group that see each other has 1",),
     ),
     Case(
         "quorum-at-risk-sentinel-not-monitoring",

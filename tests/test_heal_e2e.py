@@ -21,6 +21,7 @@ import requests
 from agent import processes as runner
 from controller.adapters.cloud import PydoCloud
 from sandbox.cluster import controller_spec
+from sandbox.receiver import Receiver
 from tests.conftest import Sandbox, assert_no_secret_leaks, redwarden, running_sandbox
 from tests.helpers import wait_until
 
@@ -31,9 +32,23 @@ FAST = ("--report-interval-s", "0.5", "--down-after-ms", "2000", "--failover-tim
 
 
 @pytest.fixture(scope="module")
-def healing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    with running_sandbox(tmp_path_factory.mktemp("healing"), *FAST, "--reserved-ip") as sb:
+def pages() -> Iterator[Receiver]:
+    """A local PagerDuty: what the healing sandbox would page someone for."""
+    with Receiver() as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+def healing(tmp_path_factory: pytest.TempPathFactory, pages: Receiver) -> Iterator[Sandbox]:
+    with running_sandbox(tmp_path_factory.mktemp("healing"), *FAST, "--reserved-ip",
+                         "--pagerduty-url", f"{pages.url}/pagerduty/v2/enqueue",
+                         "--pagerduty-routing-key", "R0UT1NGKEY0123456789abcdefABCDEF") as sb:
         yield sb
+
+
+def critical_pages(pages: Receiver) -> list[dict[str, Any]]:
+    return [r.body for r in pages.accepted("pagerduty")
+            if r.body.get("event_action") == "trigger" and r.body.get("payload", {}).get("severity") == "critical"]
 
 
 def api(sb: Sandbox) -> requests.Session:
@@ -158,8 +173,9 @@ def test_destroyed_master_droplet_fails_over_then_is_replaced(healing: Sandbox) 
     assert "PowerCycle" not in kinds  # never on the (then) master's droplet: it was gone, not silent
 
 
-def test_create_failing_with_500_after_commit_and_429_yields_one_replacement(healing: Sandbox) -> None:
+def test_create_failing_with_500_after_commit_and_429_yields_one_replacement(healing: Sandbox, pages: Receiver) -> None:
     wait_until(lambda: fully_healthy(healing), 90, "a fully healthy cluster")
+    paged_before = len(critical_pages(pages))
     s = api(healing)
     base = s.base_url  # type: ignore[attr-defined]
     s.delete(f"{base}/_sandbox/requests").raise_for_status()
@@ -183,6 +199,9 @@ def test_create_failing_with_500_after_commit_and_429_yields_one_replacement(hea
     assert posts == [500]  # the create happened, its answer was lost: the adapter adopted it, no second POST
     assert 429 in [r["status"] for r in log if r["method"] == "GET" and r["path"] == "/v2/droplets"]
     assert replica["name"] not in {n["name"] for n in after["nodes"]}
+    wait_until(lambda: tables_exact(healing), 60, "the Sentinel reset sequence done")
+    # a replica replaced, its Sentinel reset sequence run: routine, planned, nobody paged (issue 12)
+    assert critical_pages(pages)[paged_before:] == []
 
 
 def test_controller_killed_mid_reprovision_finishes_with_one_replacement(healing: Sandbox) -> None:

@@ -190,6 +190,10 @@ class Healer:
         log.info("node.created", cluster=cluster, node=name, droplet_id=droplet.id)
         return droplet
 
+    def state(self, cluster: str) -> HealState:
+        """The cluster's healing state as of the last step (no lock, as `status`: one immutable value)."""
+        return self._states.get(cluster) or HealState(cluster=cluster)
+
     def status(self, cluster: str) -> dict[str, Any]:
         # no lock: `redwarden status` must answer while a slow DigitalOcean call holds it; each read is of
         # one immutable value (a dict lookup is atomic), at worst the plan is one step behind the state

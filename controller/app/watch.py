@@ -1,9 +1,10 @@
 """The controller's watch cycle: view -> findings -> incidents -> alerts -> heal, for every cluster.
 
 Layer: application. One `run_cycle` reads like a paragraph and returns its sentence; the decisions are
-the pure core's (`check`, `track`), the effects are the adapters' (incident log, outbox). A background
-thread runs it every `cycle_interval_s`, and at once when a report changes a node's vitals (a process
-died, a role moved); one bad cycle is logged once and the next one runs. Healing runs on its own thread
+the pure core's (`check`; `expect`, which holds what the controller's own plan in flight causes below a
+page; `track`), the effects are the adapters' (incident log, outbox). A background thread runs it every
+`cycle_interval_s`, and at once when a report changes a node's vitals (a process died, a role moved); one
+bad cycle is logged once and the next one runs. Healing runs on its own thread
 (`HealWorker`), handed the latest view and confirmed findings: a slow cloud call never holds up an alert.
 """
 
@@ -22,6 +23,7 @@ from controller.app.fleet import Fleet
 from controller.app.healer import Healer, HealWorker
 from controller.core.alerts import AlertEvent
 from controller.core.checks import check, cluster_health
+from controller.core.expected import expect
 from controller.core.findings import Finding
 from controller.core.incidents import Incident, Tracked, track
 from controller.core.view import ClusterView
@@ -59,6 +61,7 @@ class Watcher:
         self._unsaved: dict[str, dict[str, Incident]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.healer = healer
         self._heal_worker = HealWorker(healer) if healer is not None else None
         # set when a report changes a node's vitals (`wake`): the cycle runs before its interval
         self._changed = threading.Event()
@@ -84,6 +87,8 @@ class Watcher:
         view = self.fleet.view(name, now)
         policy = self.fleet.policy_for(name)
         findings = check(view, policy, now)
+        if self.healer is not None:  # what the controller's own plan in flight causes pages nobody
+            findings = expect(findings, self.healer.state(name), self.healer.policy, now)
         active = self._active.get(name, ())
         armed = self._arm(view, findings, now)  # on the cluster's own findings, not the controller's
         if self._heal_worker is not None:

@@ -30,7 +30,15 @@ points agree, and an ambiguous picture is reported, never guessed through):
   A replica whose agent is silent counts as in sync when the master's fresh report lists it online and
   current: the master is a vantage point too.
 * Quorum counts only Sentinels confirmed reachable by a fresh report; silent ones are named as silent in
-  the message, not as down.
+  the message, not as down. Reachable is not enough: a failover is authorized by one Sentinel with the
+  peers it can talk to (its *side*: itself and the reachable Sentinels it lists without s_down,
+  o_down or disconnected and that list it back; a Sentinel whose CKQUORUM refuses has no peers).
+  QUORUM_LOST means no side reaches what a failover needs (the larger of the quorum and a majority of
+  the expected Sentinels), whatever the controller itself reaches; QUORUM_AT_RISK that the largest side
+  would fall short after losing one more.
+* A Sentinel cut off from its peers while another side can still fail over is SENTINEL_ISOLATED (a
+  warning about that Sentinel, not a lost quorum); so is a minority of Sentinels flagging a master down
+  that its own agent and the other Sentinels reach (not MASTER_UNREACHABLE: the master is fine).
 * SENTINEL_STALE_ENTRIES is judged only when every expected node has reported (an unknown address may
   be a node whose agent never reported), and a Sentinel with stale entries gets no
   SENTINEL_COUNT_MISMATCH: its counts are off because of them, and SENTINEL RESET fixes both.
@@ -87,10 +95,28 @@ class Facts:
     master_replicas: tuple[tuple[str, ConnectedReplica], ...]  # from the master's fresh report
     master_offset: int | None
     master: MasterAssessment
+    sides: tuple[tuple[str, tuple[str, ...]], ...]  # (Sentinel, its side: itself and the peers it talks with)
+    quorum: int  # the most demanding quorum of the reachable Sentinels, or the policy's, or a majority
+    needed: int  # Sentinels a failover needs: the larger of `quorum` and a majority of the expected ones
 
     @property
     def cluster(self) -> str:
         return self.view.name
+
+    @property
+    def majority(self) -> int:
+        return self.expected_total // 2 + 1
+
+    def authorizing_sides(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """The sides that can authorize a failover (largest first, then by name)."""
+        able = [(name, members) for name, members in self.sides if len(members) >= self.needed]
+        return tuple(sorted(able, key=lambda side: (-len(side[1]), side[0])))
+
+    def largest_side(self) -> tuple[str, ...]:
+        """The members of the largest side (first by name among equals); empty with no reachable Sentinel."""
+        if not self.sides:
+            return ()
+        return min((members for _, members in self.sides), key=lambda m: (-len(m), m))
 
     @property
     def split_brain(self) -> bool:
@@ -156,6 +182,11 @@ def _assess_master(view: ClusterView, views: tuple[SentinelView, ...], address: 
     reachable = len(views)
     down: list[str] = []
     unreachable: list[str] = []
+    agent_reaches = node is not None and view.is_fresh(node) and node.report.redis.reachable
+    # A minority flagging down a master that its own agent and the other Sentinels reach says something
+    # about those Sentinels (SENTINEL_ISOLATED), not about the master.
+    if s_down and agent_reaches and len(s_down) * 2 <= reachable and not o_down:
+        s_down = []
     critical = bool(s_down)
     agent_cannot_reach = False
     if node is None:
@@ -184,6 +215,29 @@ def _assess_master(view: ClusterView, views: tuple[SentinelView, ...], address: 
     if down:
         return MasterAssessment(down_reasons=tuple(down))
     return MasterAssessment(unreachable_reasons=tuple(unreachable), unreachable_critical=critical)
+
+
+def _sentinel_sides(view: ClusterView, views: tuple[SentinelView, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Each reachable Sentinel's side: itself and the reachable Sentinels it lists as usable (no s_down,
+    o_down or disconnected flag) that list it back. A Sentinel whose CKQUORUM refuses says it has no usable
+    peer; one whose SENTINELS reply failed (an empty list while it counts other Sentinels) is taken to
+    see every reachable peer, so that missing data never looks like a partition."""
+    reachable = {node.name for node, _ in views}
+    by_address = {node.report.identity.sentinel_address: node.name for node, _ in views}
+    sees: dict[str, set[str]] = {}
+    for node, sentinel_view in views:
+        if sentinel_view.ckquorum_ok is False:
+            sees[node.name] = set()
+        elif not sentinel_view.sentinels and (sentinel_view.num_other_sentinels or 0) > 0:
+            sees[node.name] = reachable - {node.name}
+        else:
+            sees[node.name] = {
+                by_address[p.address] for p in sentinel_view.sentinels if not p.down and p.address in by_address
+            } - {node.name}
+    return tuple(
+        (name, tuple(sorted({name} | {peer for peer in sees[name] if name in sees[peer]})))
+        for name in sorted(sees)
+    )
 
 
 def assess(view: ClusterView, policy: Policy) -> Facts:
@@ -216,6 +270,11 @@ def assess(view: ClusterView, policy: Policy) -> Facts:
             )
             master_offset = redis.master_repl_offset
 
+    total = view.expected_sentinels
+    quorums = [v.quorum for _, v in views if v.quorum is not None and v.quorum > 0]
+    # The most demanding quorum decides; without any, the policy's, or a majority.
+    quorum = max(quorums) if quorums else policy.fallback_quorum or total // 2 + 1
+
     return Facts(
         view=view,
         policy=policy,
@@ -232,6 +291,9 @@ def assess(view: ClusterView, policy: Policy) -> Facts:
         master_replicas=master_replicas,
         master_offset=master_offset,
         master=_assess_master(view, views, master_address) if master_address else MasterAssessment(),
+        sides=_sentinel_sides(view, views),
+        quorum=quorum,
+        needed=max(quorum, total // 2 + 1),
     )
 
 
@@ -448,54 +510,118 @@ def check_master(facts: Facts) -> list[Finding]:
 # -- sentinels -------------------------------------------------------------------------------------------
 
 
+def _side_text(facts: Facts, members: tuple[str, ...]) -> str:
+    reachable = len(facts.sentinel_views)
+    if reachable and len(members) == reachable:
+        return f"all {reachable} reachable see each other"
+    return f"the largest group that see each other has {len(members)} ({_join(members) or 'none'})"
+
+
 def check_quorum(facts: Facts) -> list[Finding]:
-    """QUORUM_LOST when fewer Sentinels are confirmed reachable than a failover needs (the larger of the
-    quorum and a majority of the expected Sentinels), or one of them says so through CKQUORUM;
-    QUORUM_AT_RISK when losing one more would make it so. A Sentinel on a silent node is not confirmed:
-    alerting on what cannot be confirmed is the safe side, and the message says how many are only silent."""
+    """QUORUM_LOST when no side of the reachable Sentinels can authorize a failover: too few are confirmed
+    reachable, or those reachable do not see each other (a partition, CKQUORUM refusals); QUORUM_AT_RISK
+    when the largest side would fall short after losing one more. A Sentinel on a silent node is not
+    confirmed: alerting on what cannot be confirmed is the safe side, and the message says how many are
+    only silent."""
     total = facts.expected_total
     reachable = len(facts.sentinel_views)
     unknown = max(0, total - len(facts.fresh))  # on silent or never-seen nodes: maybe fine, not confirmed
     down = max(0, total - reachable - unknown)
-    quorums = [v.quorum for _, v in facts.sentinel_views if v.quorum is not None and v.quorum > 0]
-    # The most demanding quorum decides; without any, the policy's, or a majority.
-    quorum = max(quorums) if quorums else facts.policy.fallback_quorum or total // 2 + 1
-    majority = total // 2 + 1
-    needed = max(quorum, majority)
+    quorum, needed, majority = facts.quorum, facts.needed, facts.majority
+    largest = facts.largest_side()
     counts = f"{reachable} of {total} Sentinels reachable ({down} down, {unknown} silent)"
+    sides = _side_text(facts, largest)
     need = f"failover needs {needed} (quorum {quorum}, majority of {total} is {majority})"
     evidence: Evidence = (
         ("reachable_sentinels", reachable),
         ("expected_sentinels", total),
         ("down_sentinels", down),
         ("silent_sentinels", unknown),
+        ("largest_side", len(largest)),
+        ("largest_side_sentinels", _join(largest) or None),
         ("quorum", quorum),
         ("needed", needed),
     )
     refusals = [(n.name, v.ckquorum_message) for n, v in facts.sentinel_views if v.ckquorum_ok is False]
-    if reachable < needed or refusals:
+    if not facts.authorizing_sides():
         said = _join(f"Sentinel on {name} says {msg or 'no quorum'!r}" for name, msg in refusals)
-        reasons = [f"{counts}; {need}"] + ([said] if said else [])
+        reasons = [f"{counts}; {sides}; {need}"] + ([said] if said else [])
         return [
             _finding(
                 facts,
                 Code.QUORUM_LOST,
                 Severity.CRITICAL,
-                f"Sentinel quorum lost: {'; '.join(reasons)}.",
+                f"Sentinel quorum lost, no side can authorize a failover: {'; '.join(reasons)}.",
                 evidence=(*evidence, ("ckquorum_refused_by", _join(n for n, _ in refusals) or None)),
             )
         ]
-    if reachable - 1 < needed:
+    if len(largest) - 1 < needed:
         return [
             _finding(
                 facts,
                 Code.QUORUM_AT_RISK,
                 Severity.WARNING,
-                f"Sentinel quorum at risk: {counts}; {need}, so losing one more would prevent failover.",
+                f"Sentinel quorum at risk: {counts}; {sides}; {need}, so losing one more would prevent failover.",
                 evidence=evidence,
             )
         ]
     return []
+
+
+def check_sentinel_isolation(facts: Facts) -> list[Finding]:
+    """SENTINEL_ISOLATED per reachable Sentinel that belongs to no side able to authorize a failover while
+    another side can (with none able, it is QUORUM_LOST's), or that flags the master down while the
+    master's own agent and most Sentinels reach it."""
+    able = facts.authorizing_sides()
+    in_able = {name for _, members in able for name in members}
+    by_address = {n.report.identity.sentinel_address: n.name for n, _ in facts.sentinel_views}
+    master_up = (
+        facts.master_node is not None
+        and facts.view.is_fresh(facts.master_node)
+        and facts.master_node.report.redis.reachable
+        and not facts.master.down
+    )
+    reachable = len(facts.sentinel_views)
+    on_master = [(n, v) for n, v in facts.sentinel_views if v.master_address == facts.master_address]
+    flagging = sorted(n.name for n, v in on_master if v.s_down or v.o_down)
+    # the same rule as `_assess_master`: a minority's s_down (no o_down anywhere) is about those Sentinels
+    minority = bool(flagging) and len(flagging) * 2 <= reachable and not any(v.o_down for _, v in on_master)
+    out = []
+    for node, sentinel_view in facts.sentinel_views:
+        reasons = []
+        if able and node.name not in in_able:
+            cut = sorted(by_address[p.address] for p in sentinel_view.sentinels if p.down and p.address in by_address)
+            sides = dict(facts.sides)
+            text = f"it talks with {len(sides[node.name]) - 1} of the {reachable - 1} other reachable Sentinels"
+            if cut:
+                text += f" (it flags {_join(cut)} down)"
+            if sentinel_view.ckquorum_ok is False:
+                text += f" and says {sentinel_view.ckquorum_message or 'no quorum'!r}"
+            reasons.append(f"{text}, so it cannot take part in a failover; the side of {_join(able[0][1])} can")
+        if master_up and minority and node.name in flagging:
+            reasons.append(
+                f"it flags the master {facts.master_address} down while the master's own agent and "
+                f"{reachable - len(flagging)} of the {reachable} reachable Sentinels reach it"
+            )
+        if reasons:
+            address = node.report.identity.sentinel_address
+            out.append(
+                _finding(
+                    facts,
+                    Code.SENTINEL_ISOLATED,
+                    Severity.WARNING,
+                    f"Sentinel on {node.name} ({address}) is cut off: {'; '.join(reasons)}.",
+                    kind="sentinel",
+                    name=node.name,
+                    evidence=(
+                        ("sentinel", address),
+                        ("side", _join(dict(facts.sides)[node.name])),
+                        ("needed", facts.needed),
+                        ("flags_master_down", node.name in flagging),
+                    ),
+                )
+            )
+    return out
 
 
 def check_sentinel_processes(facts: Facts) -> list[Finding]:
@@ -1021,6 +1147,7 @@ CHECKS = (
     check_topology,
     check_master,
     check_quorum,
+    check_sentinel_isolation,
     check_sentinel_processes,
     check_sentinel_tables,
     check_replicas,
@@ -1032,7 +1159,8 @@ CHECKS = (
 )
 
 
-def _order(finding: Finding) -> tuple[int, str, str]:
+def finding_order(finding: Finding) -> tuple[int, str, str]:
+    """Most severe first, then by key: the order `check` returns findings in."""
     return (-finding.severity.rank, finding.key, finding.message)
 
 
@@ -1046,7 +1174,7 @@ def check(view: ClusterView, policy: Policy, now: float) -> tuple[Finding, ...]:
     if facts.fresh:  # with no fresh report, silence is all there is to say
         for check_one in CHECKS:
             findings.extend(check_one(facts))
-    return tuple(sorted(findings, key=_order))
+    return tuple(sorted(findings, key=finding_order))
 
 
 def cluster_health(findings: Iterable[Finding]) -> Health:

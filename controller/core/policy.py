@@ -29,6 +29,7 @@ DEFAULT_CONFIRM_S: Mapping[Code, float] = MappingProxyType(
         Code.SPLIT_BRAIN: 5.0,
         Code.SENTINEL_DISAGREEMENT: 5.0,
         Code.SENTINEL_COUNT_MISMATCH: 10.0,  # peers are discovered through hello messages every 2 s
+        Code.SENTINEL_ISOLATED: 5.0,  # a restarted or reset Sentinel sees its peers again within a hello or two
         Code.REPLICA_LINK_DOWN: 5.0,
         Code.REPLICA_LAG_HIGH: 30.0,  # short spikes under a write burst are normal
         Code.REDUNDANCY_DEGRADED: 5.0,
