@@ -253,6 +253,16 @@ def test_the_next_reset_waits_for_peer_sentinels_and_the_sequence_ends_when_all_
     assert not any(isinstance(a, ResetSentinel) for a in p.actions)
     assert any("rediscover its peer Sentinels" in h.reason for h in p.held)
 
+    # peers and replicas both back in a report after the settle time: the next reset goes at once, long
+    # before a production interval of 30 s
+    slow = HealPolicy(sentinel_reset_interval_s=30, sentinel_settle_s=2)
+    p = plan_heal(snap(view, state), slow, view.now)
+    assert [(type(a), a.node) for a in p.actions if isinstance(a, ResetSentinel)] == [(ResetSentinel, "redis-3")]
+    # the replicas not back yet: that waits for the interval
+    p = plan_heal(snap(no_replicas, state), slow, view.now)
+    assert not any(isinstance(a, ResetSentinel) for a in p.actions)
+    assert any("list the replicas again, or 30 s" in h.reason for h in p.held)
+
     # the last one done: the sequence ends only once every Sentinel it reset lists the replicas again
     last = ResetSequence(pending=(), last_at=reset_at, done=("redis-1", "redis-2", "redis-3"))
     state = HealState(cluster="sandbox", reset=last)
