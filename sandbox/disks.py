@@ -4,8 +4,7 @@ Layer: sandbox. In a sandbox with its own network namespace (`sandbox up --netns
 the local DigitalOcean mounts a tmpfs of `DATA_DIR_MB` on each droplet's `/var/lib/redis` before it
 boots; the drill's `disk-full` fault fills it with a file (Redis then gets ENOSPC on its own writes) and
 removes the file to undo. Every mount under a sandbox is unmounted when its droplet is destroyed and
-at `sandbox down` (and they vanish with the mount namespace of the sandbox's processes in any case: `ip
-netns exec` gives the sandbox its own, so the host never sees them).
+at `sandbox down`.
 """
 
 from __future__ import annotations
@@ -65,8 +64,8 @@ def unmount_under(root: Path) -> int:
 
 
 def seen_by(pid: int, path: Path) -> Path:
-    """`path` as process `pid` sees it (`ip netns exec` gives every command its own mount namespace: the
-    droplets' data dirs are mounted in the local DigitalOcean's)."""
+    """`path` as process `pid` sees it, in its mount namespace (the sandbox's processes share the host's;
+    going through the local DigitalOcean's view keeps that true even if they did not)."""
     return Path(f"/proc/{pid}/root") / str(path).lstrip("/")
 
 

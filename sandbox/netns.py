@@ -2,9 +2,9 @@
 
 Layer: sandbox. `redwarden sandbox up --netns` creates a namespace (`ip netns add rw-<hash of the dir>`),
 brings its loopback up and starts the whole sandbox inside it (the command re-executes itself there with
-`ip netns exec`); `redwarden drill --sandbox DIR` enters it the same way, and `sandbox down` deletes it.
-The host's interfaces, routes and firewall are never touched: every rule lives in the namespace's own
-nftables.
+`nsenter --net`: only the network namespace changes, every process shares the host's file systems);
+`redwarden drill --sandbox DIR` enters it the same way, and `sandbox down` deletes it. The host's
+interfaces, routes and firewall are never touched: every rule lives in the namespace's own nftables.
 
 Processes are told apart by group id, not by address (every client on loopback sends from 127.0.0.1):
 each droplet's processes run with `droplet_gid(id)` (its boot and everything it starts inherit it), the
@@ -93,12 +93,12 @@ def _base_ruleset() -> str:
 
 
 def preflight() -> None:
-    """What --netns needs: root, `ip` and `nft`."""
+    """What --netns needs: root, `ip`, `nft` and `nsenter`."""
     if os.geteuid() != 0:
         raise NetnsError("--netns needs root (it creates a network namespace and nftables rules in it)")
-    missing = [tool for tool in ("ip", "nft") if shutil.which(tool) is None]
+    missing = [tool for tool in ("ip", "nft", "nsenter") if shutil.which(tool) is None]
     if missing:
-        raise NetnsError(f"--netns needs {' and '.join(missing)} (apt-get install iproute2 nftables)")
+        raise NetnsError(f"--netns needs {' and '.join(missing)} (apt-get install iproute2 nftables util-linux)")
 
 
 def create(root: Path) -> str:
@@ -153,7 +153,9 @@ def enter(root: Path) -> None:
     env = {**os.environ, ENV: name, "REDWARDEN_SANDBOX_CLAIMS": str(claims_dir(root))}
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execvpe("ip", ["ip", "netns", "exec", name, *sys.orig_argv], env)
+    # nsenter, not `ip netns exec`: that also gives the command a mount namespace of its own, so a process
+    # the drill starts (an agent restarted after kill-agent) would not see the droplets' data dirs
+    os.execvpe("nsenter", ["nsenter", f"--net=/run/netns/{name}", "--", *sys.orig_argv], env)
 
 
 def in_sandbox_netns() -> bool:

@@ -145,6 +145,8 @@ def netns_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Any:
         redwarden("sandbox", "down", "--dir", str(root), check=False)
         name = netns.name_for(root)
         assert not Path("/run/netns", name).exists(), f"the namespace {name} was left behind"
+        mounts = [line for line in Path("/proc/self/mounts").read_text().splitlines() if str(root) in line]
+        assert not mounts, f"mounts left behind: {mounts}"
 
 
 def test_the_sandbox_runs_in_its_own_namespace_with_each_droplet_in_its_own_group(netns_sandbox: Path) -> None:

@@ -62,10 +62,13 @@ class HarmJson(TypedDict):
     why: str
 
 
-def _answered_before(rounds: Sequence[ProbeRound], address: str | None, at: float) -> bool:
+def _answered_before(rounds: Sequence[ProbeRound], address: str | None, at: float, since: float) -> bool:
+    """Whether the Redis at `address` answered in the seconds before `at`, counting only from `since` (the
+    fault: a destroyed node answered until then, and its address may be a replacement's soon after)."""
     if address is None:
         return False
-    return any(r.nodes.get(address, NodeSeen(False)).up for r in rounds if at - ANSWERED_WITHIN_S <= r.at <= at)
+    start = max(since, at - ANSWERED_WITHIN_S)
+    return any(r.nodes.get(address, NodeSeen(False)).up for r in rounds if start <= r.at <= at)
 
 
 def harmful_actions(index: int, record: FaultRecord) -> list[HarmJson]:
@@ -77,11 +80,11 @@ def harmful_actions(index: int, record: FaultRecord) -> list[HarmJson]:
     for a in r["actions"]:
         at = r["fault_at"] + a["at_s"]
         address = record.addresses.get(a["node"] or "")
-        if a["kind"] in DISRUPTIVE_KINDS and _answered_before(record.rounds, address, at):
+        if a["kind"] in DISRUPTIVE_KINDS and _answered_before(record.rounds, address, at, r["fault_at"]):
             out.append({"fault_index": index, "fault": r["fault"], "kind": a["kind"], "node": a["node"],
                         "at_s": a["at_s"], "why": f"its Redis ({address}) answered within {ANSWERED_WITHIN_S:g} s"})
         if a["kind"] == "Failover" and r["fault"] in NO_FAILOVER_FAULTS and \
-                _answered_before(record.rounds, old_master, at):
+                _answered_before(record.rounds, old_master, at, r["fault_at"]):
             out.append({"fault_index": index, "fault": r["fault"], "kind": a["kind"], "node": a["node"],
                         "at_s": a["at_s"], "why": f"the master {old_master} answered and {r['fault']} is no "
                                                   "reason to fail over"})

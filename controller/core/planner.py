@@ -554,6 +554,10 @@ def _fast_failover(
     if not candidates or not replicas:
         return Held("fast failover", "no other Sentinel or no replica to promote")
     recent = {address for address, at in state.failed_away if now - at < policy.failover_cooldown_s}
+    if master in recent:  # asked already: the Sentinel is carrying it out (asking again only gets INPROG)
+        asked = max(at for address, at in state.failed_away if address == master)
+        return Held("fast failover", f"a failover away from {master} was asked {now - asked:.1f} s ago: "
+                                     "Sentinel is carrying it out")
     if all(n.report.identity.redis_address in recent for n in replicas):
         return Held("fast failover", "the only replicas to promote were failed away from less than "
                                      f"{policy.failover_cooldown_s:.0f} s ago: no ping-pong, Sentinel's timer applies")
