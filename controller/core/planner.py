@@ -436,6 +436,10 @@ def _identity_hold(snapshot: HealSnapshot, action: Action, master: str | None,
     return None
 
 
+def _said(actions: Sequence[Action]) -> str:
+    return "; ".join(f"{describe(a)}: {a.reason}" for a in actions)
+
+
 def plan_heal(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> Plan:
     view, state, findings = snapshot.view, snapshot.state, snapshot.findings
     actions: list[Action] = []
@@ -487,11 +491,13 @@ def plan_heal(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> Plan:
             held.append(Held("node actions", f"{why}: nothing is touched until Sentinel settles it"))
         if not actions:
             return done(f"no action: {why}")
-        return done("; ".join(f"{describe(a)}: {a.reason}" for a in actions) + f" ({why})")
+        return done(f"{_said(actions)} ({why})")
     if not majority and not policy.act_without_majority:
         held.append(Held("any action", f"only {len(view.sentinel_views())} of {view.expected_sentinels} Sentinels "
                                        "reachable: no majority, acting could make things worse"))
-        return done("no action: no Sentinel majority")
+        if not actions:
+            return done("no action: no Sentinel majority")
+        return done(f"{_said(actions)} (no Sentinel majority)")
 
     wanted: list[Action] = []
     master_node = view.master_node()
@@ -574,7 +580,7 @@ def plan_heal(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> Plan:
 
     if not actions:
         return done("no action: " + (held[0].reason if held else "nothing to heal"))
-    return done("; ".join(f"{describe(a)}: {a.reason}" for a in actions))
+    return done(_said(actions))
 
 
 def _fast_failover(
