@@ -1,6 +1,7 @@
 """Healing end to end on the sandbox, through the local DigitalOcean API (real pydo, real droplets).
 
-Stories: a destroyed master droplet is failed over by Sentinel and then replaced; the API failing with
+Stories: a killed master is failed over at once, its leading Sentinel's down-after lowered and set back;
+a destroyed master droplet is failed over by Sentinel and then replaced; the API failing with
 500 (after committing) and 429 during the replacement's create still yields one droplet; a controller
 killed in the middle of a reprovision finishes it after a restart; a paused cluster, a dry run and an
 exhausted budget take no action and say why.
@@ -153,6 +154,30 @@ def test_the_reserved_ip_follows_the_master_through_a_fast_failover(healing: San
     assert failover, "fast failover asked Sentinel at once"
     wait_until(lambda: healing.node(old_master["name"])["role"] == "replica", 60, "the old master back as a replica")
     wait_until(lambda: fully_healthy(healing), 90, "healthy again")
+    # the Sentinel asked to fail over had its down-after lowered with it, and set back once the failover ended:
+    # every Sentinel runs with the configured value again, and nothing is owed
+    changes = [(a["node"], a["description"], a["status"]) for a in reversed(actions(healing, "SentinelDownAfter"))]
+    leader = failover[-1]["node"]
+    assert (leader, "SENTINEL SET down-after-milliseconds 300 on " + leader, "succeeded") in changes
+    assert (leader, "SENTINEL SET down-after-milliseconds 2000 on " + leader, "succeeded") in changes
+    assert {node for node, _, _ in changes} == {leader}  # never another Sentinel's
+    assert sentinel_down_afters(healing) == dict.fromkeys(sentinel_down_afters(healing), 2000)
+    assert len(sentinel_down_afters(healing)) == 3
+    assert healing.cluster()["heal"]["sentinel_down_after_owed"] == []
+
+
+def sentinel_down_afters(sb: Sandbox) -> dict[str, int]:
+    """Each active droplet's Sentinel's down-after-milliseconds for the master, asked directly."""
+    out = {}
+    for d in sb.status()["droplets"]:
+        if d["status"] != "active":
+            continue
+        s = redis.Redis(host=d["address"], port=26379, decode_responses=True, socket_timeout=2)
+        try:
+            out[d["name"]] = int(s.sentinel_master("mymaster")["down-after-milliseconds"])
+        finally:
+            s.close()
+    return out
 
 
 def test_destroyed_master_droplet_fails_over_then_is_replaced(healing: Sandbox) -> None:

@@ -1,4 +1,5 @@
-"""The controller's own Redis and Sentinel commands: SENTINEL FAILOVER, SENTINEL RESET, REPLICAOF.
+"""The controller's own Redis and Sentinel commands: SENTINEL FAILOVER, SENTINEL RESET, SENTINEL SET
+down-after-milliseconds, REPLICAOF.
 
 Layer: adapter. Short timeouts, no retries: the next cycle decides again from fresh facts. Errors come
 back as `OpsError` with the address and the server's message, never a password.
@@ -20,6 +21,7 @@ class OpsError(Exception):
 class RedisOps(Protocol):
     def failover(self, sentinel: str, master_name: str) -> str: ...
     def reset_sentinel(self, sentinel: str, master_name: str) -> str: ...
+    def set_down_after(self, sentinel: str, master_name: str, down_after_ms: int) -> str: ...
     def replicaof(self, node: str, master: str) -> str: ...
 
 
@@ -50,6 +52,13 @@ class DirectRedisOps:
 
     def reset_sentinel(self, sentinel: str, master_name: str) -> str:
         return self._run(sentinel, self._sentinel_password, "SENTINEL", "RESET", master_name)
+
+    def set_down_after(self, sentinel: str, master_name: str, down_after_ms: int) -> str:
+        """SENTINEL SET <master> down-after-milliseconds (Sentinel rewrites its own file: it outlives a restart)."""
+        if not 0 < down_after_ms <= 86_400_000:
+            raise OpsError(f"down-after-milliseconds {down_after_ms!r} is out of range")
+        return self._run(sentinel, self._sentinel_password, "SENTINEL", "SET", master_name,
+                         "down-after-milliseconds", str(int(down_after_ms)))
 
     def replicaof(self, node: str, master: str) -> str:
         """REPLICAOF, then CONFIG REWRITE so that the change outlives a restart (Redis writes its own file)."""

@@ -21,6 +21,7 @@ from controller.adapters.storage.db import error_text
 from controller.adapters.storage.heal_log import HealStore
 from controller.adapters.storage.reports import ReportStore
 from controller.app.provisioner import Provisioner
+from controller.core.down_after import SentinelDownAfter
 from controller.core.planner import (
     Action,
     ActionResult,
@@ -90,6 +91,7 @@ class Executor:
 
     def execute(self, snapshot: HealSnapshot, plan: Plan, state: HealState) -> HealState:
         cluster = snapshot.view.name
+        failover_ok: bool | None = None  # the last Failover's result in this plan
         for action in plan.actions:
             now = self.clock()
             node = action_node(action)
@@ -108,7 +110,14 @@ class Executor:
                 raise UnrecordedAction(state, f"{describe(action)} not carried out: its start could not be "
                                        f"recorded ({error_text(e)})") from e
             log.info("action.started", cluster=cluster, action=describe(action), reason=action.reason)
-            result, directive_id = self._do(snapshot, action, state)
+            if isinstance(action, SentinelDownAfter) and action.failover_of is not None and not failover_ok:
+                # a lowering goes with its failover: a refused failover leaves the Sentinel as it was
+                result, directive_id = ActionResult(False, "not done: the failover it goes with was not "
+                                                    "accepted"), None
+            else:
+                result, directive_id = self._do(snapshot, action, state)
+            if isinstance(action, Failover):
+                failover_ok = result.ok
             (log.info if result.ok else log.warning)(
                 "action.succeeded" if result.ok else "action.failed", cluster=cluster, action=describe(action),
                 detail=result.detail)
@@ -138,6 +147,9 @@ class Executor:
                 case Failover(via_node=n):
                     reply = self.ops_for(cluster).failover(self._sentinel(snapshot, n), view.master_name)
                     return ActionResult(True, f"SENTINEL FAILOVER answered {reply}"), None
+                case SentinelDownAfter(node=n, down_after_ms=ms):
+                    reply = self.ops_for(cluster).set_down_after(self._sentinel(snapshot, n), view.master_name, ms)
+                    return ActionResult(True, f"SENTINEL SET down-after-milliseconds {ms} answered {reply}"), None
                 case ResetSentinel(node=n):
                     reply = self.ops_for(cluster).reset_sentinel(self._sentinel(snapshot, n), view.master_name)
                     return ActionResult(True, f"SENTINEL RESET answered {reply}"), None

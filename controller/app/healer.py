@@ -50,6 +50,7 @@ class Healer:
         reserved_ips: dict[str, str] | None = None,
         provisioner: Provisioner | None = None,
         bindings: Callable[[str], tuple[tuple[str, int], ...]] = lambda _: (),
+        sentinel_timings: dict[str, tuple[int, int]] | None = None,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -59,6 +60,8 @@ class Healer:
         self.clock = clock
         self.provisioner = provisioner
         self.bindings = bindings  # node -> droplet id, from the controller's own records
+        # cluster -> its configured (down_after_ms, failover_timeout_ms): what a lowered down-after goes back to
+        self.sentinel_timings = sentinel_timings or {}
         self._lock = threading.RLock()
         self._states: dict[str, HealState] = {}
         self._unreadable: dict[str, str] = {}  # cluster -> why its persisted state cannot be read (held)
@@ -86,6 +89,10 @@ class Healer:
             state = self._states.get(cluster) or HealState(cluster=cluster)
             snapshot = HealSnapshot(view, tuple(findings), state, droplets, self._reserved.get(cluster),
                                     bindings=self.bindings(cluster), state_unreadable=self._unreadable.get(cluster))
+            if cluster in self.sentinel_timings:
+                down_after_ms, failover_timeout_ms = self.sentinel_timings[cluster]
+                snapshot = dataclasses.replace(snapshot, down_after_ms=down_after_ms,
+                                               failover_timeout_ms=failover_timeout_ms)
             if cluster in self._unreadable:  # held: nothing planned, nothing written over the unreadable row
                 return self._remember(cluster, plan_heal(snapshot, self.policy, now))
             state = observe(snapshot, now, self.policy)
@@ -213,6 +220,8 @@ class Healer:
             "reprovision": dataclasses.asdict(job) if job else None,
             "sentinel_reset": ({**dataclasses.asdict(state.reset), "last_node": state.reset.last_node}
                                if state.reset else None),
+            # Sentinels whose down-after the controller lowered for a fast failover (or failed to restore)
+            "sentinel_down_after_owed": [dataclasses.asdict(o) for o in state.down_after_owed],
         }
 
     # -- the cloud view -----------------------------------------------------------------------------

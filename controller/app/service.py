@@ -138,7 +138,9 @@ def _assemble(config: ControllerConfig, tokens: OperatorTokens, clock: Callable[
                         cluster_tags=tags)
     reserved = {name: c.reserved_ip for name, c in config.clusters.items() if c.reserved_ip}
     healer = Healer(config.heal, heal_log, executor, cloud, tags, clock, reserved_ips=reserved,
-                    provisioner=provisioner if cloud is not None else None, bindings=credentials.bindings)
+                    provisioner=provisioner if cloud is not None else None, bindings=credentials.bindings,
+                    sentinel_timings={name: (c.down_after_ms, c.failover_timeout_ms)
+                                      for name, c in config.clusters.items()})
     fleet = Fleet(config.clusters, reports, heal_status=healer.status)
     watcher = Watcher(fleet, incidents, outbox, clock=clock, healer=healer)
     app = create_app(ApiDeps(

@@ -12,6 +12,11 @@ Safety rails (each visible as a hold reason):
   * at most one reprovision in flight per cluster; cooldowns per node and per cluster; a daily budget,
     after which only alerts go out until `redwarden ack CLUSTER`;
   * maintenance pauses (cluster or node) and dry-run (plans, logs, alerts; acts on nothing).
+A fast failover also lowers the asked Sentinel's down-after-milliseconds (`failover_down_after_ms`) for the
+master, so that it flags the dead old master down at once and clients skip its stale answer while it
+finishes the failover; the value is restored once the failover has ended (or after failover-timeout at the
+latest), and a Sentinel whose down-after drifted from the configured value is set back
+(`controller.core.down_after`).
 Escalation ladder per node: restart the service -> power-cycle the droplet -> reprovision it. A node whose
 agent alone is silent (its Redis corroborated healthy) gets no ladder: an alert, and, only when
 `agent_silent_reboot_after_s` is set, one graceful reboot after that long (never the master's droplet, and
@@ -28,8 +33,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from controller.core.down_after import (
+    DownAfterOwed,
+    SentinelDownAfter,
+    owe_after,
+    plan_down_after_restores,
+    plan_lowering,
+    settle_owed,
+)
 from controller.core.findings import Code, Finding, Severity
 from controller.core.view import ClusterView, NodeState
+from protocol import sentinel
 
 # -- the policy ------------------------------------------------------------------------------------
 
@@ -59,6 +73,10 @@ class HealPolicy:
     # corroborated healthy gets one graceful reboot (DigitalOcean's `reboot`, not a power-cycle) to bring
     # its agent back; 0: off (alert only), the default. Hours, not seconds: a reboot costs a resync.
     agent_silent_reboot_after_s: float = 0.0
+    # the Sentinel asked for a fast failover gets this down-after-milliseconds for the master until the failover
+    # has ended: it flags the dead old master down at once, so a client asking it first skips its answer
+    # naming the old master (it names it until its failover ends, ~1 s after the others); 0: off
+    failover_down_after_ms: int = 300
 
     def __post_init__(self) -> None:
         for name in ("restart_wait_s", "power_cycle_wait_s", "node_cooldown_s", "cluster_cooldown_s",
@@ -70,6 +88,8 @@ class HealPolicy:
             raise ValueError("restart_attempts must be >= 0")
         if self.daily_budget < 0:
             raise ValueError("daily_budget must be >= 0")
+        if self.failover_down_after_ms < 0:
+            raise ValueError("failover_down_after_ms must be >= 0 (0: off)")
 
 
 # -- actions: a plan is data -----------------------------------------------------------------------
@@ -163,10 +183,11 @@ class FinishReprovision:
 
 Action = (
     RestartService | Replicaof | ResetSentinel | Failover | PowerCycle | Reboot | StartReprovision | CreateReplacement
-    | DestroyDroplet | ForgetNode | FinishReprovision | MoveReservedIp
+    | DestroyDroplet | ForgetNode | FinishReprovision | MoveReservedIp | SentinelDownAfter
 )
-# bookkeeping steps of a running reprovision: not counted against cooldowns and budget
-FREE_ACTIONS = (ForgetNode, FinishReprovision, CreateReplacement, DestroyDroplet)
+# bookkeeping steps of a running reprovision, and a Sentinel's down-after lowered with a failover and set
+# back: not counted against cooldowns and budget (a restore held by a used budget would leave it lowered)
+FREE_ACTIONS = (ForgetNode, FinishReprovision, CreateReplacement, DestroyDroplet, SentinelDownAfter)
 
 
 def describe(action: Action) -> str:
@@ -196,6 +217,8 @@ def describe(action: Action) -> str:
             return f"finish reprovision {j} ({'done' if ok else 'failed'})"
         case MoveReservedIp(ip=ip, node=n, droplet_id=d):
             return f"move reserved IP {ip} to {n} (droplet {d})"
+        case SentinelDownAfter(node=n, down_after_ms=ms):
+            return f"SENTINEL SET down-after-milliseconds {ms} on {n}"
     raise AssertionError(action)  # pragma: no cover
 
 
@@ -277,6 +300,7 @@ class HealState:
     reset: ResetSequence | None = None
     reprovision: Reprovision | None = None
     next_node_number: int = 0  # for replacement names; 0: derived from the names seen
+    down_after_owed: tuple[DownAfterOwed, ...] = ()  # Sentinels to set back to the configured down-after
 
     def node(self, name: str) -> NodeHealth:
         return dict(self.nodes).get(name, NodeHealth())
@@ -311,6 +335,10 @@ class HealSnapshot:
     # why the cluster's persisted HealState could not be read, when it could not: healing is held (fail
     # closed: a paused cluster must not come back unpaused) until an operator resets it
     state_unreadable: str | None = None
+    # the cluster's configured Sentinel timings (controller.toml); None: not known, the controller leaves
+    # every Sentinel's down-after alone (it could not restore it)
+    down_after_ms: int | None = None
+    failover_timeout_ms: int | None = None
 
 
 def reset_command(cluster: str) -> str:
@@ -408,6 +436,10 @@ def _identity_hold(snapshot: HealSnapshot, action: Action, master: str | None,
     return None
 
 
+def _said(actions: Sequence[Action]) -> str:
+    return "; ".join(f"{describe(a)}: {a.reason}" for a in actions)
+
+
 def plan_heal(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> Plan:
     view, state, findings = snapshot.view, snapshot.state, snapshot.findings
     actions: list[Action] = []
@@ -434,6 +466,14 @@ def plan_heal(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> Plan:
     budget_left = policy.daily_budget - budget_used
     cluster_cool = state.last_action_at is not None and now - state.last_action_at < policy.cluster_cooldown_s
 
+    # a Sentinel's down-after owed back after a fast failover (or drifted): set back even while undecided
+    # once failover-timeout has passed, and regardless of budget and cooldowns (it undoes the controller's own
+    # change, or restores the configuration the majority runs with)
+    restores, restore_holds = plan_down_after_restores(view, state.down_after_owed, snapshot.down_after_ms, master,
+                                                       not undecided, now)
+    actions += restores
+    held += [Held(what, why) for what, why in restore_holds]
+
     # the reprovision state machine goes first: it must finish what it started
     job = state.reprovision
     if job is not None:
@@ -449,11 +489,15 @@ def plan_heal(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> Plan:
         why = "failover in progress" if Code.FAILOVER_IN_PROGRESS in codes else "master undecided"
         if codes & {Code.MASTER_DOWN, Code.AGENT_SILENT, Code.REPLICA_DOWN, Code.SENTINEL_DOWN}:
             held.append(Held("node actions", f"{why}: nothing is touched until Sentinel settles it"))
-        return done(f"no action: {why}" if not actions else f"{len(actions)} reprovision step(s); {why}")
+        if not actions:
+            return done(f"no action: {why}")
+        return done(f"{_said(actions)} ({why})")
     if not majority and not policy.act_without_majority:
         held.append(Held("any action", f"only {len(view.sentinel_views())} of {view.expected_sentinels} Sentinels "
                                        "reachable: no majority, acting could make things worse"))
-        return done("no action: no Sentinel majority")
+        if not actions:
+            return done("no action: no Sentinel majority")
+        return done(f"{_said(actions)} (no Sentinel majority)")
 
     wanted: list[Action] = []
     master_node = view.master_node()
@@ -526,10 +570,17 @@ def plan_heal(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> Plan:
         actions.append(action)
         budget_left -= 1
         cluster_cool = True  # one new action per cluster per cycle: the next cycle sees its effect
+        if isinstance(action, Failover):
+            lowering = plan_lowering(view, state.down_after_owed, action.via_node, action.old_master,
+                                     snapshot.down_after_ms, policy.failover_down_after_ms)
+            if isinstance(lowering, SentinelDownAfter):
+                actions.append(lowering)  # right after the failover is asked: the executor skips it if refused
+            elif lowering is not None:
+                held.append(Held(f"lower down-after on {action.via_node}", lowering))
 
     if not actions:
         return done("no action: " + (held[0].reason if held else "nothing to heal"))
-    return done("; ".join(f"{describe(a)}: {a.reason}" for a in actions))
+    return done(_said(actions))
 
 
 def _fast_failover(
@@ -798,6 +849,9 @@ def observe(snapshot: HealSnapshot, now: float, policy: HealPolicy = HealPolicy(
             order = tuple(n.name for n, _ in view.sentinel_views() if n.name not in (job.old_node, job.new_name))
             state = dataclasses.replace(state, reprovision=dataclasses.replace(job, step="reset", step_at=now),
                                         reset=ResetSequence(pending=order))
+    owed = settle_owed(view, state.down_after_owed, now)
+    if owed != state.down_after_owed:
+        state = dataclasses.replace(state, down_after_owed=owed)
     seq = state.reset
     if seq is not None and not seq.pending and _rediscovered(view, seq, policy.sentinel_settle_s):
         state = dataclasses.replace(state, reset=None)
@@ -857,7 +911,15 @@ def apply_result(snapshot: HealSnapshot, state: HealState, action: Action, resul
                 state = dataclasses.replace(state, reprovision=dataclasses.replace(
                     job, failed_creates=job.failed_creates + 1, last_create_at=now))
         case ForgetNode(node=n):
-            state = dataclasses.replace(state, nodes=tuple((k, v) for k, v in state.nodes if k != n))
+            state = dataclasses.replace(state, nodes=tuple((k, v) for k, v in state.nodes if k != n),
+                                        down_after_owed=tuple(o for o in state.down_after_owed if o.node != n))
         case FinishReprovision():
             state = dataclasses.replace(state, reprovision=None)
+        case SentinelDownAfter(node=n):
+            via = snapshot.view.node(n)
+            sv = via.report.sentinel.master(snapshot.view.master_name) if via is not None else None
+            timeout_ms = snapshot.failover_timeout_ms or (sv.failover_timeout_ms if sv else None) \
+                or sentinel.FAILOVER_TIMEOUT_MS
+            state = dataclasses.replace(state, down_after_owed=owe_after(
+                state.down_after_owed, action, result.ok, now, snapshot.down_after_ms, timeout_ms / 1000))
     return state
