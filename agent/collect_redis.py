@@ -91,9 +91,20 @@ def _command(client: RespClient, *args: str) -> object:
     return client.execute_command(*args)
 
 
+# Error replies to PING from a redis-server that is alive and answering: a master that cannot persist
+# (MISCONF: a full disk, a failing AOF write or background save refuses writes and PING, but serves INFO and
+# reads) and one loading its data set. Sentinel counts both as answers too; restarting such a server cures
+# nothing (a full disk stays full, a load starts over) and can corrupt an AOF cut short by ENOSPC.
+_ALIVE_ERRORS = ("MISCONF", "LOADING")
+
+
 def _ping_ms(client: RespClient) -> float:
     started = time.perf_counter()
-    _command(client, "PING")
+    try:
+        _command(client, "PING")
+    except ResponseError as e:
+        if not str(e).startswith(_ALIVE_ERRORS):
+            raise
     return round((time.perf_counter() - started) * 1000.0, 3)
 
 

@@ -306,3 +306,50 @@ def test_collect_sentinel_on_a_closed_port() -> None:
     assert health.reachable is False
     assert health.error is not None
     assert SENTINEL_PASSWORD not in health.error
+
+
+def test_a_master_whose_disk_is_full_is_answering_not_down(tmp_path: Path) -> None:
+    """A real full disk (a 2 MiB tmpfs as its data dir): Redis refuses writes and even PING with MISCONF, but
+    it is alive and serves INFO. The agent reports it reachable, with the failing AOF write, so the
+    controller alerts on persistence instead of restarting it (which cures nothing and, with an AOF cut short
+    by ENOSPC, can leave a Redis that no longer starts: seen in the fault campaign)."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    data = tmp_path / "data"
+    data.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(data)], check=True)
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.213", "--port", "6379", "--dir", str(data),
+                                 "--appendonly", "yes", "--save", "", "--requirepass", REDIS_PASSWORD],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = raw_client("127.0.0.213", REDIS_PORT, REDIS_PASSWORD, TIMEOUT_S)
+        wait_for("redis on the small disk", lambda: client.execute_command("PING"), [proc])
+        with (data / "filler").open("wb") as fh:  # fill it to the last byte
+            try:
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+            except OSError:
+                pass
+
+        def refused() -> bool | None:
+            try:
+                client.execute_command("SET", "k", "v" * 1000)
+            except ResponseError as e:
+                return True if str(e).startswith("MISCONF") else None
+            return None
+
+        wait_until(lambda: bool(refused()), 15, "writes refused with MISCONF")
+        health = collect_redis(client)
+        assert health.reachable is True, health.error
+        assert health.role == "master"
+        assert health.aof_last_write_ok is False
+        client.close()
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait(timeout=10)
+        subprocess.run(["umount", "-l", str(data)], check=False)
