@@ -95,6 +95,11 @@ def test_a_power_cycle_of_a_node_whose_redis_answered_is_harmful_and_of_a_dead_o
                        None)
     assert [h["kind"] for h in harmful_actions(0, healthy)] == ["PowerCycle"]
     assert harmful_actions(0, dead) == []
+    # destroyed at the fault, its processes gone half a second later: a reprovision 2.5 s after is no harm
+    gone = [r if r.at <= 1000.5 else ProbeRound(r.at, {**r.nodes, "127.0.0.4:6379": NodeSeen(False)})
+            for r in _rounds({})]
+    replace = {"at_s": 2.5, "kind": "StartReprovision", "node": "redis-2", "description": "r", "status": "x"}
+    assert harmful_actions(0, FaultRecord(_result("destroy-replica", [replace]), ADDRESSES, gone, [], None)) == []
     failover = {"at_s": 3.0, "kind": "Failover", "node": "redis-1", "description": "failover", "status": "x"}
     assert harmful_actions(0, FaultRecord(_result("kill-agent", [failover]), ADDRESSES, _rounds({}), [], None))
     assert not harmful_actions(0, FaultRecord(_result("kill-master", [failover]), ADDRESSES, _rounds({}), [], None))

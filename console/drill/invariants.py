@@ -22,7 +22,7 @@ DISRUPTIVE_KINDS = frozenset({"PowerCycle", "StartReprovision", "DestroyDroplet"
 # master that cannot persist may fairly be failed away from)
 NO_FAILOVER_FAULTS = frozenset({"kill-agent", "partition-replica", "isolate-controller", "blind-controller",
                                 "restart-sentinels", "cloud-timeouts", "destroy-replica"})
-ANSWERED_WITHIN_S = 3.0  # a node's Redis counts as healthy when the probe had an answer this recently
+ANSWERED_WITHIN_S = 3.0  # a node's Redis counts as healthy when the probe's last round this recent had an answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +63,14 @@ class HarmJson(TypedDict):
 
 
 def _answered_before(rounds: Sequence[ProbeRound], address: str | None, at: float, since: float) -> bool:
-    """Whether the Redis at `address` answered in the seconds before `at`, counting only from `since` (the
-    fault: a destroyed node answered until then, and its address may be a replacement's soon after)."""
+    """Whether the Redis at `address` answered the probe's last round before `at` (within the last few
+    seconds, and after `since`, the fault: a destroyed node answers until its processes are gone, and its
+    address may be a replacement's soon after)."""
     if address is None:
         return False
     start = max(since, at - ANSWERED_WITHIN_S)
-    return any(r.nodes.get(address, NodeSeen(False)).up for r in rounds if start <= r.at <= at)
+    recent = [r for r in rounds if start <= r.at <= at]
+    return bool(recent) and max(recent, key=lambda r: r.at).nodes.get(address, NodeSeen(False)).up
 
 
 def harmful_actions(index: int, record: FaultRecord) -> list[HarmJson]:
@@ -82,7 +84,7 @@ def harmful_actions(index: int, record: FaultRecord) -> list[HarmJson]:
         address = record.addresses.get(a["node"] or "")
         if a["kind"] in DISRUPTIVE_KINDS and _answered_before(record.rounds, address, at, r["fault_at"]):
             out.append({"fault_index": index, "fault": r["fault"], "kind": a["kind"], "node": a["node"],
-                        "at_s": a["at_s"], "why": f"its Redis ({address}) answered within {ANSWERED_WITHIN_S:g} s"})
+                        "at_s": a["at_s"], "why": f"its Redis ({address}) answered the probe just before"})
         if a["kind"] == "Failover" and r["fault"] in NO_FAILOVER_FAULTS and \
                 _answered_before(record.rounds, old_master, at, r["fault_at"]):
             out.append({"fault_index": index, "fault": r["fault"], "kind": a["kind"], "node": a["node"],
