@@ -12,6 +12,8 @@ Safety rails (each visible as a hold reason):
   * at most one reprovision in flight per cluster; cooldowns per node and per cluster; a daily budget,
     after which only alerts go out until `redwarden ack CLUSTER`;
   * maintenance pauses (cluster or node) and dry-run (plans, logs, alerts; acts on nothing).
+The one exception to "nothing while undecided": fencing (`controller.core.fencing`), which settles a split
+brain once a Sentinel side able to fail over names a new master that its own agent confirms.
 Escalation ladder per node: restart the service -> power-cycle the droplet -> reprovision it. A node whose
 agent alone is silent (its Redis corroborated healthy) gets no ladder: an alert, and, only when
 `agent_silent_reboot_after_s` is set, one graceful reboot after that long (never the master's droplet, and
@@ -28,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from controller.core.fencing import Fence, FenceRecord, RepointSentinel, plan_fences
 from controller.core.findings import Code, Finding, Severity
 from controller.core.view import ClusterView, NodeState
 
@@ -163,10 +166,13 @@ class FinishReprovision:
 
 Action = (
     RestartService | Replicaof | ResetSentinel | Failover | PowerCycle | Reboot | StartReprovision | CreateReplacement
-    | DestroyDroplet | ForgetNode | FinishReprovision | MoveReservedIp
+    | DestroyDroplet | ForgetNode | FinishReprovision | MoveReservedIp | Fence | RepointSentinel
 )
 # bookkeeping steps of a running reprovision: not counted against cooldowns and budget
 FREE_ACTIONS = (ForgetNode, FinishReprovision, CreateReplacement, DestroyDroplet)
+# fencing a replaced old master (controller.core.fencing): held by no budget or cooldown and counted in none,
+# but the node's last action is kept (a node is fenced again only on a report newer than the fence)
+FENCE_ACTIONS = (Fence, RepointSentinel)
 
 
 def describe(action: Action) -> str:
@@ -196,6 +202,10 @@ def describe(action: Action) -> str:
             return f"finish reprovision {j} ({'done' if ok else 'failed'})"
         case MoveReservedIp(ip=ip, node=n, droplet_id=d):
             return f"move reserved IP {ip} to {n} (droplet {d})"
+        case Fence(node=n, new_master=m):
+            return f"fence {n} (REPLICAOF {m}, clients disconnected)"
+        case RepointSentinel(node=n, master=m):
+            return f"re-point the Sentinel on {n} at {m}"
     raise AssertionError(action)  # pragma: no cover
 
 
@@ -277,6 +287,7 @@ class HealState:
     reset: ResetSequence | None = None
     reprovision: Reprovision | None = None
     next_node_number: int = 0  # for replacement names; 0: derived from the names seen
+    fences: tuple[FenceRecord, ...] = ()  # the latest fences (a few), for their alert and what they explain
 
     def node(self, name: str) -> NodeHealth:
         return dict(self.nodes).get(name, NodeHealth())
@@ -426,6 +437,12 @@ def plan_heal(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> Plan:
         held.append(Held("any action", "cluster paused for maintenance (`redwarden resume` to act again)"))
         return done("no action: cluster paused")
 
+    # fencing goes before every rail that waits for a settled picture: it is what settles a split brain
+    fences, fence_held = plan_fences(view, {n: h.last_action_at for n, h in state.nodes
+                                            if h.last_action_at is not None}, state.paused_nodes)
+    actions += fences
+    held += [Held(h.what, h.reason) for h in fence_held]
+
     codes = _codes(findings)
     master = view.master_address()
     undecided = master is None or bool(codes & set(UNDECIDED))
@@ -449,7 +466,12 @@ def plan_heal(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> Plan:
         why = "failover in progress" if Code.FAILOVER_IN_PROGRESS in codes else "master undecided"
         if codes & {Code.MASTER_DOWN, Code.AGENT_SILENT, Code.REPLICA_DOWN, Code.SENTINEL_DOWN}:
             held.append(Held("node actions", f"{why}: nothing is touched until Sentinel settles it"))
-        return done(f"no action: {why}" if not actions else f"{len(actions)} reprovision step(s); {why}")
+        if not actions:
+            return done(f"no action: {why}")
+        steps = sum(1 for a in actions if not isinstance(a, FENCE_ACTIONS))
+        fenced = "; ".join(f"{describe(a)}: {a.reason}" for a in actions if isinstance(a, FENCE_ACTIONS))
+        return done("; ".join(([fenced] if fenced else []) + ([f"{steps} reprovision step(s)"] if steps else []))
+                    + f"; {why}: nothing else is touched")
     if not majority and not policy.act_without_majority:
         held.append(Held("any action", f"only {len(view.sentinel_views())} of {view.expected_sentinels} Sentinels "
                                        "reachable: no majority, acting could make things worse"))
@@ -813,6 +835,13 @@ class ActionResult:
 def apply_result(snapshot: HealSnapshot, state: HealState, action: Action, result: ActionResult,
                  now: float) -> HealState:
     """Fold one executed action into the state. Pure; a failed action still counts (it was tried)."""
+    if isinstance(action, FENCE_ACTIONS):
+        fenced = action.node
+        state = state.with_node(fenced, dataclasses.replace(state.node(fenced), last_action_at=now))
+        if isinstance(action, Fence):
+            record = FenceRecord(fenced, action.new_master, now, result.ok)
+            state = dataclasses.replace(state, fences=(*state.fences[-7:], record))
+        return state
     if not isinstance(action, FREE_ACTIONS):
         day = utc_day(now)
         used = state.actions_today if state.budget_day == day else 0
