@@ -28,7 +28,7 @@ from console.drill.model import (
     pick_victim,
 )
 from console.drill.observer import Observer, Step
-from console.drill.result import FaultInfo, assemble_result, render_summary, render_timeline, summarize
+from console.drill.result import FaultInfo, assemble_result, render_summary, render_timeline, split_brain, summarize
 from console.drill.writer import Writer
 from console.drill.writes import LostWrites, WriteSample, count_lost, write_unavailability
 from tests.helpers import wait_until
@@ -304,6 +304,28 @@ def test_result_has_every_step_in_order_with_null_for_those_that_did_not_happen(
     assert result["redundancy_restored_s"] == 9.0
     assert result["writes_acked"] == len(acks(99.0, 100.0)) + len(acks(101.25, 102.0))
     assert result["writes_failed"] == len(failed) and result["writes_lost"] == 0
+
+
+def test_partition_master_reports_the_split_brain_window_and_what_the_old_master_lost() -> None:
+    # the new master seen at +6.5 s; the old master's last lost write accepted at +8.0 s: 1.5 s of split brain
+    lost = LostWrites(0, 40, plain_last_at=108.0)
+    assert split_brain("partition-master", 106.5, lost) == (1.5, 40)
+    assert split_brain("partition-master", 106.5, LostWrites(0, 3, plain_last_at=105.0)) == (-1.5, 3)
+    assert split_brain("partition-master", 106.5, LostWrites(0, 0)) == (0.0, 0)
+    assert split_brain("partition-master", None, lost) == (None, 40)
+    assert split_brain("partition-master", 106.5, None) == (None, None)
+    assert split_brain("kill-master", 106.5, lost) == (None, None)
+    before = parse_cluster(healthy())
+    obs = Observer("partition-master", before, "redis-1", 100.0, "cut")
+    obs.steps[NEW_MASTER] = Step(106.5, "10.0.0.3:6379")
+    info = FaultInfo("partition-master", "sandbox /tmp/x", "redis-1", M1, M1, 100.0, "cut")
+    result = assemble_result(info, obs.finish(), acks(99.0, 101.0), end_at=120.0, lost=lost)
+    assert (result["split_brain_s"], result["old_master_writes_lost"]) == (1.5, 40)
+    assert "split brain: the old master accepted writes until 1.50 s after the new master was seen; 40 of them lost" \
+        in render_timeline(result)
+    summary = summarize([result, _result({}, acks(99.0, 101.0), LostWrites(0, 0))])
+    assert summary["split_brain_s"]["values"] == [1.5, None] and summary["old_master_writes_lost"] == 40
+    assert "split-brain window    median 1.50 s" in render_summary(summary)
 
 
 def test_result_without_a_read_back_says_unknown_not_zero() -> None:

@@ -14,6 +14,7 @@ from typing import TypedDict
 
 from console.drill.model import (
     MASTER_FAULTS,
+    NEW_MASTER,
     REDUNDANCY_RESTORED,
     REPLACEMENT_CREATED,
     REPLICA_IN_SYNC,
@@ -63,6 +64,10 @@ class DrillResult(TypedDict):
     sentinel_order: str | None  # the order of the writer's Sentinel list (console.drill.orders), None: as given
     sentinels: list[str]  # the writer's Sentinel list, "ip:port", in the order it asks them
     failover_leader_rank: int | None  # where in that list the Sentinel the controller asked to fail over was
+    # partition-master only (else None): from the new master seen to the last write the old master accepted
+    # that is lost (<= 0: it accepted none after the promotion; 0.0 when none was lost), and how many it lost
+    split_brain_s: float | None
+    old_master_writes_lost: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,23 @@ class FaultInfo:
 
 def _rel(at: float | None, origin: float) -> float | None:
     return None if at is None else round(at - origin, 3)
+
+
+SPLIT_BRAIN_FAULTS = frozenset({"partition-master"})  # the old master lives on, cut off from its replicas
+
+
+def split_brain(fault: str, new_master_at: float | None, lost: LostWrites | None) -> tuple[float | None, int | None]:
+    """(split-brain window, writes the old master accepted that were lost) for a fault that leaves the old
+    master running apart. The window runs from the new master (as the drill saw it) to the last write
+    accepted without a replica that is missing afterwards: the old master's, since the new one's writes
+    are read back from it. 0.0 when none was lost; None when not such a fault, or unknown."""
+    if fault not in SPLIT_BRAIN_FAULTS or lost is None:
+        return None, None
+    if lost.plain == 0:
+        return 0.0, 0
+    if new_master_at is None or lost.plain_last_at is None:
+        return None, lost.plain
+    return round(lost.plain_last_at - new_master_at, 3), lost.plain
 
 
 def assemble_result(
@@ -99,6 +121,8 @@ def assemble_result(
     if accepted_at is not None:
         steps[WRITES_ACCEPTED] = Step(accepted_at, f"after {unavailable_s:.2f} s without an acknowledged write")
     restored = steps.get(REDUNDANCY_RESTORED)
+    new_master = steps.get(NEW_MASTER)
+    split_brain_s, old_master_lost = split_brain(info.fault, new_master.at if new_master else None, lost)
     return {
         "fault": info.fault,
         "target": info.target,
@@ -128,6 +152,8 @@ def assemble_result(
         "sentinel_order": sentinel_order,
         "sentinels": list(sentinels),
         "failover_leader_rank": failover_leader_rank,
+        "split_brain_s": split_brain_s,
+        "old_master_writes_lost": old_master_lost,
     }
 
 
@@ -174,6 +200,8 @@ class Summary(TypedDict):
     writes_acked: int
     writes_lost: int | None
     writes_plain_lost: int | None
+    split_brain_s: Stat  # partition-master: per run (null for other faults)
+    old_master_writes_lost: int | None  # in total over the runs that know it
 
 
 def by_sentinel_order(results: Sequence[DrillResult]) -> list[OrderStat]:
@@ -209,6 +237,9 @@ def summarize(results: Sequence[DrillResult]) -> Summary:
         "writes_acked": sum(r["writes_acked"] for r in results),
         "writes_lost": None if any(v is None for v in lost) else sum(v for v in lost if v is not None),
         "writes_plain_lost": None if any(v is None for v in plain) else sum(v for v in plain if v is not None),
+        "split_brain_s": _stat([r.get("split_brain_s") for r in results]),
+        "old_master_writes_lost": sum(v for r in results if (v := r.get("old_master_writes_lost")) is not None)
+        if any(r.get("old_master_writes_lost") is not None for r in results) else None,
     }
 
 
@@ -240,6 +271,12 @@ def render_timeline(result: DrillResult) -> str:
         leader = result["failover_leader_rank"]
         tail = f"; the failover's leader is number {leader}" if leader is not None else ""
         out.append(f"writer's Sentinels ({order}): {', '.join(result['sentinels'])}{tail}")
+    if result.get("split_brain_s") is not None:
+        window = result["split_brain_s"] or 0.0
+        when = (f"until {window:.2f} s after the new master was seen" if window > 0
+                else f"no write after the new master was seen (the last {-window:.2f} s before)")
+        out.append(f"split brain: the old master accepted writes {when}; {result['old_master_writes_lost']} of "
+                   "them lost")
     restored = result["redundancy_restored_s"]
     out.append(f"redundancy restored after {restored:.2f} s" if restored is not None else "redundancy NOT restored")
     if result["timed_out"]:
@@ -276,6 +313,9 @@ def render_summary(summary: Summary) -> str:
     lines.append(f"  redundancy restored   {_fmt_stat(summary['redundancy_restored_s'])}")
     if summary["boot_and_sync_s"]["median"] is not None:
         lines.append(f"  boot + initial sync   {_fmt_stat(summary['boot_and_sync_s'])}")
+    if summary["split_brain_s"]["median"] is not None:
+        lines.append(f"  split-brain window    {_fmt_stat(summary['split_brain_s'])} after the new master; "
+                     f"{summary['old_master_writes_lost']} writes the old master accepted lost")
     lines.append(f"  writes                {summary['writes_acked']} acknowledged (WAIT 1), {lost} lost in total; "
                  f"{plain} accepted without a replica lost")
     return "\n".join(lines) + "\n"

@@ -1,5 +1,6 @@
 """The controller's own Redis and Sentinel commands: SENTINEL FAILOVER, SENTINEL RESET, SENTINEL SET
-down-after-milliseconds, REPLICAOF.
+down-after-milliseconds, REPLICAOF, and a fence (REPLICAOF + CLIENT KILL + CONFIG REWRITE) with the
+re-pointing of a stale Sentinel.
 
 Layer: adapter. Short timeouts, no retries: the next cycle decides again from fresh facts. Errors come
 back as `OpsError` with the address and the server's message, never a password.
@@ -23,6 +24,9 @@ class RedisOps(Protocol):
     def reset_sentinel(self, sentinel: str, master_name: str) -> str: ...
     def set_down_after(self, sentinel: str, master_name: str, down_after_ms: int) -> str: ...
     def replicaof(self, node: str, master: str) -> str: ...
+    def fence(self, node: str, master: str) -> str: ...
+    def repoint_sentinel(self, sentinel: str, master_name: str, master: str, quorum: int, down_after_ms: int,
+                         failover_timeout_ms: int, parallel_syncs: int) -> str: ...
 
 
 class DirectRedisOps:
@@ -32,20 +36,29 @@ class DirectRedisOps:
         self._timeout_s = timeout_s
 
     def _run(self, address: str, password: str | None, *command: str) -> str:
+        return self._run_all(address, password, [command])[0]
+
+    def _run_all(self, address: str, password: str | None, commands: list[tuple[str, ...]]) -> list[str]:
+        """The commands in order on one connection; the first that fails raises (the rest are not sent)."""
         host, port = address.rsplit(":", 1)
         client = redis.Redis(host=host, port=int(port), password=password, socket_timeout=self._timeout_s,
                              socket_connect_timeout=self._timeout_s, decode_responses=True)
+        replies = []
         try:
-            reply = client.execute_command(*command)  # type: ignore[no-untyped-call]
-        except (redis.RedisError, OSError) as e:
-            text = str(e)
-            for secret in (self._redis_password, self._sentinel_password):
-                if secret:
-                    text = text.replace(secret, "<redacted>")
-            raise OpsError(f"{' '.join(command[:2])} on {address} failed: {type(e).__name__}: {text[:200]}") from None
+            for command in commands:
+                try:
+                    replies.append(str(client.execute_command(*command)))  # type: ignore[no-untyped-call]
+                except (redis.RedisError, OSError) as e:
+                    text = str(e)
+                    for secret in (self._redis_password, self._sentinel_password):
+                        if secret:
+                            text = text.replace(secret, "<redacted>")
+                    done = f" (after {len(replies)} of {len(commands)} commands)" if replies else ""
+                    raise OpsError(f"{' '.join(command[:2])} on {address} failed{done}: {type(e).__name__}: "
+                                   f"{text[:200]}") from None
         finally:
             client.close()
-        return str(reply)
+        return replies
 
     def failover(self, sentinel: str, master_name: str) -> str:
         return self._run(sentinel, self._sentinel_password, "SENTINEL", "FAILOVER", master_name)
@@ -68,3 +81,37 @@ class DirectRedisOps:
         reply = self._run(node, self._redis_password, "REPLICAOF", host, port)
         self._run(node, self._redis_password, "CONFIG", "REWRITE")
         return reply
+
+    def fence(self, node: str, master: str) -> str:
+        """Make an old master a replica of `master` at once: REPLICAOF (its writes are refused from now on:
+        READONLY), CLIENT KILL TYPE normal (its clients reconnect and ask Sentinel again; this connection is
+        spared, SKIPME is the default), then CONFIG REWRITE (a restart keeps it a replica). What Sentinel
+        itself sends an old master it reconfigures."""
+        if split_address(master) is None or split_address(node) is None:
+            raise OpsError(f"a fence wants IP literals and ports, not {node!r} -> {master!r}")
+        host, port = master.rsplit(":", 1)
+        replies = self._run_all(node, self._redis_password, [
+            ("REPLICAOF", host, port), ("CLIENT", "KILL", "TYPE", "normal"), ("CONFIG", "REWRITE")])
+        return f"REPLICAOF {replies[0]}, {replies[1]} client(s) disconnected, CONFIG REWRITE {replies[2]}"
+
+    def repoint_sentinel(self, sentinel: str, master_name: str, master: str, quorum: int, down_after_ms: int,
+                         failover_timeout_ms: int, parallel_syncs: int) -> str:
+        """Make a Sentinel monitor `master` under `master_name` afresh (SENTINEL REMOVE, MONITOR, SET with the
+        cluster's settings and the Redis password): for a Sentinel cut off from its peers that still names a
+        fenced old master. It relearns its peers and replicas from the master's hello channel once it can."""
+        if split_address(master) is None or split_address(sentinel) is None:
+            raise OpsError(f"SENTINEL MONITOR wants IP literals and ports, not {sentinel!r} -> {master!r}")
+        host, port = master.rsplit(":", 1)
+        settings = ["down-after-milliseconds", str(down_after_ms), "failover-timeout", str(failover_timeout_ms),
+                    "parallel-syncs", str(parallel_syncs)]
+        if self._redis_password:
+            settings = ["auth-pass", self._redis_password, *settings]
+        try:
+            self._run(sentinel, self._sentinel_password, "SENTINEL", "REMOVE", master_name)
+        except OpsError as e:
+            if "no such master" not in str(e).lower():
+                raise
+        self._run_all(sentinel, self._sentinel_password, [
+            ("SENTINEL", "MONITOR", master_name, host, port, str(quorum)),
+            ("SENTINEL", "SET", master_name, *settings)])
+        return f"{master_name} monitored at {master} (quorum {quorum}, down-after {down_after_ms} ms)"

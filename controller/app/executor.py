@@ -22,6 +22,7 @@ from controller.adapters.storage.heal_log import HealStore
 from controller.adapters.storage.reports import ReportStore
 from controller.app.provisioner import Provisioner
 from controller.core.down_after import SentinelDownAfter
+from controller.core.fencing import Fence, RepointSentinel
 from controller.core.planner import (
     Action,
     ActionResult,
@@ -159,6 +160,16 @@ class Executor:
                         return ActionResult(False, f"{n} is not known"), None
                     reply = self.ops_for(cluster).replicaof(node.report.identity.redis_address, m)
                     return ActionResult(True, f"REPLICAOF answered {reply}"), None
+                case Fence(node=n, new_master=m):
+                    node = view.node(n)
+                    if node is None:
+                        return ActionResult(False, f"{n} is not known"), None
+                    return ActionResult(True, self.ops_for(cluster).fence(node.report.identity.redis_address, m)), None
+                case RepointSentinel(node=n, master=m):
+                    detail = self.ops_for(cluster).repoint_sentinel(
+                        self._sentinel(snapshot, n), view.master_name, m, action.quorum, action.down_after_ms,
+                        action.failover_timeout_ms, action.parallel_syncs)
+                    return ActionResult(True, detail), None
                 case PowerCycle(droplet_id=d):
                     self._verify_target(snapshot, d)
                     result = self._cloud().power_cycle(d)

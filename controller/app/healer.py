@@ -20,6 +20,7 @@ from controller.adapters.storage.db import error_text
 from controller.adapters.storage.heal_log import HealStateUnreadable, HealStore
 from controller.app.executor import Executor, UnrecordedAction
 from controller.app.provisioner import Provisioner
+from controller.core.fencing import check_fences
 from controller.core.findings import Finding
 from controller.core.planner import (
     Droplet,
@@ -121,8 +122,10 @@ class Healer:
         return plan.summary
 
     def findings(self, cluster: str) -> tuple[Finding, ...]:
-        """The healer's own findings about a cluster (its heal state unreadable), for the watch cycle."""
-        return check_heal_state(cluster, self._unreadable.get(cluster))
+        """The healer's own findings about a cluster (its heal state unreadable, a node it fenced lately), for
+        the watch cycle."""
+        fences = check_fences(cluster, self.state(cluster).fences, self.clock(), self.policy.failover_cooldown_s)
+        return (*check_heal_state(cluster, self._unreadable.get(cluster)), *fences)
 
     # -- operator switches --------------------------------------------------------------------------
     def _update(self, cluster: str, change: Callable[[HealState], HealState]) -> HealState:

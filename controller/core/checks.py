@@ -217,7 +217,7 @@ def _assess_master(view: ClusterView, views: tuple[SentinelView, ...], address: 
     return MasterAssessment(unreachable_reasons=tuple(unreachable), unreachable_critical=critical)
 
 
-def _sentinel_sides(view: ClusterView, views: tuple[SentinelView, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+def sentinel_sides(view: ClusterView, views: tuple[SentinelView, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """Each reachable Sentinel's side: itself and the reachable Sentinels it lists as usable (no s_down,
     o_down or disconnected flag) that list it back. A Sentinel whose CKQUORUM refuses says it has no usable
     peer; one whose SENTINELS reply failed (an empty list while it counts other Sentinels) is taken to
@@ -291,7 +291,7 @@ def assess(view: ClusterView, policy: Policy) -> Facts:
         master_replicas=master_replicas,
         master_offset=master_offset,
         master=_assess_master(view, views, master_address) if master_address else MasterAssessment(),
-        sides=_sentinel_sides(view, views),
+        sides=sentinel_sides(view, views),
         quorum=quorum,
         needed=max(quorum, total // 2 + 1),
     )

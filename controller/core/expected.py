@@ -132,6 +132,29 @@ def _failover(state: HealState, policy: HealPolicy) -> tuple[Expectation, ...]:
     )
 
 
+# What a fenced old master shows while it stays cut off: a replica of the new master whose link is down,
+# its Sentinel isolated (or just re-pointed, knowing no peers), one replica short.
+NODE_FENCED_SHOWS = frozenset({
+    Code.REPLICA_LINK_DOWN, Code.REPLICA_LAG_HIGH, Code.REPLICA_WRONG_MASTER, Code.SENTINEL_ISOLATED,
+    Code.SENTINEL_STALE_ENTRIES, Code.SENTINEL_COUNT_MISMATCH,
+})
+
+
+def _fences(state: HealState, policy: HealPolicy) -> tuple[Expectation, ...]:
+    out: list[Expectation] = []
+    for record in state.fences:
+        if not record.ok:
+            continue
+        plan = f"the fence of {record.node} (made a replica of {record.new_master} after the failover)"
+        until = record.at + policy.failover_cooldown_s
+        out += [
+            Expectation(plan, NODE_FENCED_SHOWS, until, frozenset({record.node})),
+            Expectation(plan, frozenset({Code.QUORUM_AT_RISK}), until, condition=lambda f: f.subject_kind == "cluster"),
+            Expectation(plan, frozenset({Code.REDUNDANCY_DEGRADED}), until, condition=_missing_at_most(1)),
+        ]
+    return tuple(out)
+
+
 def expectations(state: HealState, policy: HealPolicy, now: float) -> tuple[Expectation, ...]:
     """What the plans in flight in `state` are expected to cause, most specific plan first."""
     out: list[Expectation] = []
@@ -140,6 +163,7 @@ def expectations(state: HealState, policy: HealPolicy, now: float) -> tuple[Expe
     if state.reprovision is not None:
         out += _replacement(state.reprovision, policy)
     out += _failover(state, policy)
+    out += _fences(state, policy)
     return tuple(out)
 
 

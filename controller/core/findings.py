@@ -45,6 +45,7 @@ class Code(str, Enum):
     DISK_PRESSURE = "DISK_PRESSURE"
     CONFIG_RISK = "CONFIG_RISK"
     HEAL_STATE_UNREADABLE = "HEAL_STATE_UNREADABLE"  # the controller's own record, not the cluster's health
+    NODE_FENCED = "NODE_FENCED"  # the controller's own action: an old master demoted after a failover
 
     def __str__(self) -> str:
         return self.value

@@ -17,6 +17,9 @@ master, so that it flags the dead old master down at once and clients skip its s
 finishes the failover; the value is restored once the failover has ended (or after failover-timeout at the
 latest), and a Sentinel whose down-after drifted from the configured value is set back
 (`controller.core.down_after`).
+
+The one exception to "nothing while undecided": fencing (`controller.core.fencing`), which settles a split
+brain once a Sentinel side able to fail over names a new master that its own agent confirms.
 Escalation ladder per node: restart the service -> power-cycle the droplet -> reprovision it. A node whose
 agent alone is silent (its Redis corroborated healthy) gets no ladder: an alert, and, only when
 `agent_silent_reboot_after_s` is set, one graceful reboot after that long (never the master's droplet, and
@@ -41,6 +44,7 @@ from controller.core.down_after import (
     plan_lowering,
     settle_owed,
 )
+from controller.core.fencing import Fence, FenceRecord, RepointSentinel, plan_fences
 from controller.core.findings import Code, Finding, Severity
 from controller.core.view import ClusterView, NodeState
 from protocol import sentinel
@@ -183,11 +187,14 @@ class FinishReprovision:
 
 Action = (
     RestartService | Replicaof | ResetSentinel | Failover | PowerCycle | Reboot | StartReprovision | CreateReplacement
-    | DestroyDroplet | ForgetNode | FinishReprovision | MoveReservedIp | SentinelDownAfter
+    | DestroyDroplet | ForgetNode | FinishReprovision | MoveReservedIp | SentinelDownAfter | Fence | RepointSentinel
 )
 # bookkeeping steps of a running reprovision, and a Sentinel's down-after lowered with a failover and set
 # back: not counted against cooldowns and budget (a restore held by a used budget would leave it lowered)
 FREE_ACTIONS = (ForgetNode, FinishReprovision, CreateReplacement, DestroyDroplet, SentinelDownAfter)
+# fencing a replaced old master (controller.core.fencing): held by no budget or cooldown and counted in none,
+# but the node's last action is kept (a node is fenced again only on a report newer than the fence)
+FENCE_ACTIONS = (Fence, RepointSentinel)
 
 
 def describe(action: Action) -> str:
@@ -219,6 +226,10 @@ def describe(action: Action) -> str:
             return f"move reserved IP {ip} to {n} (droplet {d})"
         case SentinelDownAfter(node=n, down_after_ms=ms):
             return f"SENTINEL SET down-after-milliseconds {ms} on {n}"
+        case Fence(node=n, new_master=m):
+            return f"fence {n} (REPLICAOF {m}, clients disconnected)"
+        case RepointSentinel(node=n, master=m):
+            return f"re-point the Sentinel on {n} at {m}"
     raise AssertionError(action)  # pragma: no cover
 
 
@@ -301,6 +312,7 @@ class HealState:
     reprovision: Reprovision | None = None
     next_node_number: int = 0  # for replacement names; 0: derived from the names seen
     down_after_owed: tuple[DownAfterOwed, ...] = ()  # Sentinels to set back to the configured down-after
+    fences: tuple[FenceRecord, ...] = ()  # the latest fences (a few), for their alert and what they explain
 
     def node(self, name: str) -> NodeHealth:
         return dict(self.nodes).get(name, NodeHealth())
@@ -457,6 +469,12 @@ def plan_heal(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> Plan:
     if state.paused:
         held.append(Held("any action", "cluster paused for maintenance (`redwarden resume` to act again)"))
         return done("no action: cluster paused")
+
+    # fencing goes before every rail that waits for a settled picture: it is what settles a split brain
+    fences, fence_held = plan_fences(view, {n: h.last_action_at for n, h in state.nodes
+                                            if h.last_action_at is not None}, state.paused_nodes)
+    actions += fences
+    held += [Held(h.what, h.reason) for h in fence_held]
 
     codes = _codes(findings)
     master = view.master_address()
@@ -871,6 +889,13 @@ class ActionResult:
 def apply_result(snapshot: HealSnapshot, state: HealState, action: Action, result: ActionResult,
                  now: float) -> HealState:
     """Fold one executed action into the state. Pure; a failed action still counts (it was tried)."""
+    if isinstance(action, FENCE_ACTIONS):
+        fenced = action.node
+        state = state.with_node(fenced, dataclasses.replace(state.node(fenced), last_action_at=now))
+        if isinstance(action, Fence):
+            record = FenceRecord(fenced, action.new_master, now, result.ok)
+            state = dataclasses.replace(state, fences=(*state.fences[-7:], record))
+        return state
     if not isinstance(action, FREE_ACTIONS):
         day = utc_day(now)
         used = state.actions_today if state.budget_day == day else 0

@@ -1,0 +1,209 @@
+"""Fencing: an old master that the Sentinel majority has replaced is demoted at once, not when it rejoins.
+
+Layer: pure core. `plan_fences(view, last_action_at, paused_nodes)` returns the fences a view calls for
+and what holds them back; no I/O, no clock (`view.now`).
+
+The rule (issue 12): once a side of Sentinels that can authorize a failover (`checks.sentinel_sides`, at
+least the larger of the quorum and a majority of the expected Sentinels, every member naming the same
+master M' and none flagging it down) names M', and M''s own agent (a fresh report) says its Redis is role
+master, every *other* node whose fresh report says role master is fenced: `Fence(node, M')` makes it a
+replica of M' (REPLICAOF + CONFIG REWRITE + CLIENT KILL TYPE normal), so its writes are refused at once
+(READONLY) and its clients reconnect and ask Sentinel again. Never without that side and that
+confirmation; never the node the side names. A Sentinel outside every such side that still names a node
+that is no longer (or is being made no longer) a master is re-pointed at M' (`RepointSentinel`): a client
+that lists it first would otherwise be sent back to the fenced node until the partition heals.
+
+A fence is not disruptive to a healthy node: it puts a node the majority has already replaced into the
+state Sentinel itself puts a returning old master in. So it is held by no budget and no cooldown (only
+by a pause, and it is planned but not carried out in dry-run); it is audited and alerted like any action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from controller.core.checks import sentinel_sides
+from controller.core.findings import Code, Finding, Severity
+from controller.core.view import ClusterView, NodeState
+from protocol import sentinel as defaults
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """Demote `node`'s Redis to a replica of `new_master` and disconnect its clients."""
+
+    node: str
+    new_master: str  # "ip:port", named by a Sentinel side able to fail over and confirmed by its own agent
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RepointSentinel:
+    """Make `node`'s Sentinel monitor `master` again from scratch (SENTINEL REMOVE + MONITOR + SET), with the
+    settings of the side that named it."""
+
+    node: str
+    master: str  # "ip:port"
+    quorum: int
+    down_after_ms: int
+    failover_timeout_ms: int
+    parallel_syncs: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FenceRecord:
+    """A fence carried out (kept in the heal state): when, the master the node was made a replica of, and
+    whether Redis took it."""
+
+    node: str
+    new_master: str
+    at: float
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmedMaster:
+    """The master a Sentinel side able to fail over names, confirmed by its own agent."""
+
+    address: str
+    node: str
+    side: tuple[str, ...]  # the side's Sentinels (node names)
+    quorum: int
+    down_after_ms: int
+    failover_timeout_ms: int
+    parallel_syncs: int
+
+
+@dataclass(frozen=True, slots=True)
+class FenceHold:
+    what: str
+    reason: str
+
+
+def _side_label(side: tuple[str, ...]) -> str:
+    return ", ".join(side)
+
+
+def confirmed_master(view: ClusterView) -> ConfirmedMaster | None:
+    """The master M' that a side of Sentinels able to authorize a failover names unanimously (none of them
+    flagging it down), when M''s own fresh report says role master; None otherwise, and None when two
+    such sides name different masters (ambiguous: nothing is fenced)."""
+    views = tuple(sorted(view.sentinel_views(), key=lambda nv: nv[0].name))
+    if not views:
+        return None
+    by_name = {n.name: v for n, v in views}
+    quorum = max((v.quorum for _, v in views if v.quorum), default=0)
+    needed = max(quorum, view.expected_sentinels // 2 + 1)
+    found: list[ConfirmedMaster] = []
+    for _, members in sentinel_sides(view, views):
+        if len(members) < needed:
+            continue
+        member_views = [by_name[m] for m in members]
+        named = {v.master_address for v in member_views}
+        if len(named) != 1 or any(v.s_down or v.o_down for v in member_views):
+            continue
+        address = named.pop()
+        node = view.node_at(address) if address else None
+        if address is None or node is None or not view.redis_up(node) or node.report.redis.role != "master":
+            continue
+        found.append(ConfirmedMaster(
+            address, node.name, members,
+            quorum=max((v.quorum for v in member_views if v.quorum), default=defaults.majority_quorum(
+                view.expected_sentinels)),
+            down_after_ms=next((v.down_after_ms for v in member_views if v.down_after_ms), defaults.DOWN_AFTER_MS),
+            failover_timeout_ms=next((v.failover_timeout_ms for v in member_views if v.failover_timeout_ms),
+                                     defaults.FAILOVER_TIMEOUT_MS),
+            parallel_syncs=next((v.parallel_syncs for v in member_views if v.parallel_syncs),
+                                defaults.PARALLEL_SYNCS),
+        ))
+    if len({c.address for c in found}) != 1:
+        return None
+    return max(found, key=lambda c: (len(c.side), c.side))
+
+
+def _acting_master(view: ClusterView, node: NodeState, confirmed: ConfirmedMaster) -> bool:
+    redis = node.report.redis
+    return (node.name != confirmed.node and node.report.identity.redis_address != confirmed.address
+            and view.redis_up(node) and redis.role == "master")
+
+
+def plan_fences(
+    view: ClusterView, last_action_at: Mapping[str, float], paused_nodes: tuple[str, ...] = ()
+) -> tuple[tuple[Fence | RepointSentinel, ...], tuple[FenceHold, ...]]:
+    """The fences and Sentinel re-points the view calls for, and what is held back. A node acted on is not
+    acted on again until a report of it received after that action shows it still needs it."""
+    confirmed = confirmed_master(view)
+    if confirmed is None:
+        return (), ()
+    actions: list[Fence | RepointSentinel] = []
+    held: list[FenceHold] = []
+    side = _side_label(confirmed.side)
+
+    def waiting(node: NodeState, what: str) -> bool:
+        last = last_action_at.get(node.name)
+        if node.name in paused_nodes:
+            held.append(FenceHold(what, f"{node.name} is paused for maintenance: it is not fenced (an operator "
+                                        "must demote it)"))
+            return True
+        if last is not None and node.received_at <= last:
+            held.append(FenceHold(what, f"acted on {node.name} {view.now - last:.1f} s ago: waiting for its "
+                                        "next report"))
+            return True
+        return False
+
+    fenced: set[str] = set()
+    for node in view.fresh_nodes():
+        if not _acting_master(view, node, confirmed):
+            continue
+        what = f"fence {node.name}"
+        fenced.add(node.report.identity.redis_address)
+        if waiting(node, what):
+            continue
+        actions.append(Fence(node.name, confirmed.address,
+                             f"the Sentinels of {side} (able to fail over) name {confirmed.address} and "
+                             f"{confirmed.node}'s own agent confirms it is master, while "
+                             f"{node.name} ({node.report.identity.redis_address}) still says role master: "
+                             "demoted to a replica, its clients disconnected"))
+    for node, sentinel_view in view.sentinel_views():
+        named = sentinel_view.master_address
+        if node.name in confirmed.side or named is None or named == confirmed.address:
+            continue
+        target = view.node_at(named)
+        replaced = named in fenced or (target is not None and view.redis_up(target)
+                                       and target.report.redis.role == "replica")
+        if not replaced:
+            continue
+        what = f"re-point the Sentinel on {node.name}"
+        if any(a.node == node.name for a in actions):
+            pass  # fenced in this same plan: its Sentinel goes with it
+        elif waiting(node, what):
+            continue
+        actions.append(RepointSentinel(
+            node.name, confirmed.address, confirmed.quorum, confirmed.down_after_ms, confirmed.failover_timeout_ms,
+            confirmed.parallel_syncs,
+            f"the Sentinel on {node.name}, cut off from {side}, still names {named}, which is no master any more: "
+            f"a client asking it first would be sent there; re-pointed at {confirmed.address}"))
+    return tuple(actions), tuple(held)
+
+
+def check_fences(cluster: str, records: tuple[FenceRecord, ...], now: float, notice_s: float) -> tuple[Finding, ...]:
+    """NODE_FENCED (warning) for each node fenced in the last `notice_s`: the alert that says what was done,
+    to whom, and what it cost (the writes the node accepted since it was cut off are not on the new master)."""
+    latest = {r.node: r for r in records if now - r.at <= notice_s}
+    out = []
+    for record in sorted(latest.values(), key=lambda r: r.node):
+        if record.ok:
+            done = (f"demoted to a replica of {record.new_master} {now - record.at:.0f} s ago; its clients were "
+                    "disconnected and rediscover the master through Sentinel")
+        else:
+            done = (f"demoting it to a replica of {record.new_master} failed {now - record.at:.0f} s ago "
+                    "(`redwarden history` says why)")
+        out.append(Finding(
+            Code.NODE_FENCED, Severity.WARNING, cluster, "node", record.node,
+            f"{record.node} still acted as master after the Sentinel majority promoted {record.new_master}: {done}. "
+            "Writes it accepted after it was cut off from its replicas are not on the new master (with WAIT 1, "
+            "none of them was acknowledged).",
+            evidence=(("new_master", record.new_master), ("fenced_at", record.at), ("ok", record.ok))))
+    return tuple(out)

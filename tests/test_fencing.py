@@ -1,0 +1,179 @@
+"""Fencing (issue 12): an old master the Sentinel majority has replaced is demoted at once, and only then.
+Plans as data over recorded reports; pure, no patching."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from controller.core.checks import check
+from controller.core.expected import expect
+from controller.core.fencing import Fence, FenceRecord, RepointSentinel, check_fences, confirmed_master
+from controller.core.findings import Code, Severity
+from controller.core.planner import (
+    ActionResult,
+    HealPolicy,
+    HealSnapshot,
+    HealState,
+    NodeHealth,
+    Plan,
+    apply_result,
+    observe,
+    plan_heal,
+    utc_day,
+)
+from controller.core.policy import Policy
+from controller.core.view import ClusterView
+from tests.factories import scenario_view, with_redis, with_sentinel_master
+
+OLD = "127.0.0.3:6379"  # redis-1
+NEW = "127.0.0.5:6379"  # redis-3
+
+
+def cut_off(view: ClusterView, cut: str = "redis-1") -> ClusterView:
+    """The Sentinels of `cut` and of the other nodes flag each other disconnected; the controller reaches all."""
+    addresses = {n.name: n.report.identity.sentinel_address for n in view.nodes}
+    for node in view.nodes:
+        mine = node.name == cut
+        sv = node.report.sentinel.masters[0]
+        peers = tuple(
+            dataclasses.replace(p, flags=("sentinel", "s_down", "disconnected"))
+            if any(addresses[o] == p.address and (o == cut) != mine for o in addresses) else p
+            for p in sv.sentinels
+        )
+        view = with_sentinel_master(view, node.name, sentinels=peers)
+    return view
+
+
+def promoted(view: ClusterView, confirmed: bool = True, named_by: tuple[str, ...] = ("redis-2", "redis-3")
+             ) -> ClusterView:
+    """The majority's Sentinels name redis-3 (epoch 1); with `confirmed`, redis-3's own agent says master."""
+    for name in named_by:
+        view = with_sentinel_master(view, name, master_address=NEW, config_epoch=1)
+    if confirmed:
+        view = with_redis(view, "redis-3", role="master", master_host=None, master_port=None,
+                          master_link_status=None)
+        view = with_redis(view, "redis-2", master_host="127.0.0.5")
+    return view
+
+
+def split() -> ClusterView:
+    """The partition-master picture after the promotion: redis-1 still says master, its Sentinel names it."""
+    return promoted(cut_off(scenario_view("healthy")))
+
+
+def snap(view: ClusterView, state: HealState | None = None) -> HealSnapshot:
+    s = HealSnapshot(view, check(view, Policy(), view.now), state or HealState(cluster=view.name), None)
+    return dataclasses.replace(s, state=observe(s, view.now))
+
+
+POLICY = HealPolicy()
+
+
+def plan(view: ClusterView, state: HealState | None = None, policy: HealPolicy = POLICY) -> Plan:
+    return plan_heal(snap(view, state), policy, view.now)
+
+
+def test_the_old_master_is_fenced_once_the_majority_names_a_confirmed_new_master() -> None:
+    view = split()
+    assert {f.code for f in check(view, Policy(), view.now)} >= {Code.SPLIT_BRAIN}
+    p = plan(view)
+    fences = [a for a in p.actions if isinstance(a, Fence)]
+    assert fences == [Fence("redis-1", NEW, fences[0].reason)]
+    assert "redis-2, redis-3" in fences[0].reason and "redis-3's own agent confirms" in fences[0].reason
+    # its Sentinel, cut off and naming the fenced node, is re-pointed in the same plan, with the side's settings
+    repoint = [a for a in p.actions if isinstance(a, RepointSentinel)]
+    assert [(a.node, a.master, a.quorum, a.down_after_ms) for a in repoint] == [("redis-1", NEW, 2, 5000)]
+    assert p.summary.startswith("fence redis-1") and not p.dry_run
+
+
+def test_no_fence_without_the_new_masters_own_confirmation() -> None:
+    view = promoted(cut_off(scenario_view("healthy")), confirmed=False)
+    assert confirmed_master(view) is None
+    assert plan(view).actions == ()
+
+
+def test_no_fence_without_a_side_able_to_fail_over() -> None:
+    # only redis-3's Sentinel names the new master; redis-2's still names the old one: no unanimous side
+    view = promoted(cut_off(scenario_view("healthy")), named_by=("redis-3",))
+    assert confirmed_master(view) is None
+    assert not any(isinstance(a, Fence) for a in plan(view).actions)
+    # every Sentinel cut off from every other: no side reaches 2
+    view = split()
+    for name in ("redis-2", "redis-3"):
+        sv = view.node(name).report.sentinel.masters[0]  # type: ignore[union-attr]
+        view = with_sentinel_master(view, name, sentinels=tuple(
+            dataclasses.replace(p, flags=("sentinel", "s_down", "disconnected")) for p in sv.sentinels))
+    assert confirmed_master(view) is None and plan(view).actions == ()
+
+
+def test_the_named_master_is_never_fenced() -> None:
+    view = split()
+    # the named master and the old one both say master: only the old one is fenced, whatever the order
+    for a in plan(view).actions:
+        assert not (isinstance(a, Fence) and a.node == "redis-3")
+    # a healthy cluster fences nobody
+    assert plan(scenario_view("healthy")).actions == ()
+
+
+def test_dry_run_plans_the_fence_and_a_pause_holds_it() -> None:
+    p = plan(split(), policy=HealPolicy(dry_run=True))
+    assert p.dry_run and any(isinstance(a, Fence) for a in p.actions)
+    p = plan(split(), HealState(cluster="sandbox", paused=True))
+    assert p.actions == ()
+    p = plan(split(), HealState(cluster="sandbox", paused_nodes=("redis-1",)))
+    assert p.actions == () and any("paused" in h.reason for h in p.held if h.what == "fence redis-1")
+    assert plan(split(), policy=HealPolicy(enabled=False)).actions == ()
+
+
+def test_a_fence_is_held_by_no_budget_or_cooldown_and_counts_against_neither() -> None:
+    view = split()
+    state = HealState(cluster="sandbox", actions_today=99, budget_day=utc_day(view.now), last_action_at=view.now - 0.1)
+    p = plan(view, state, HealPolicy(daily_budget=1))
+    assert any(isinstance(a, Fence) for a in p.actions)
+    fence = next(a for a in p.actions if isinstance(a, Fence))
+    after = apply_result(snap(view, state), state, fence, ActionResult(True, "ok"), view.now)
+    assert after.actions_today == state.actions_today and after.last_action_at == state.last_action_at
+    assert after.fences == (FenceRecord("redis-1", NEW, view.now, True),)
+
+
+def test_a_fenced_node_is_not_fenced_again_until_a_newer_report_shows_it_still_master() -> None:
+    view = split()
+    node = view.node("redis-1")
+    assert node is not None
+    state = HealState(cluster="sandbox").with_node("redis-1", NodeHealth(last_action_at=node.received_at + 0.01))
+    p = plan(view, state)
+    assert not any(isinstance(a, Fence | RepointSentinel) for a in p.actions)
+    assert any(h.what == "fence redis-1" and "waiting for its next report" in h.reason for h in p.held)
+    state = HealState(cluster="sandbox").with_node("redis-1", NodeHealth(last_action_at=node.received_at - 0.5))
+    assert any(isinstance(a, Fence) for a in plan(view, state).actions)
+
+
+def test_after_the_fence_only_the_stale_sentinel_is_repointed() -> None:
+    view = with_redis(split(), "redis-1", role="replica", master_host="127.0.0.5", master_port=6379,
+                      master_link_status="down")
+    p = plan(view)
+    assert [type(a).__name__ for a in p.actions] == ["RepointSentinel"]
+    # once it names the new master, nothing is left to do about the fence
+    view = with_sentinel_master(view, "redis-1", master_address=NEW, config_epoch=0)
+    assert not any(isinstance(a, Fence | RepointSentinel) for a in plan(view).actions)
+
+
+def test_node_fenced_is_a_warning_naming_the_new_master_for_a_while() -> None:
+    record = FenceRecord("redis-1", NEW, 1000.0, True)
+    (finding,) = check_fences("sandbox", (record,), 1010.0, 60.0)
+    assert finding.code is Code.NODE_FENCED and finding.severity is Severity.WARNING
+    assert finding.subject_name == "redis-1" and NEW in finding.message and "not on the new master" in finding.message
+    assert check_fences("sandbox", (record,), 1061.0, 60.0) == ()
+
+
+def test_what_a_fenced_node_shows_while_cut_off_is_expected_during_the_fence() -> None:
+    view = with_redis(split(), "redis-1", role="replica", master_host="127.0.0.5", master_port=6379,
+                      master_link_status="down", master_link_down_since_s=5)
+    view = with_sentinel_master(view, "redis-1", master_address=NEW, config_epoch=0)
+    findings = check(view, Policy(), view.now)
+    assert Code.REPLICA_LINK_DOWN in {f.code for f in findings}
+    state = HealState(cluster="sandbox", fences=(FenceRecord("redis-1", NEW, view.now - 2, True),))
+    explained = expect(findings, state, HealPolicy(), view.now)
+    link = next(f for f in explained if f.code is Code.REPLICA_LINK_DOWN)
+    assert link.message.startswith("Expected during the fence of redis-1")
+    assert all(f.severity is not Severity.CRITICAL for f in explained)
