@@ -1,5 +1,5 @@
 """The controller's own Redis and Sentinel commands: SENTINEL FAILOVER, SENTINEL RESET, SENTINEL SET
-down-after-milliseconds, REPLICAOF.
+down-after-milliseconds, SENTINEL DEBUG INFO-PERIOD, REPLICAOF.
 
 Layer: adapter. Short timeouts, no retries: the next cycle decides again from fresh facts. Errors come
 back as `OpsError` with the address and the server's message, never a password.
@@ -7,7 +7,7 @@ back as `OpsError` with the address and the server's message, never a password.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, cast
 
 import redis
 
@@ -22,6 +22,8 @@ class RedisOps(Protocol):
     def failover(self, sentinel: str, master_name: str) -> str: ...
     def reset_sentinel(self, sentinel: str, master_name: str) -> str: ...
     def set_down_after(self, sentinel: str, master_name: str, down_after_ms: int) -> str: ...
+    def info_period(self, sentinel: str) -> int: ...
+    def set_info_period(self, sentinel: str, info_period_ms: int) -> str: ...
     def replicaof(self, node: str, master: str) -> str: ...
 
 
@@ -32,6 +34,9 @@ class DirectRedisOps:
         self._timeout_s = timeout_s
 
     def _run(self, address: str, password: str | None, *command: str) -> str:
+        return str(self._call(address, password, *command))
+
+    def _call(self, address: str, password: str | None, *command: str) -> object:
         host, port = address.rsplit(":", 1)
         client = redis.Redis(host=host, port=int(port), password=password, socket_timeout=self._timeout_s,
                              socket_connect_timeout=self._timeout_s, decode_responses=True)
@@ -45,7 +50,7 @@ class DirectRedisOps:
             raise OpsError(f"{' '.join(command[:2])} on {address} failed: {type(e).__name__}: {text[:200]}") from None
         finally:
             client.close()
-        return str(reply)
+        return cast(object, reply)
 
     def failover(self, sentinel: str, master_name: str) -> str:
         return self._run(sentinel, self._sentinel_password, "SENTINEL", "FAILOVER", master_name)
@@ -59,6 +64,23 @@ class DirectRedisOps:
             raise OpsError(f"down-after-milliseconds {down_after_ms!r} is out of range")
         return self._run(sentinel, self._sentinel_password, "SENTINEL", "SET", master_name,
                          "down-after-milliseconds", str(int(down_after_ms)))
+
+    def info_period(self, sentinel: str) -> int:
+        """The Sentinel's INFO-PERIOD from SENTINEL DEBUG (Redis >= 7.0; an older one answers an error: OpsError)."""
+        reply = self._call(sentinel, self._sentinel_password, "SENTINEL", "DEBUG")
+        items = [str(x) for x in reply] if isinstance(reply, list) else []
+        fields = dict(zip(items[0::2], items[1::2], strict=False))
+        value = fields.get("INFO-PERIOD", "")
+        if not value.isdigit():
+            raise OpsError(f"SENTINEL DEBUG on {sentinel} did not list INFO-PERIOD")
+        return int(value)
+
+    def set_info_period(self, sentinel: str, info_period_ms: int) -> str:
+        """SENTINEL DEBUG INFO-PERIOD: runtime only (Sentinel never writes it to its file; a restart resets it)."""
+        if not 0 < info_period_ms <= 3_600_000:
+            raise OpsError(f"INFO-PERIOD {info_period_ms!r} is out of range")
+        return self._run(sentinel, self._sentinel_password, "SENTINEL", "DEBUG", "INFO-PERIOD",
+                         str(int(info_period_ms)))
 
     def replicaof(self, node: str, master: str) -> str:
         """REPLICAOF, then CONFIG REWRITE so that the change outlives a restart (Redis writes its own file)."""
