@@ -68,8 +68,11 @@ class DirectRedisOps:
     def info_period(self, sentinel: str) -> int:
         """The Sentinel's INFO-PERIOD from SENTINEL DEBUG (Redis >= 7.0; an older one answers an error: OpsError)."""
         reply = self._call(sentinel, self._sentinel_password, "SENTINEL", "DEBUG")
-        items = [str(x) for x in reply] if isinstance(reply, list) else []
-        fields = dict(zip(items[0::2], items[1::2], strict=False))
+        if isinstance(reply, dict):  # redis-py pairs the flat list up itself
+            fields = {str(k): str(v) for k, v in reply.items()}
+        else:
+            items = [str(x) for x in reply] if isinstance(reply, list) else []
+            fields = dict(zip(items[0::2], items[1::2], strict=False))
         value = fields.get("INFO-PERIOD", "")
         if not value.isdigit():
             raise OpsError(f"SENTINEL DEBUG on {sentinel} did not list INFO-PERIOD")
