@@ -180,6 +180,31 @@ def sentinel_down_afters(sb: Sandbox) -> dict[str, int]:
     return out
 
 
+def sentinel_info_periods(sb: Sandbox) -> dict[str, int]:
+    """Each active droplet's Sentinel's INFO-PERIOD (SENTINEL DEBUG), asked directly."""
+    out = {}
+    for d in sb.status()["droplets"]:
+        if d["status"] != "active":
+            continue
+        s = redis.Redis(host=d["address"], port=26379, decode_responses=True, socket_timeout=2)
+        try:
+            out[d["name"]] = int(s.execute_command("SENTINEL", "DEBUG")["INFO-PERIOD"])  # type: ignore[no-untyped-call]
+        finally:
+            s.close()
+    return out
+
+
+def assert_info_periods_restored(sb: Sandbox) -> None:
+    """The reset sequence lowered each Sentinel it reset to INFO-PERIOD 1000 ms and set every one back."""
+    lowered = [a["node"] for a in actions(sb, "ResetSentinel") if "INFO-PERIOD 10000 -> 1000 ms first" in a["detail"]]
+    assert lowered, "no Sentinel reset with its INFO-PERIOD lowered"
+    wait_until(lambda: sb.cluster()["heal"]["sentinel_info_period_owed"] == [], 30, "nothing owed")
+    restored = {a["node"] for a in actions(sb, "SentinelInfoPeriod") if a["status"] == "succeeded"}
+    assert set(lowered) <= restored
+    periods = sentinel_info_periods(sb)
+    assert len(periods) == 3 and set(periods.values()) == {10000}, periods
+
+
 def test_destroyed_master_droplet_fails_over_then_is_replaced(healing: Sandbox) -> None:
     before = wait_until(lambda: fully_healthy(healing), 90, "a fully healthy cluster")
     master = next(n for n in before["nodes"] if n["role"] == "master")
@@ -225,6 +250,7 @@ def test_create_failing_with_500_after_commit_and_429_yields_one_replacement(hea
     assert 429 in [r["status"] for r in log if r["method"] == "GET" and r["path"] == "/v2/droplets"]
     assert replica["name"] not in {n["name"] for n in after["nodes"]}
     wait_until(lambda: tables_exact(healing), 60, "the Sentinel reset sequence done")
+    assert_info_periods_restored(healing)
     # a replica replaced, its Sentinel reset sequence run: routine, planned, nobody paged (issue 12)
     assert critical_pages(pages)[paged_before:] == []
 
