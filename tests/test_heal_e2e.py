@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psutil
@@ -166,32 +166,28 @@ def test_the_reserved_ip_follows_the_master_through_a_fast_failover(healing: San
     assert healing.cluster()["heal"]["sentinel_down_after_owed"] == []
 
 
-def sentinel_down_afters(sb: Sandbox) -> dict[str, int]:
-    """Each active droplet's Sentinel's down-after-milliseconds for the master, asked directly."""
+def ask_sentinels(sb: Sandbox, ask: Callable[[redis.Redis], int]) -> dict[str, int]:
+    """`ask` of each active droplet's Sentinel, directly."""
     out = {}
     for d in sb.status()["droplets"]:
         if d["status"] != "active":
             continue
         s = redis.Redis(host=d["address"], port=26379, decode_responses=True, socket_timeout=2)
         try:
-            out[d["name"]] = int(s.sentinel_master("mymaster")["down-after-milliseconds"])
+            out[d["name"]] = ask(s)
         finally:
             s.close()
     return out
+
+
+def sentinel_down_afters(sb: Sandbox) -> dict[str, int]:
+    """Each Sentinel's down-after-milliseconds for the master."""
+    return ask_sentinels(sb, lambda s: int(s.sentinel_master("mymaster")["down-after-milliseconds"]))
 
 
 def sentinel_info_periods(sb: Sandbox) -> dict[str, int]:
-    """Each active droplet's Sentinel's INFO-PERIOD (SENTINEL DEBUG), asked directly."""
-    out = {}
-    for d in sb.status()["droplets"]:
-        if d["status"] != "active":
-            continue
-        s = redis.Redis(host=d["address"], port=26379, decode_responses=True, socket_timeout=2)
-        try:
-            out[d["name"]] = int(s.execute_command("SENTINEL", "DEBUG")["INFO-PERIOD"])  # type: ignore[no-untyped-call]
-        finally:
-            s.close()
-    return out
+    """Each Sentinel's INFO-PERIOD (SENTINEL DEBUG)."""
+    return ask_sentinels(sb, lambda s: int(s.execute_command("SENTINEL", "DEBUG")["INFO-PERIOD"]))
 
 
 def assert_info_periods_restored(sb: Sandbox) -> None:
