@@ -8,7 +8,8 @@ error text, which never contains the password the client was built with.
 Commands sent: to Redis `PING`, `INFO` (the default sections: server, clients, memory, persistence,
 stats, replication, cpu, errorstats, keyspace; no commandstats) and one pipelined `CONFIG GET` per
 parameter; to Sentinel `PING`, `SENTINEL MYID`, `SENTINEL MASTERS` (or `SENTINEL MASTER <name>`), and per
-master `SENTINEL REPLICAS`, `SENTINEL SENTINELS` and `SENTINEL CKQUORUM`.
+master `SENTINEL REPLICAS`, `SENTINEL SENTINELS` and `SENTINEL CKQUORUM`, then `SENTINEL DEBUG` with no
+arguments (it only lists Sentinel's runtime tunables, for its INFO-PERIOD).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from agent.parse import (
     pairs_to_dict,
     parse_ckquorum,
     redis_health_from_info,
+    sentinel_info_period_ms,
     sentinel_master_view,
 )
 from agent.resp import RespClient, ResponseError
@@ -78,6 +80,7 @@ def collect_sentinel(client: RespClient, master_names: Sequence[str] | None = No
             ping_ms=ping_ms,
             myid=myid if isinstance(myid, str) and myid else None,
             masters=tuple(masters),
+            info_period_ms=_info_period_ms(client),
         )
     except Exception as e:  # a collector reports failures; it must never take the agent down
         return SentinelHealth(reachable=False, error=_describe(e, client))
@@ -157,6 +160,14 @@ def _master_view(client: RespClient, name: str, master_reply: Sequence[str]) -> 
     try:
         return sentinel_master_view(name, master_reply, replicas, sentinels, ckquorum)
     except ValueError:
+        return None
+
+
+def _info_period_ms(client: RespClient) -> int | None:
+    """The Sentinel's INFO-PERIOD; None when SENTINEL DEBUG is refused (Redis < 7.0, an ACL)."""
+    try:
+        return sentinel_info_period_ms(_command(client, "SENTINEL", "DEBUG"))
+    except ResponseError:
         return None
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "parse_ckquorum",
     "parse_info",
     "redis_health_from_info",
+    "sentinel_info_period_ms",
     "sentinel_master_view",
     "sentinel_peer",
 ]
@@ -313,6 +314,16 @@ def sentinel_master_view(
         replicas=_peers(replicas, "REPLICAS"),
         sentinels=_peers(sentinels, "SENTINELS"),
     )
+
+
+def sentinel_info_period_ms(reply: object) -> int | None:
+    """INFO-PERIOD from SENTINEL DEBUG's reply with no arguments (Redis >= 7.0: a flat list of tunable names
+    and values, `INFO-PERIOD 10000 PING-PERIOD 1000 ...`); None if it is not there or not a positive number."""
+    if not isinstance(reply, list):
+        return None
+    fields = pairs_to_dict(reply)
+    value = _int(next((v for k, v in fields.items() if k.upper() == "INFO-PERIOD"), None))
+    return value if value is not None and value > 0 else None
 
 
 def parse_ckquorum(reply_or_error_text: str | bytes) -> tuple[bool, str]:

@@ -127,6 +127,9 @@ class SentinelHealth:
     ping_ms: float | None = None
     myid: str | None = None
     masters: tuple[SentinelMasterView, ...] = ()
+    # SENTINEL DEBUG's INFO-PERIOD (Redis >= 7.0): how often it sends INFO to the instances it monitors;
+    # None: not known (an older Sentinel, or the command refused). The controller lowers it for a reset.
+    info_period_ms: int | None = None
 
     def master(self, name: str) -> SentinelMasterView | None:
         for view in self.masters:

@@ -268,6 +268,18 @@ def test_collect_sentinel(cluster: Cluster) -> None:
     assert [peer.address for peer in view.replicas] == [f"{REPLICA_IP}:{REDIS_PORT}"]
     assert view.replicas[0].replica_priority == 100
     assert view.sentinels == ()
+    assert health.info_period_ms == 10000  # SENTINEL DEBUG: Redis's default
+
+
+def test_collect_sentinel_reports_a_changed_info_period(cluster: Cluster) -> None:
+    command(cluster.sentinel, "SENTINEL", "DEBUG", "INFO-PERIOD", "1000")
+    try:
+        health = collect_sentinel(cluster.sentinel, [MASTER_NAME])
+    finally:
+        command(cluster.sentinel, "SENTINEL", "DEBUG", "INFO-PERIOD", "10000")
+    assert health.reachable is True, health.error
+    assert health.info_period_ms == 1000
+    assert health.master(MASTER_NAME) is not None
 
 
 def test_collect_sentinel_named_masters_skip_unknown_names(cluster: Cluster) -> None:

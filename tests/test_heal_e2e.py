@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psutil
@@ -166,18 +166,39 @@ def test_the_reserved_ip_follows_the_master_through_a_fast_failover(healing: San
     assert healing.cluster()["heal"]["sentinel_down_after_owed"] == []
 
 
-def sentinel_down_afters(sb: Sandbox) -> dict[str, int]:
-    """Each active droplet's Sentinel's down-after-milliseconds for the master, asked directly."""
+def ask_sentinels(sb: Sandbox, ask: Callable[[redis.Redis], int]) -> dict[str, int]:
+    """`ask` of each active droplet's Sentinel, directly."""
     out = {}
     for d in sb.status()["droplets"]:
         if d["status"] != "active":
             continue
         s = redis.Redis(host=d["address"], port=26379, decode_responses=True, socket_timeout=2)
         try:
-            out[d["name"]] = int(s.sentinel_master("mymaster")["down-after-milliseconds"])
+            out[d["name"]] = ask(s)
         finally:
             s.close()
     return out
+
+
+def sentinel_down_afters(sb: Sandbox) -> dict[str, int]:
+    """Each Sentinel's down-after-milliseconds for the master."""
+    return ask_sentinels(sb, lambda s: int(s.sentinel_master("mymaster")["down-after-milliseconds"]))
+
+
+def sentinel_info_periods(sb: Sandbox) -> dict[str, int]:
+    """Each Sentinel's INFO-PERIOD (SENTINEL DEBUG)."""
+    return ask_sentinels(sb, lambda s: int(s.execute_command("SENTINEL", "DEBUG")["INFO-PERIOD"]))
+
+
+def assert_info_periods_restored(sb: Sandbox) -> None:
+    """The reset sequence lowered each Sentinel it reset to INFO-PERIOD 1000 ms and set every one back."""
+    lowered = [a["node"] for a in actions(sb, "ResetSentinel") if "INFO-PERIOD 10000 -> 1000 ms first" in a["detail"]]
+    assert lowered, "no Sentinel reset with its INFO-PERIOD lowered"
+    wait_until(lambda: sb.cluster()["heal"]["sentinel_info_period_owed"] == [], 30, "nothing owed")
+    restored = {a["node"] for a in actions(sb, "SentinelInfoPeriod") if a["status"] == "succeeded"}
+    assert set(lowered) <= restored
+    periods = sentinel_info_periods(sb)
+    assert len(periods) == 3 and set(periods.values()) == {10000}, periods
 
 
 def test_destroyed_master_droplet_fails_over_then_is_replaced(healing: Sandbox) -> None:
@@ -225,6 +246,7 @@ def test_create_failing_with_500_after_commit_and_429_yields_one_replacement(hea
     assert 429 in [r["status"] for r in log if r["method"] == "GET" and r["path"] == "/v2/droplets"]
     assert replica["name"] not in {n["name"] for n in after["nodes"]}
     wait_until(lambda: tables_exact(healing), 60, "the Sentinel reset sequence done")
+    assert_info_periods_restored(healing)
     # a replica replaced, its Sentinel reset sequence run: routine, planned, nobody paged (issue 12)
     assert critical_pages(pages)[paged_before:] == []
 

@@ -19,6 +19,7 @@ from agent.parse import (
     parse_ckquorum,
     parse_info,
     redis_health_from_info,
+    sentinel_info_period_ms,
     sentinel_master_view,
     sentinel_peer,
 )
@@ -471,3 +472,14 @@ def test_master_view_rejects_replies_that_are_not_lists() -> None:
 def test_sentinel_peer_without_address_is_none() -> None:
     assert sentinel_peer(["flags", "slave"]) is None
     assert sentinel_peer(["name", "abc", "flags", "sentinel"]) == SentinelPeer("abc", flags=("sentinel",))
+
+
+def test_sentinel_info_period_from_sentinel_debug() -> None:
+    assert sentinel_info_period_ms(json.loads(text("sentinel_debug.json"))) == 10000
+    assert sentinel_info_period_ms(["PING-PERIOD", "1000", "info-period", "1000"]) == 1000
+    # not there, not a number, not positive, not a list: unknown
+    assert sentinel_info_period_ms(["PING-PERIOD", "1000"]) is None
+    assert sentinel_info_period_ms(["INFO-PERIOD", "ten"]) is None
+    assert sentinel_info_period_ms(["INFO-PERIOD", "0"]) is None
+    assert sentinel_info_period_ms("ERR Unknown subcommand") is None
+    assert sentinel_info_period_ms(None) is None

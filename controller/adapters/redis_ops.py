@@ -1,6 +1,6 @@
 """The controller's own Redis and Sentinel commands: SENTINEL FAILOVER, SENTINEL RESET, SENTINEL SET
-down-after-milliseconds, REPLICAOF, and a fence (REPLICAOF + CLIENT KILL + CONFIG REWRITE) with the
-re-pointing of a stale Sentinel.
+down-after-milliseconds, SENTINEL DEBUG INFO-PERIOD, REPLICAOF, and a fence (REPLICAOF + CLIENT KILL +
+CONFIG REWRITE) with the re-pointing of a stale Sentinel.
 
 Layer: adapter. Short timeouts, no retries: the next cycle decides again from fresh facts. Errors come
 back as `OpsError` with the address and the server's message, never a password.
@@ -8,7 +8,7 @@ back as `OpsError` with the address and the server's message, never a password.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, cast
 
 import redis
 
@@ -23,6 +23,8 @@ class RedisOps(Protocol):
     def failover(self, sentinel: str, master_name: str) -> str: ...
     def reset_sentinel(self, sentinel: str, master_name: str) -> str: ...
     def set_down_after(self, sentinel: str, master_name: str, down_after_ms: int) -> str: ...
+    def info_period(self, sentinel: str) -> int: ...
+    def set_info_period(self, sentinel: str, info_period_ms: int) -> str: ...
     def replicaof(self, node: str, master: str) -> str: ...
     def fence(self, node: str, master: str) -> str: ...
     def repoint_sentinel(self, sentinel: str, master_name: str, master: str, quorum: int, down_after_ms: int,
@@ -36,18 +38,25 @@ class DirectRedisOps:
         self._timeout_s = timeout_s
 
     def _run(self, address: str, password: str | None, *command: str) -> str:
-        return self._run_all(address, password, [command])[0]
+        return str(self._call(address, password, *command))
+
+    def _call(self, address: str, password: str | None, *command: str) -> object:
+        """One command; its reply as redis-py decodes it."""
+        return self._calls(address, password, [command])[0]
 
     def _run_all(self, address: str, password: str | None, commands: list[tuple[str, ...]]) -> list[str]:
+        return [str(reply) for reply in self._calls(address, password, commands)]
+
+    def _calls(self, address: str, password: str | None, commands: list[tuple[str, ...]]) -> list[object]:
         """The commands in order on one connection; the first that fails raises (the rest are not sent)."""
         host, port = address.rsplit(":", 1)
         client = redis.Redis(host=host, port=int(port), password=password, socket_timeout=self._timeout_s,
                              socket_connect_timeout=self._timeout_s, decode_responses=True)
-        replies = []
+        replies: list[object] = []
         try:
             for command in commands:
                 try:
-                    replies.append(str(client.execute_command(*command)))  # type: ignore[no-untyped-call]
+                    replies.append(cast(object, client.execute_command(*command)))  # type: ignore[no-untyped-call]
                 except (redis.RedisError, OSError) as e:
                     text = str(e)
                     for secret in (self._redis_password, self._sentinel_password):
@@ -72,6 +81,26 @@ class DirectRedisOps:
             raise OpsError(f"down-after-milliseconds {down_after_ms!r} is out of range")
         return self._run(sentinel, self._sentinel_password, "SENTINEL", "SET", master_name,
                          "down-after-milliseconds", str(int(down_after_ms)))
+
+    def info_period(self, sentinel: str) -> int:
+        """The Sentinel's INFO-PERIOD from SENTINEL DEBUG (Redis >= 7.0; an older one answers an error: OpsError)."""
+        reply = self._call(sentinel, self._sentinel_password, "SENTINEL", "DEBUG")
+        if isinstance(reply, dict):  # redis-py pairs the flat list up itself
+            fields = {str(k): str(v) for k, v in reply.items()}
+        else:
+            items = [str(x) for x in reply] if isinstance(reply, list) else []
+            fields = dict(zip(items[0::2], items[1::2], strict=False))
+        value = fields.get("INFO-PERIOD", "")
+        if not value.isdigit():
+            raise OpsError(f"SENTINEL DEBUG on {sentinel} did not list INFO-PERIOD")
+        return int(value)
+
+    def set_info_period(self, sentinel: str, info_period_ms: int) -> str:
+        """SENTINEL DEBUG INFO-PERIOD: runtime only (Sentinel never writes it to its file; a restart resets it)."""
+        if not 0 < info_period_ms <= 3_600_000:
+            raise OpsError(f"INFO-PERIOD {info_period_ms!r} is out of range")
+        return self._run(sentinel, self._sentinel_password, "SENTINEL", "DEBUG", "INFO-PERIOD",
+                         str(int(info_period_ms)))
 
     def replicaof(self, node: str, master: str) -> str:
         """REPLICAOF, then CONFIG REWRITE so that the change outlives a restart (Redis writes its own file)."""

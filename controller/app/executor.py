@@ -23,6 +23,7 @@ from controller.adapters.storage.reports import ReportStore
 from controller.app.provisioner import Provisioner
 from controller.core.down_after import SentinelDownAfter
 from controller.core.fencing import Fence, RepointSentinel
+from controller.core.info_period import SentinelInfoPeriod
 from controller.core.planner import (
     Action,
     ActionResult,
@@ -151,9 +152,11 @@ class Executor:
                 case SentinelDownAfter(node=n, down_after_ms=ms):
                     reply = self.ops_for(cluster).set_down_after(self._sentinel(snapshot, n), view.master_name, ms)
                     return ActionResult(True, f"SENTINEL SET down-after-milliseconds {ms} answered {reply}"), None
-                case ResetSentinel(node=n):
-                    reply = self.ops_for(cluster).reset_sentinel(self._sentinel(snapshot, n), view.master_name)
-                    return ActionResult(True, f"SENTINEL RESET answered {reply}"), None
+                case ResetSentinel(node=n, info_period_ms=fast_ms):
+                    return self._reset_sentinel(snapshot, n, fast_ms), None
+                case SentinelInfoPeriod(node=n, info_period_ms=ms):
+                    reply = self.ops_for(cluster).set_info_period(self._sentinel(snapshot, n), ms)
+                    return ActionResult(True, f"SENTINEL DEBUG INFO-PERIOD {ms} answered {reply}"), None
                 case Replicaof(node=n, master=m):
                     node = view.node(n)
                     if node is None:
@@ -207,6 +210,28 @@ class Executor:
             log.exception("action.crashed", cluster=cluster, action=describe(action))
             return ActionResult(False, f"{type(e).__name__}: {e}"), None
         raise AssertionError(action)  # pragma: no cover
+
+    def _reset_sentinel(self, snapshot: HealSnapshot, node: str, fast_ms: int | None) -> ActionResult:
+        """SENTINEL RESET, after lowering the Sentinel's INFO-PERIOD to `fast_ms` (read first: what it is owed
+        back). A Sentinel without SENTINEL DEBUG (Redis < 7.0) is reset as it is; that is said in the detail."""
+        ops = self.ops_for(snapshot.view.name)
+        sentinel = self._sentinel(snapshot, node)
+        lowered_from, said = None, ""
+        if fast_ms is not None:
+            try:
+                before = ops.info_period(sentinel)
+                if before > fast_ms:
+                    ops.set_info_period(sentinel, fast_ms)
+                    lowered_from, said = before, f"; INFO-PERIOD {before} -> {fast_ms} ms first"
+                else:
+                    said = f"; INFO-PERIOD already {before} ms"
+            except OpsError as e:
+                said = f"; INFO-PERIOD left as it was ({e})"
+        try:
+            reply = ops.reset_sentinel(sentinel, snapshot.view.master_name)
+        except OpsError as e:  # the lowering stays owed back
+            return ActionResult(False, f"{e}{said}", info_period_lowered_from_ms=lowered_from)
+        return ActionResult(True, f"SENTINEL RESET answered {reply}{said}", info_period_lowered_from_ms=lowered_from)
 
     def _cloud(self) -> Cloud:
         if self.cloud is None:

@@ -225,6 +225,8 @@ class Healer:
                                if state.reset else None),
             # Sentinels whose down-after the controller lowered for a fast failover (or failed to restore)
             "sentinel_down_after_owed": [dataclasses.asdict(o) for o in state.down_after_owed],
+            # Sentinels whose INFO-PERIOD the controller lowered for a reset (or failed to set back)
+            "sentinel_info_period_owed": [dataclasses.asdict(o) for o in state.info_period_owed],
         }
 
     # -- the cloud view -----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from controller.core.view import ClusterView
 
@@ -131,9 +132,20 @@ def plan_down_after_restores(view: ClusterView, owed: Sequence[DownAfterOwed], c
     return actions, held
 
 
-def settle_owed(view: ClusterView, owed: Sequence[DownAfterOwed], now: float) -> tuple[DownAfterOwed, ...]:
+class _Owed(Protocol):
+    @property
+    def node(self) -> str: ...
+    @property
+    def restored_at(self) -> float | None: ...
+
+
+OwedT = TypeVar("OwedT", bound=_Owed)
+
+
+def settle_owed(view: ClusterView, owed: Sequence[OwedT], now: float) -> tuple[OwedT, ...]:
     """The owed restores still to keep: a restored one goes once its node has reported after the restore (a
-    report interval later, or a minute without one), and one whose node the cluster no longer has goes."""
+    report interval later, or a minute without one), and one whose node the cluster no longer has goes.
+    Shared with `controller.core.info_period`'s owed INFO-PERIOD restores."""
     keep = []
     for o in owed:
         node = view.node(o.node)

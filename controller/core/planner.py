@@ -20,6 +20,9 @@ latest), and a Sentinel whose down-after drifted from the configured value is se
 
 The one exception to "nothing while undecided": fencing (`controller.core.fencing`), which settles a split
 brain once a Sentinel side able to fail over names a new master that its own agent confirms.
+
+Each SENTINEL RESET of the reset sequence first lowers that Sentinel's INFO-PERIOD (`reset_info_period_ms`)
+so it relearns the replicas within about a second, owed back once it lists them (`controller.core.info_period`).
 Escalation ladder per node: restart the service -> power-cycle the droplet -> reprovision it. A node whose
 agent alone is silent (its Redis corroborated healthy) gets no ladder: an alert, and, only when
 `agent_silent_reboot_after_s` is set, one graceful reboot after that long (never the master's droplet, and
@@ -46,6 +49,14 @@ from controller.core.down_after import (
 )
 from controller.core.fencing import Fence, FenceRecord, RepointSentinel, plan_fences
 from controller.core.findings import Code, Finding, Severity
+from controller.core.info_period import (
+    InfoPeriodOwed,
+    SentinelInfoPeriod,
+    owe_after_restore,
+    owe_lowered,
+    plan_info_period_restores,
+)
+from controller.core.info_period import settle_owed as settle_info_period_owed
 from controller.core.view import ClusterView, NodeState
 from protocol import sentinel
 
@@ -81,6 +92,10 @@ class HealPolicy:
     # has ended: it flags the dead old master down at once, so a client asking it first skips its answer
     # naming the old master (it names it until its failover ends, ~1 s after the others); 0: off
     failover_down_after_ms: int = 300
+    # each Sentinel the reset sequence resets gets this INFO-PERIOD (SENTINEL DEBUG, Redis >= 7.0; runtime only)
+    # right before its reset, so it relearns the replicas within about this long instead of up to 10 s; set
+    # back once it lists them again; 0: off
+    reset_info_period_ms: int = 1000
 
     def __post_init__(self) -> None:
         for name in ("restart_wait_s", "power_cycle_wait_s", "node_cooldown_s", "cluster_cooldown_s",
@@ -94,6 +109,8 @@ class HealPolicy:
             raise ValueError("daily_budget must be >= 0")
         if self.failover_down_after_ms < 0:
             raise ValueError("failover_down_after_ms must be >= 0 (0: off)")
+        if self.reset_info_period_ms < 0:
+            raise ValueError("reset_info_period_ms must be >= 0 (0: off)")
 
 
 # -- actions: a plan is data -----------------------------------------------------------------------
@@ -118,6 +135,7 @@ class Replicaof:
 class ResetSentinel:
     node: str
     reason: str
+    info_period_ms: int | None = None  # lower its INFO-PERIOD to this first (controller.core.info_period)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,11 +205,13 @@ class FinishReprovision:
 
 Action = (
     RestartService | Replicaof | ResetSentinel | Failover | PowerCycle | Reboot | StartReprovision | CreateReplacement
-    | DestroyDroplet | ForgetNode | FinishReprovision | MoveReservedIp | SentinelDownAfter | Fence | RepointSentinel
+    | DestroyDroplet | ForgetNode | FinishReprovision | MoveReservedIp | SentinelDownAfter | SentinelInfoPeriod
+    | Fence | RepointSentinel
 )
 # bookkeeping steps of a running reprovision, and a Sentinel's down-after lowered with a failover and set
 # back: not counted against cooldowns and budget (a restore held by a used budget would leave it lowered)
-FREE_ACTIONS = (ForgetNode, FinishReprovision, CreateReplacement, DestroyDroplet, SentinelDownAfter)
+FREE_ACTIONS = (ForgetNode, FinishReprovision, CreateReplacement, DestroyDroplet, SentinelDownAfter,
+                SentinelInfoPeriod)
 # fencing a replaced old master (controller.core.fencing): held by no budget or cooldown and counted in none,
 # but the node's last action is kept (a node is fenced again only on a report newer than the fence)
 FENCE_ACTIONS = (Fence, RepointSentinel)
@@ -230,6 +250,8 @@ def describe(action: Action) -> str:
             return f"fence {n} (REPLICAOF {m}, clients disconnected)"
         case RepointSentinel(node=n, master=m):
             return f"re-point the Sentinel on {n} at {m}"
+        case SentinelInfoPeriod(node=n, info_period_ms=ms):
+            return f"SENTINEL DEBUG INFO-PERIOD {ms} on {n}"
     raise AssertionError(action)  # pragma: no cover
 
 
@@ -313,6 +335,7 @@ class HealState:
     next_node_number: int = 0  # for replacement names; 0: derived from the names seen
     down_after_owed: tuple[DownAfterOwed, ...] = ()  # Sentinels to set back to the configured down-after
     fences: tuple[FenceRecord, ...] = ()  # the latest fences (a few), for their alert and what they explain
+    info_period_owed: tuple[InfoPeriodOwed, ...] = ()  # Sentinels to set back to their INFO-PERIOD
 
     def node(self, name: str) -> NodeHealth:
         return dict(self.nodes).get(name, NodeHealth())
@@ -491,6 +514,11 @@ def plan_heal(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> Plan:
                                                        not undecided, now)
     actions += restores
     held += [Held(what, why) for what, why in restore_holds]
+    # likewise a reset Sentinel's INFO-PERIOD, lowered for its reset
+    info_restores, info_holds = plan_info_period_restores(view, state.info_period_owed, state.reset is not None,
+                                                          policy.sentinel_settle_s, now)
+    actions += info_restores
+    held += [Held(what, why) for what, why in info_holds]
 
     # the reprovision state machine goes first: it must finish what it started
     job = state.reprovision
@@ -557,7 +585,7 @@ def plan_heal(snapshot: HealSnapshot, policy: HealPolicy, now: float) -> Plan:
 
     reset = _sentinel_reset(snapshot, policy, now)
     if isinstance(reset, ResetSentinel):
-        wanted.append(reset)
+        wanted.append(dataclasses.replace(reset, info_period_ms=policy.reset_info_period_ms or None))
     elif isinstance(reset, Held):
         held.append(reset)
 
@@ -870,6 +898,9 @@ def observe(snapshot: HealSnapshot, now: float, policy: HealPolicy = HealPolicy(
     owed = settle_owed(view, state.down_after_owed, now)
     if owed != state.down_after_owed:
         state = dataclasses.replace(state, down_after_owed=owed)
+    info_owed = settle_info_period_owed(view, state.info_period_owed, now)
+    if info_owed != state.info_period_owed:
+        state = dataclasses.replace(state, info_period_owed=info_owed)
     seq = state.reset
     if seq is not None and not seq.pending and _rediscovered(view, seq, policy.sentinel_settle_s):
         state = dataclasses.replace(state, reset=None)
@@ -884,6 +915,7 @@ class ActionResult:
     ok: bool
     detail: str = ""
     droplet_id: int | None = None  # CreateReplacement: the new droplet
+    info_period_lowered_from_ms: int | None = None  # ResetSentinel: its INFO-PERIOD was lowered from this
 
 
 def apply_result(snapshot: HealSnapshot, state: HealState, action: Action, result: ActionResult,
@@ -923,7 +955,8 @@ def apply_result(snapshot: HealSnapshot, state: HealState, action: Action, resul
             else:
                 seq = ResetSequence(pending=tuple(x for x in seq.pending if x != n), last_at=now,
                                     done=(*seq.done, n))
-            state = dataclasses.replace(state, reset=seq)
+            state = dataclasses.replace(state, reset=seq, info_period_owed=owe_lowered(
+                state.info_period_owed, n, result.info_period_lowered_from_ms, now))
         case StartReprovision():
             if result.ok and state.reprovision is None:
                 state = dataclasses.replace(state, reprovision=start_reprovision(snapshot, action, now))
@@ -937,7 +970,8 @@ def apply_result(snapshot: HealSnapshot, state: HealState, action: Action, resul
                     job, failed_creates=job.failed_creates + 1, last_create_at=now))
         case ForgetNode(node=n):
             state = dataclasses.replace(state, nodes=tuple((k, v) for k, v in state.nodes if k != n),
-                                        down_after_owed=tuple(o for o in state.down_after_owed if o.node != n))
+                                        down_after_owed=tuple(o for o in state.down_after_owed if o.node != n),
+                                        info_period_owed=tuple(o for o in state.info_period_owed if o.node != n))
         case FinishReprovision():
             state = dataclasses.replace(state, reprovision=None)
         case SentinelDownAfter(node=n):
@@ -947,4 +981,7 @@ def apply_result(snapshot: HealSnapshot, state: HealState, action: Action, resul
                 or sentinel.FAILOVER_TIMEOUT_MS
             state = dataclasses.replace(state, down_after_owed=owe_after(
                 state.down_after_owed, action, result.ok, now, snapshot.down_after_ms, timeout_ms / 1000))
+        case SentinelInfoPeriod():
+            state = dataclasses.replace(state, info_period_owed=owe_after_restore(
+                state.info_period_owed, action, result.ok, now))
     return state
