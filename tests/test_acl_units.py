@@ -162,3 +162,19 @@ def test_an_open_sentinel_on_redis_6_0_is_named_with_its_version() -> None:
     assert "Redis 6.0.16 has no Sentinel ACLs" in message and "firewall port 26379" in message
     locked = with_sentinel(scenario_view("healthy"), "redis-2", open_to_state_changes=False)
     assert "sentinel_open_to_state_changes" not in _risks(locked)
+
+
+def test_the_one_password_posture_is_info_and_leaves_a_cluster_healthy() -> None:
+    """A cluster from before #13 is reported with the fix, but not made "degraded" for good."""
+    from controller.core.checks import cluster_health
+
+    view = scenario_view("healthy")
+    for node in ("redis-1", "redis-2", "redis-3"):
+        view = with_redis(view, node, acl_user="default", requirepass_set=True, masterauth_set=True,
+                          default_user_all_commands=True)
+        view = with_sentinel(view, node, open_to_state_changes=True)
+    findings = check(view, Policy(), view.now)
+    assert {f.qualifier for f in findings} >= {"one_password_all_roles", "sentinel_open_to_state_changes"}
+    assert cluster_health(findings) == "healthy"
+    exposed = with_redis(view, "redis-1", open_without_auth=True)
+    assert cluster_health(check(exposed, Policy(), view.now)) == "degraded"

@@ -1042,8 +1042,9 @@ _SENTINEL_SETTINGS: tuple[tuple[str, Callable[[SentinelMasterView], int | None]]
 )
 
 
-def _config_risk(facts: Facts, qualifier: str, message: str, evidence: Evidence) -> Finding:
-    return _finding(facts, Code.CONFIG_RISK, Severity.WARNING, message, qualifier=qualifier, evidence=evidence)
+def _config_risk(facts: Facts, qualifier: str, message: str, evidence: Evidence,
+                 severity: Severity = Severity.WARNING) -> Finding:
+    return _finding(facts, Code.CONFIG_RISK, severity, message, qualifier=qualifier, evidence=evidence)
 
 
 def check_config(facts: Facts) -> list[Finding]:
@@ -1151,7 +1152,11 @@ def _beyond_loopback(bind: str | None) -> bool:
 
 
 def _least_privilege_risks(facts: Facts, up: list[NodeState]) -> list[Finding]:
-    """Who may do what to Redis and Sentinel (issue #13), each risk with its fix."""
+    """Who may do what to Redis and Sentinel (issue #13), each risk with its fix. Redis open to anyone without
+    a password, or exposed without protected-mode, is a warning. The posture of a cluster built before #13
+    (one requirepass for every role, a Sentinel without ACLs) is reported at info: it is a standing choice
+    with a documented fix, not a change for the worse, and as a warning it would leave every such cluster
+    "degraded" for good, drowning the warnings that mean something broke."""
     out = []
     secure = f"`redwarden cluster secure {facts.cluster}` (per-role ACL users, `default` off)"
     exposed = sorted((n for n in up if n.report.redis.protected_mode is False
@@ -1163,21 +1168,21 @@ def _least_privilege_risks(facts: Facts, up: list[NodeState]) -> list[Finding]:
             f"protected-mode is off and Redis listens beyond loopback ({binds}). Fix: `protected-mode yes` "
             "(CONFIG SET protected-mode yes, then CONFIG REWRITE) and bind the private address only.",
             (("nodes", _join(n.name for n in exposed)),)))
-    risks: tuple[tuple[str, Callable[[RedisHealth], bool | None], str], ...] = (
+    risks: tuple[tuple[str, Callable[[RedisHealth], bool | None], str, Severity], ...] = (
         ("redis_open_without_auth", lambda r: r.open_without_auth,
-         "Redis on {nodes} answers a connection that sent no password"),
+         "Redis on {nodes} answers a connection that sent no password", Severity.WARNING),
         ("default_user_all_commands", lambda r: r.default_user_all_commands,
          "The `default` user is on with every command on {nodes}: its password can CONFIG SET, REPLICAOF, "
-         "SHUTDOWN, FLUSHALL and DEBUG"),
+         "SHUTDOWN, FLUSHALL and DEBUG", Severity.INFO),
         ("one_password_all_roles", lambda r: r.acl_user == "default" and r.requirepass_set and r.masterauth_set,
          "One password (requirepass = masterauth = Sentinel's auth-pass = the agent's) serves every role on "
-         "{nodes}: the application's credential is also the administrator's"),
+         "{nodes}: the application's credential is also the administrator's", Severity.INFO),
     )
-    for qualifier, holds, text in risks:
+    for qualifier, holds, text, severity in risks:
         names = sorted(n.name for n in up if holds(n.report.redis))
         if names:
             out.append(_config_risk(facts, qualifier, text.format(nodes=_join(names)) + f". Fix: {secure}.",
-                                    (("nodes", _join(names)),)))
+                                    (("nodes", _join(names)),), severity))
     open_sentinels = sorted((n for n in facts.fresh if n.report.sentinel.reachable
                              and n.report.sentinel.open_to_state_changes), key=lambda n: n.name)
     if open_sentinels:
@@ -1191,7 +1196,8 @@ def _least_privilege_risks(facts: Facts, up: list[NodeState]) -> list[Finding]:
             facts, "sentinel_open_to_state_changes",
             f"Sentinel on {_join(n.name for n in open_sentinels)} takes state-changing commands (SENTINEL "
             f"FAILOVER, SET, REMOVE, RESET) from anyone who reaches it, without a password. Fix: {fix}.",
-            (("nodes", _join(n.name for n in open_sentinels)),) + ((("versions", ", ".join(old)),) if old else ())))
+            (("nodes", _join(n.name for n in open_sentinels)),) + ((("versions", ", ".join(old)),) if old else ()),
+            Severity.INFO))
     return out
 
 
