@@ -247,12 +247,55 @@ def test_the_discovery_user_discovers(cluster: AclCluster) -> None:
         cluster.discovery(username="discovery", password="wrong").sentinels[0].ping()
 
 
+PHP_CLIENT = r"""
+$master = null;
+foreach (explode(",", getenv("SENTINELS")) as $address) {
+    [$host, $port] = explode(":", $address);
+    try {
+        $sentinel = new RedisSentinel($host, (int)$port, 2.0);  // php-redis 5.3: no way to authenticate
+        $master = $sentinel->getMasterAddrByName("mymaster");
+        if ($master) break;
+    } catch (Exception $e) {}
+}
+try {
+    $failover = $sentinel->failover("mymaster");
+} catch (RedisException $e) {
+    $failover = $e->getMessage();
+}
+$redis = new Redis();
+$redis->connect($master[0], (int)$master[1], 2.0);
+$redis->auth(["app", getenv("APP_PASSWORD")]);
+$written = $redis->set(getenv("KEY"), "php");
+echo json_encode(["master" => $master[0] . ":" . $master[1], "written" => $written, "failover" => $failover]);
+"""
+
+
+def _php_discovers_and_writes(cluster: AclCluster, key: str) -> str | None:
+    """php-redis's RedisSentinel, as a Magento on Debian 12 has it: discovery without a password, then a
+    write as `app`; its SENTINEL FAILOVER must be refused. The master it wrote to, or None without PHP."""
+    if shutil.which("php") is None:
+        return None
+    probe = subprocess.run(["php", "-r", "echo class_exists('RedisSentinel') ? 'yes' : 'no';"], capture_output=True,
+                           text=True, timeout=30)
+    if probe.stdout != "yes":
+        return None
+    env = {"SENTINELS": ",".join(f"{a}:26379" for a in cluster.addresses), "APP_PASSWORD": cluster.app_password,
+           "KEY": key, "PATH": "/usr/bin:/bin"}  # the password by environment, never on a command line
+    done = subprocess.run(["php", "-r", PHP_CLIENT], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr[-500:]
+    answer = json.loads(done.stdout)
+    assert answer["written"] is True and "NOPERM" in answer["failover"]
+    assert cluster.app(answer["master"].rsplit(":", 1)[0]).get(key) == "php"
+    return str(answer["master"])
+
+
 def test_zz_failover_by_the_controllers_admin_keeps_replication(cluster: AclCluster) -> None:
     """Runs last (it moves the master): the controller's SENTINEL FAILOVER as `admin`, then the Sentinels
     reconfigure every replica with their own user (REPLICAOF + CONFIG REWRITE) and the replicas follow the
     new master as `replication`; the application writes on, through discovery, as `app`."""
     old = cluster.master()
     old_host = old.rsplit(":", 1)[0]
+    assert _php_discovers_and_writes(cluster, "php-before") in (old, None)
     assert cluster.app(old_host).set("before", "1")
     assert cluster.app(old_host).execute_command("WAIT", "2", "5000") == 2
     ops = DirectRedisOps(cluster.users.admin, cluster.users.admin, username="admin")
@@ -269,3 +312,4 @@ def test_zz_failover_by_the_controllers_admin_keeps_replication(cluster: AclClus
     assert f"replicaof {new_host} 6379" in old_layout.redis_conf.read_text()  # Sentinel's CONFIG REWRITE
     assert cluster.admin(old_host).info("replication")["master_link_status"] == "up"
     assert ops.replicaof(old, new).startswith("OK")  # the controller's own healing command, as admin
+    assert _php_discovers_and_writes(cluster, "php-after") in (new, None)  # PHP follows the failover
