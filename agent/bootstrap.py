@@ -1,8 +1,9 @@
 """`redwarden-agent bootstrap`: make a new droplet a member of its cluster.
 
 Layer: application. Steps, each logged:
-  1. secrets: read the Redis password and the cluster secret; if they are not there yet and a one-time
-     enrollment token is, trade it with the controller for them (see `enroll`);
+  1. secrets: read the Redis password (or, in ACL mode, the roles' users: `protocol.acl`) and this node's
+     key; if they are not there yet and a one-time enrollment token is, trade it with the controller for
+     them (see `enroll`);
   2. ask the configured Sentinels who the master is (`SENTINEL GET-MASTER-ADDR-BY-NAME`); a strict
      majority of those that answer decides; nobody answers: this is the first node, it is the master;
   3. write redis.conf (replica of that master, auth both ways, announce address) and sentinel.conf
@@ -14,18 +15,22 @@ Layer: application. Steps, each logged:
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from agent.config import AgentConfig, ssl_context
+from agent.config import AgentConfig, load_users, ssl_context
 from agent.httpclient import HttpError, post_json
 from agent.layout import NodeLayout, render_redis_conf, render_sentinel_conf
 from agent.log import get_logger
 from agent.resp import RedisError, RespClient
 from agent.services import PROCESS_SERVICES, Services, services_for
+from protocol.acl import NodeUsers, parse_version
 from protocol.directives import valid_address
 from protocol.settings import ConfigError, read_secret
 
@@ -70,9 +75,10 @@ def _address(reply: object) -> str | None:
 
 
 def enroll(config: AgentConfig, token: str, timeout_s: float = 300.0,
-           sleep: Callable[[float], None] = time.sleep) -> tuple[str, str]:
-    """Trade a one-time enrollment token for (redis password, this node's key as hex) at the controller,
-    over HTTPS verified with the controller's CA.
+           sleep: Callable[[float], None] = time.sleep) -> tuple[str | NodeUsers, str]:
+    """Trade a one-time enrollment token for (the Redis secrets, this node's key as hex) at the controller,
+    over HTTPS verified with the controller's CA. The Redis secrets are the one password of a cluster on
+    `requirepass`, or the ACL users (`protocol.acl.NodeUsers`) of a cluster in ACL mode.
 
     The controller may be restarting while this droplet boots: unreachable and 5xx answers are retried
     with backoff for `timeout_s`; a refusal (403, 404, 422) is final."""
@@ -86,6 +92,11 @@ def enroll(config: AgentConfig, token: str, timeout_s: float = 300.0,
                              config.push_timeout_s, ssl_context=context)
             if resp.status == 200:
                 body = resp.json()
+                if isinstance(body.get("redis_users"), dict):
+                    try:
+                        return NodeUsers.from_json(json.dumps(body["redis_users"])), str(body["node_key"])
+                    except ValueError as e:
+                        raise BootstrapError(f"enrollment answer unusable: {e}") from None
                 return str(body["redis_password"]), str(body["node_key"])
             if resp.status < 500:
                 raise BootstrapError(f"enrollment refused: HTTP {resp.status} {resp.text[:200]}")
@@ -106,9 +117,13 @@ def _write_private(path: Path, text: str) -> None:
         fh.write(text)
 
 
-def load_or_enroll_secrets(config: AgentConfig) -> str:
-    """The Redis password, enrolling first when only a token is at hand."""
-    password = os.environ.get("REDWARDEN_AGENT_REDIS_PASSWORD") or _maybe_read(config.redis_password_file)
+def load_or_enroll_secrets(config: AgentConfig) -> str | NodeUsers:
+    """The Redis password (or the ACL users), enrolling first when only a token is at hand."""
+    try:
+        users = load_users(config)
+    except ConfigError as e:
+        raise BootstrapError(str(e)) from None
+    password = users or os.environ.get("REDWARDEN_AGENT_REDIS_PASSWORD") or _maybe_read(config.redis_password_file)
     if password and (os.environ.get("REDWARDEN_AGENT_NODE_KEY") or _maybe_read(config.node_key_file)):
         return password
     token = _maybe_read(config.enroll_token_file)
@@ -116,12 +131,19 @@ def load_or_enroll_secrets(config: AgentConfig) -> str:
         raise BootstrapError("no redis password and node key, and no enroll_token_file to fetch them with")
     if not config.redis_password_file or not config.node_key_file:
         raise BootstrapError("enrollment needs redis_password_file and node_key_file to store the secrets")
-    password, key = enroll(config, token)
-    _write_private(Path(config.redis_password_file), password + "\n")
+    secret, key = enroll(config, token)
+    if isinstance(secret, NodeUsers):
+        if not config.redis_users_file:
+            raise BootstrapError("the cluster uses ACL users: enrollment needs redis_users_file to store them")
+        _write_private(Path(config.redis_users_file), secret.to_json() + "\n")
+        # the agent service's one Redis credential (systemd LoadCredential): the monitor user's password
+        _write_private(Path(config.redis_password_file), secret.monitor + "\n")
+    else:
+        _write_private(Path(config.redis_password_file), secret + "\n")
     _write_private(Path(config.node_key_file), key + "\n")
     Path(config.enroll_token_file or "").unlink(missing_ok=True)  # single use: nothing left to steal
-    log.info("bootstrap.enrolled", node=config.node)
-    return password
+    log.info("bootstrap.enrolled", node=config.node, acl=isinstance(secret, NodeUsers))
+    return secret
 
 
 def _maybe_read(path: str | None) -> str | None:
@@ -130,12 +152,29 @@ def _maybe_read(path: str | None) -> str | None:
     return read_secret(path, "secret file")
 
 
-def write_configs(layout: NodeLayout, password: str, master: str | None) -> None:
+def redis_server_version(binary: str | None = None) -> tuple[int, int]:
+    """(major, minor) of the redis-server this node runs (`redis-server --version`): ACL syntax depends on it."""
+    exe = binary or os.environ.get("REDWARDEN_REDIS_SERVER") or shutil.which("redis-server") or "redis-server"
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise BootstrapError(f"cannot run {exe} --version: {e}") from None
+    version = parse_version(out)
+    if version is None or version < (6, 0):
+        raise BootstrapError(f"ACL users need redis-server >= 6.0; `{exe} --version` says {out.strip()[:80]!r}")
+    return version
+
+
+def write_configs(layout: NodeLayout, password: str | NodeUsers, master: str | None,
+                  version: tuple[int, int] = (7, 0)) -> None:
+    users = password if isinstance(password, NodeUsers) else None
+    plain = users.replication if users else str(password)
     for d in (layout.redis_data_dir, layout.sentinel_dir, layout.redis_pidfile.parent,
               layout.sentinel_pidfile.parent, layout.log_dir, layout.redis_conf.parent):
         d.mkdir(parents=True, exist_ok=True)
-    _write_private(layout.redis_conf, render_redis_conf(layout, password, master))
-    _write_private(layout.sentinel_conf, render_sentinel_conf(layout, password, master or layout.redis_address))
+    _write_private(layout.redis_conf, render_redis_conf(layout, plain, master, users, version))
+    _write_private(layout.sentinel_conf,
+                   render_sentinel_conf(layout, plain, master or layout.redis_address, users, version))
 
 
 def install_boot_script(layout: NodeLayout, config_path: Path) -> Path:
@@ -147,11 +186,13 @@ def install_boot_script(layout: NodeLayout, config_path: Path) -> Path:
     return script
 
 
-def bootstrap(config: AgentConfig, config_path: Path, services: Services | None = None) -> str:
+def bootstrap(config: AgentConfig, config_path: Path, services: Services | None = None,
+              version: Callable[[], tuple[int, int]] = redis_server_version) -> str:
     layout = config.layout()
     if services is None:
         services = services_for(config, config_path)
     password = load_or_enroll_secrets(config)
+    redis_version = version() if isinstance(password, NodeUsers) else (7, 0)
     if services.running("redis") or services.running("sentinel"):
         raise BootstrapError("redis-server or redis-sentinel is already running here: bootstrap is for new nodes")
     peers = [s for s in config.sentinels if s != f"{config.address}:{config.sentinel_port}"]
@@ -167,7 +208,7 @@ def bootstrap(config: AgentConfig, config_path: Path, services: Services | None 
     role = "master (first node)" if master is None else f"replica of {master}"
     log.info("bootstrap.decided", node=config.node, role=role, sentinels_answering=sum(1 for a in answers if a))
     try:
-        write_configs(layout, password, master)
+        write_configs(layout, password, master, redis_version)
     except ValueError as e:
         raise BootstrapError(f"refusing to write the configuration: {e}") from None
     for service in ("redis", "sentinel", "agent"):

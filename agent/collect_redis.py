@@ -14,18 +14,20 @@ arguments (it only lists Sentinel's runtime tunables, for its INFO-PERIOD).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 
 from agent.parse import (
     CONFIG_KEYS,
+    default_user_all_commands,
     pairs_to_dict,
     parse_ckquorum,
     redis_health_from_info,
     sentinel_info_period_ms,
     sentinel_master_view,
 )
-from agent.resp import RespClient, ResponseError
+from agent.resp import RedisError, RespClient, ResponseError
 from protocol.report import RedisHealth, SentinelHealth, SentinelMasterView
 
 __all__ = ["collect_redis", "collect_sentinel", "raw_client"]
@@ -33,20 +35,23 @@ __all__ = ["collect_redis", "collect_sentinel", "raw_client"]
 _ERROR_MAX_CHARS = 200
 
 
-def raw_client(host: str, port: int, password: str | None = None, timeout_s: float = 2.0) -> RespClient:
+def raw_client(host: str, port: int, password: str | None = None, timeout_s: float = 2.0,
+               username: str | None = None) -> RespClient:
     """A client for `collect_redis` / `collect_sentinel`: raw replies, bounded time, no retries.
 
     No connection is made until the first command. RESP2 keeps INFO a single text and SENTINEL replies
     flat lists, handed back untouched. A dead server costs one timeout, not several. Undecodable bytes are
     replaced rather than raised, so odd data cannot fail a whole collection.
     """
-    return RespClient(host, port, password or None, timeout_s)
+    return RespClient(host, port, password or None, timeout_s, username=username)
 
 
-def collect_redis(client: RespClient) -> RedisHealth:
+def collect_redis(client: RespClient, anonymous: RespClient | None = None) -> RedisHealth:
     """PING, INFO and CONFIG GET on a `raw_client`; any failure -> `RedisHealth(reachable=False, error)`.
 
     A CONFIG GET that fails (renamed command, ACL) only leaves its field None; it does not fail the rest.
+    The security posture: `ACL GETUSER default` where the agent's user may (the one-password `default`; the
+    `monitor` user may not: None), and, on `anonymous` (a client that sends no AUTH), whether PING answers.
     """
     try:
         ping_ms = _ping_ms(client)
@@ -54,12 +59,20 @@ def collect_redis(client: RespClient) -> RedisHealth:
         if not isinstance(info_text, str):
             raise ValueError(f"INFO returned {type(info_text).__name__}, expected text")
         config = _config_get(client, CONFIG_KEYS)
-        return redis_health_from_info(info_text, config, ping_ms)
+        health = redis_health_from_info(info_text, config, ping_ms)
+        try:
+            everything = default_user_all_commands(_command(client, "ACL", "GETUSER", "default"))
+        except ResponseError:  # NOPERM (the monitor user), or no ACL (Redis < 6)
+            everything = None
+        return dataclasses.replace(health, acl_user=client.username or "default",
+                                   default_user_all_commands=everything,
+                                   open_without_auth=_answers_anonymously(anonymous))
     except Exception as e:  # a collector reports failures; it must never take the agent down
         return RedisHealth(reachable=False, error=_describe(e, client))
 
 
-def collect_sentinel(client: RespClient, master_names: Sequence[str] | None = None) -> SentinelHealth:
+def collect_sentinel(client: RespClient, master_names: Sequence[str] | None = None,
+                     anonymous: RespClient | None = None) -> SentinelHealth:
     """PING, SENTINEL MYID and one `SentinelMasterView` per monitored master (or per name given).
 
     A named master the Sentinel does not monitor is left out of `masters`. Per master, an error reply
@@ -75,18 +88,49 @@ def collect_sentinel(client: RespClient, master_names: Sequence[str] | None = No
             view = _master_view(client, name, master_reply)
             if view is not None:
                 masters.append(view)
+        probe = anonymous if anonymous is not None else (client if client.username is None else None)
         return SentinelHealth(
             reachable=True,
             ping_ms=ping_ms,
             myid=myid if isinstance(myid, str) and myid else None,
             masters=tuple(masters),
             info_period_ms=_info_period_ms(client),
+            open_to_state_changes=_open_to_state_changes(probe),
         )
     except Exception as e:  # a collector reports failures; it must never take the agent down
         return SentinelHealth(reachable=False, error=_describe(e, client))
 
 
 # ---------------------------------------------------------------------------------------------------------
+
+
+def _answers_anonymously(anonymous: RespClient | None) -> bool | None:
+    """PONG without AUTH: the `default` user is on without a password. Refused (NOAUTH, NOPERM): False."""
+    if anonymous is None:
+        return None
+    try:
+        return _command(anonymous, "PING") == "PONG"
+    except RedisError:
+        return False
+    except OSError:
+        return None
+
+
+def _open_to_state_changes(probe: RespClient | None) -> bool | None:
+    """Whether a client that sent no AUTH may use SENTINEL CONFIG (read-only here: GET; an ACL that lets it
+    through lets SET, FAILOVER and RESET through as well, as does no ACL at all). NOPERM or NOAUTH: False.
+    Sentinel 6.0 has neither ACLs nor SENTINEL CONFIG: its "unknown subcommand" is True."""
+    if probe is None:
+        return None
+    try:
+        _command(probe, "SENTINEL", "CONFIG", "GET", "resolve-hostnames")
+    except ResponseError as e:
+        return not str(e).startswith("NOPERM")
+    except RedisError:
+        return False
+    except OSError:
+        return None
+    return True
 
 
 def _command(client: RespClient, *args: str) -> object:

@@ -1,7 +1,8 @@
 """The agent's settings: one typed object, read from /etc/redwarden/agent.toml, env `REDWARDEN_AGENT_*`.
 
 Layer: configuration. Secrets are given as files (`*_file`) or, for the sandbox and containers, as the
-env variables `REDWARDEN_AGENT_REDIS_PASSWORD` / `REDWARDEN_AGENT_NODE_KEY`; never in the TOML. The
+env variables `REDWARDEN_AGENT_REDIS_PASSWORD` / `REDWARDEN_AGENT_NODE_KEY`; never in the TOML. A cluster
+in ACL mode has `redis_users_file` instead of the one Redis password (see `protocol.acl`). The
 controller's CA certificate is public and may sit in the TOML (`controller_ca_pem`, as user_data writes it).
 """
 
@@ -18,13 +19,15 @@ from urllib.parse import urlsplit
 
 from agent.layout import NodeLayout
 from protocol import sentinel
+from protocol.acl import NodeUsers
 from protocol.net import is_loopback
-from protocol.settings import ConfigError, load_settings, read_secret
+from protocol.settings import ConfigError, load_settings, read_secret, secret_path
 
 ENV_PREFIX = "REDWARDEN_AGENT_"
 ROOT_ENV = "REDWARDEN_DROPLET_ROOT"  # set by the sandbox's local DigitalOcean for a droplet's processes
 ROOTED_FIELDS = (
-    "redis_password_file", "sentinel_password_file", "node_key_file", "enroll_token_file", "controller_ca_file",
+    "redis_password_file", "redis_users_file", "sentinel_password_file", "node_key_file", "enroll_token_file",
+    "controller_ca_file",
     "redis_pidfile", "sentinel_pidfile", "redis_data_dir",
 )
 
@@ -44,6 +47,11 @@ class AgentConfig:
     redis_port: int = sentinel.REDIS_PORT
     sentinel_port: int = sentinel.SENTINEL_PORT
     redis_password_file: str | None = None
+    # ACL mode (protocol.acl): the roles' secrets as bootstrap stored them from the enrollment (JSON); when
+    # the file exists the agent connects to Redis as the `monitor` user and to Sentinel without a password
+    redis_users_file: str | None = None
+    # the ACL user the agent is in Redis ("monitor" in ACL mode; user_data sets it); None: `default`
+    redis_username: str | None = None
     sentinel_password_file: str | None = None
     node_key_file: str | None = None  # this node's own key (hex), written by bootstrap from its enrollment
     cluster_secret_file: str | None = None  # ignored since 0.2 (pushes are signed with the node's own key)
@@ -136,6 +144,17 @@ class AgentSecrets:
     redis_password: str | None
     sentinel_password: str | None
     node_key: bytes
+    redis_username: str | None = None  # "monitor" in ACL mode; None: Redis's `default` user (requirepass)
+
+
+def load_users(config: AgentConfig) -> NodeUsers | None:
+    """The ACL users file's content, or None where there is none (a cluster on one requirepass)."""
+    if not config.redis_users_file or not secret_path(config.redis_users_file).exists():
+        return None
+    try:
+        return NodeUsers.from_json(read_secret(config.redis_users_file, "redis_users_file") or "")
+    except ValueError as e:
+        raise ConfigError(f"redis_users_file: {e}") from None
 
 
 def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> AgentConfig:
@@ -180,7 +199,10 @@ def _metadata(base_url: str, path: str, timeout_s: float) -> str | None:
 
 
 def load_secrets(config: AgentConfig, environ: dict[str, str]) -> AgentSecrets:
-    redis_password = environ.get(ENV_PREFIX + "REDIS_PASSWORD") or read_secret(
+    # The service (systemd) gets only redis_password_file as a credential: in ACL mode bootstrap wrote the
+    # monitor password there. Where the users file is readable (no systemd, the sandbox) it is used directly.
+    users = load_users(config) if not config.redis_username else None
+    redis_password = users.monitor if users else environ.get(ENV_PREFIX + "REDIS_PASSWORD") or read_secret(
         config.redis_password_file, "redis_password_file"
     )
     sentinel_password = environ.get(ENV_PREFIX + "SENTINEL_PASSWORD") or read_secret(
@@ -196,4 +218,4 @@ def load_secrets(config: AgentConfig, environ: dict[str, str]) -> AgentSecrets:
         raise ConfigError("node_key_file: the key in it is not hex") from None
     if len(key) < 16:
         raise ConfigError("node_key_file: the key in it is shorter than 16 bytes")
-    return AgentSecrets(redis_password, sentinel_password, key)
+    return AgentSecrets(redis_password, sentinel_password, key, config.redis_username or ("monitor" if users else None))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protocol import sentinel
+from protocol.acl import NodeUsers, channels_supported, redis_user_lines, sentinel_user_lines
 from protocol.directives import split_address
 
 SERVICES = ("redis", "sentinel", "agent")
@@ -90,9 +91,17 @@ def check_values(layout: NodeLayout, password: str, master: str | None) -> None:
         raise ValueError("the Redis password must be printable, on one line, at most 512 characters")
 
 
-def render_redis_conf(layout: NodeLayout, password: str, master: str | None) -> str:
-    """redis.conf for a master (`master` None) or a replica of `master` ("ip:port")."""
+def render_redis_conf(layout: NodeLayout, password: str, master: str | None, users: NodeUsers | None = None,
+                      version: tuple[int, int] = (7, 0)) -> str:
+    """redis.conf for a master (`master` None) or a replica of `master` ("ip:port"). With `users` (ACL mode),
+    a `user` line per role and the `default` user off (see `protocol.acl`) instead of one `requirepass`;
+    `password` is then the replication user's (`masterauth`). `version` is redis-server's (major, minor)."""
     check_values(layout, password, master)
+    if users is not None:
+        auth = ["masteruser replication", f"masterauth {_quote(users.replication)}",
+                *redis_user_lines(users, version)]
+    else:
+        auth = [f"requirepass {_quote(password)}", f"masterauth {_quote(password)}"]
     lines = [
         "# Written by redwarden-agent bootstrap. Redis and Sentinel rewrite parts of it at run time.",
         f"bind {layout.address}",
@@ -103,8 +112,8 @@ def render_redis_conf(layout: NodeLayout, password: str, master: str | None) -> 
         'logfile ""',
         f"dir {layout.redis_data_dir}",
         "set-proc-title no",  # keep argv and environ intact: the sandbox finds its processes by them
-        f"requirepass {_quote(password)}",
-        f"masterauth {_quote(password)}",
+        "protected-mode yes",
+        *auth,
         f"replica-announce-ip {layout.address}",
         f"min-replicas-to-write {layout.min_replicas_to_write}",
         f"min-replicas-max-lag {layout.min_replicas_max_lag_s}",
@@ -119,10 +128,23 @@ def render_redis_conf(layout: NodeLayout, password: str, master: str | None) -> 
     return "\n".join(lines) + "\n"
 
 
-def render_sentinel_conf(layout: NodeLayout, password: str, master: str) -> str:
+def render_sentinel_conf(layout: NodeLayout, password: str, master: str, users: NodeUsers | None = None,
+                         version: tuple[int, int] = (7, 0)) -> str:
+    """sentinel.conf. With `users` on Sentinel >= 6.2: its own users (discovery open, everything else for the
+    peers and the controller), `auth-user sentinel` towards Redis, `sentinel-user` towards the peers, and
+    `deny-scripts-reconfig`. On 6.0 (no Sentinel ACL, no auth-user) with `users`: Redis's `default` user is
+    the sentinel role, so `auth-pass` is the sentinel user's password and Sentinel itself stays open."""
     check_values(layout, password, master)
     host, port = master.rsplit(":", 1)
     name = layout.master_name
+    if users is None:
+        auth = [f"sentinel auth-pass {name} {_quote(password)}"]
+    elif channels_supported(version):
+        auth = [f"sentinel auth-user {name} sentinel", f"sentinel auth-pass {name} {_quote(users.sentinel)}",
+                "sentinel sentinel-user sentinel", f"sentinel sentinel-pass {_quote(users.sentinel)}",
+                *sentinel_user_lines(users)]
+    else:
+        auth = [f"sentinel auth-pass {name} {_quote(users.sentinel)}"]
     return "\n".join([
         "# Written by redwarden-agent bootstrap: one monitor line, no myid (Sentinel generates its own).",
         f"bind {layout.address}",
@@ -136,7 +158,8 @@ def render_sentinel_conf(layout: NodeLayout, password: str, master: str) -> str:
         f"sentinel announce-ip {layout.address}",
         "sentinel resolve-hostnames no",
         f"sentinel monitor {name} {host} {port} {layout.quorum}",
-        f"sentinel auth-pass {name} {_quote(password)}",
+        "sentinel deny-scripts-reconfig yes",
+        *auth,
         f"sentinel down-after-milliseconds {name} {layout.down_after_ms}",
         f"sentinel failover-timeout {name} {layout.failover_timeout_ms}",
         f"sentinel parallel-syncs {name} {layout.parallel_syncs}",

@@ -40,6 +40,8 @@ CONFIG_KEYS: tuple[str, ...] = (
     "replica-priority",
     "replica-read-only",
     "maxmemory-policy",
+    "protected-mode",
+    "bind",
 )
 
 # ASCII digits only: int() would also accept "1_000", " 7 " and non-ASCII digits, none of which Redis sends.
@@ -219,7 +221,21 @@ def redis_health_from_info(info_text: str, config: Mapping[str, str], ping_ms: f
         aof_last_write_ok=_ok_err(info.get("aof_last_write_status")),
         requirepass_set=_is_set(cfg("requirepass")),
         masterauth_set=_is_set(cfg("masterauth")),
+        protected_mode=_yes_no(cfg("protected-mode")),
+        bind=_non_empty(cfg("bind")),
     )
+
+
+def default_user_all_commands(reply: object) -> bool | None:
+    """From `ACL GETUSER default` ([flags, [...], passwords, [...], commands, "+@all ...", ...]): whether the
+    default user is on and may run every command; None for anything else."""
+    if not isinstance(reply, list) or len(reply) < 2:
+        return None
+    fields = {str(k): v for k, v in zip(reply[0::2], reply[1::2], strict=False)}
+    flags, commands = fields.get("flags"), fields.get("commands")
+    if not isinstance(flags, list) or not isinstance(commands, str):
+        return None
+    return "on" in flags and commands.split()[:1] == ["+@all"] and " -" not in commands
 
 
 # ---------------------------------------------------------------------------------------------------------

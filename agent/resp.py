@@ -60,13 +60,16 @@ def _encode(args: Sequence[str | int]) -> bytes:
 
 
 class RespClient:
-    """One lazily opened connection to `host:port`, authenticated with `password` (if any) on connect."""
+    """One lazily opened connection to `host:port`, authenticated with `password` (if any) on connect, as
+    `username` when one is given (`AUTH username password`, an ACL user), else as Redis's `default` user."""
 
-    def __init__(self, host: str, port: int, password: str | None = None, timeout_s: float = 2.0) -> None:
+    def __init__(self, host: str, port: int, password: str | None = None, timeout_s: float = 2.0,
+                 username: str | None = None) -> None:
         self.host = host
         self.port = port
         self.timeout_s = timeout_s
         self._password = password or None
+        self._username = username or None
         self._sock: socket.socket | None = None
         self._reader: BinaryIO | None = None
 
@@ -76,6 +79,12 @@ class RespClient:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def username(self) -> str | None:
+        """The user this client authenticates as: its username, "default" for a password alone, None if no
+        AUTH is sent."""
+        return (self._username or "default") if self._password else None
 
     def execute_command(self, *args: str | int) -> object:
         """Send one command, return its reply; an error reply is raised (`ResponseError`, ...)."""
@@ -142,7 +151,8 @@ class RespClient:
         self._sock, self._reader = sock, reader
         if self._password is not None:
             try:
-                self._send(_encode(("AUTH", self._password)))
+                auth = ("AUTH", self._username, self._password) if self._username else ("AUTH", self._password)
+                self._send(_encode(auth))
                 reply = self._read(reader)
             except BaseException:
                 self.close()

@@ -44,7 +44,10 @@ class Agent:
     ) -> None:
         self.config = config
         self._clock = clock
-        self._redis = raw_client(config.connect_host, config.redis_port, secrets.redis_password, config.timeout_s)
+        self._redis = raw_client(config.connect_host, config.redis_port, secrets.redis_password, config.timeout_s,
+                                 username=secrets.redis_username)
+        # sends no AUTH: whether Redis answers anyone who reaches its port (the report's open_without_auth)
+        self._anonymous_redis = raw_client(config.connect_host, config.redis_port, None, config.timeout_s)
         self._sentinel = raw_client(
             config.connect_host, config.sentinel_port, secrets.sentinel_password, config.timeout_s
         )
@@ -85,7 +88,7 @@ class Agent:
     def collect(self) -> Report:
         started = time.perf_counter()
         self._seq += 1
-        redis = collect_redis(self._redis)
+        redis = collect_redis(self._redis, self._anonymous_redis)
         sentinel = collect_sentinel(self._sentinel, [self.config.master_name])
         host = collect_host(self.config.redis_data_dir, self.config.redis_pidfile, self.config.sentinel_pidfile)
         return Report(
@@ -159,6 +162,7 @@ class Agent:
     def close(self) -> None:
         self._pusher.close()
         self._redis.close()
+        self._anonymous_redis.close()
         self._sentinel.close()
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 from controller.core.planner import HealPolicy
 from controller.notify_config import NotifyConfig
 from protocol import sentinel
+from protocol.acl import ClusterUsers
 from protocol.net import is_loopback
-from protocol.settings import load_settings, read_secret
+from protocol.settings import ConfigError, load_settings, read_secret
 
 ENV_PREFIX = "REDWARDEN_"
 
@@ -35,6 +36,10 @@ class ClusterConfig:
     # what the controller itself needs to heal: REPLICAOF needs the Redis password
     redis_password_file: str | None = None  # or REDWARDEN_CLUSTER_<NAME>_REDIS_PASSWORD
     sentinel_password_file: str | None = None
+    # ACL mode (protocol.acl): the roles' secrets (JSON: admin, replication, sentinel, monitor passwords and
+    # the app's SHA-256). New droplets get per-role users and the `default` user off; the controller heals as
+    # `admin`. Without it the cluster runs on the one redis_password_file (`requirepass`), as before.
+    acl_users_file: str | None = None
     # how replacement droplets are made (same region, size, image, VPC and tag as the cluster's)
     region: str | None = None
     size: str | None = None
@@ -128,3 +133,14 @@ def cluster_redis_password(name: str, cluster: ClusterConfig, environ: Mapping[s
     env = os.environ if environ is None else environ
     key = f"REDWARDEN_CLUSTER_{name.upper().replace('-', '_')}_REDIS_PASSWORD"
     return env.get(key) or read_secret(cluster.redis_password_file, f"clusters.{name}.redis_password_file")
+
+
+def cluster_users(name: str, cluster: ClusterConfig) -> ClusterUsers | None:
+    """The cluster's ACL users (its `acl_users_file`), or None for a cluster on one `requirepass`."""
+    text = read_secret(cluster.acl_users_file, f"clusters.{name}.acl_users_file")
+    if text is None:
+        return None
+    try:
+        return ClusterUsers.from_json(text)
+    except ValueError as e:
+        raise ConfigError(f"clusters.{name}.acl_users_file: {e}") from None

@@ -70,6 +70,12 @@ class RedisHealth:
     # security posture (booleans only, never the values)
     requirepass_set: bool | None = None
     masterauth_set: bool | None = None
+    # least privilege (issue #13; None: not known, e.g. an older agent)
+    protected_mode: bool | None = None  # CONFIG GET protected-mode
+    bind: str | None = None  # CONFIG GET bind: the addresses Redis listens on ("0.0.0.0" = every interface)
+    acl_user: str | None = None  # the user the agent authenticated as ("default": the one requirepass)
+    default_user_all_commands: bool | None = None  # `default` is on and may run every command (ACL GETUSER)
+    open_without_auth: bool | None = None  # a connection that sent no AUTH got PONG
 
     @property
     def master_address(self) -> str | None:
@@ -130,6 +136,9 @@ class SentinelHealth:
     # SENTINEL DEBUG's INFO-PERIOD (Redis >= 7.0): how often it sends INFO to the instances it monitors;
     # None: not known (an older Sentinel, or the command refused). The controller lowers it for a reset.
     info_period_ms: int | None = None
+    # a connection that sent no AUTH may use a state-changing subcommand (SENTINEL CONFIG ...): no ACL
+    # keeps anyone who reaches the port from FAILOVER, SET, REMOVE, RESET (None: not known)
+    open_to_state_changes: bool | None = None
 
     def master(self, name: str) -> SentinelMasterView | None:
         for view in self.masters:

@@ -52,6 +52,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             sentinel_reset_interval_s=args.sentinel_reset_interval_s,
             daily_budget=args.daily_budget,
             reserved_ip=args.reserved_ip,
+            acl=args.acl,
             slack_webhook=args.slack_webhook,
             pagerduty_url=args.pagerduty_url,
             pagerduty_routing_key=args.pagerduty_routing_key,
@@ -98,6 +99,9 @@ def add_commands(sub: Any) -> None:
     up.add_argument("--daily-budget", type=int, default=30, help="healing actions per day before alert-only")
     up.add_argument("--reserved-ip", action="store_true",
                     help="create a reserved IP the controller keeps on the master's droplet")
+    up.add_argument("--acl", action="store_true",
+                    help="per-role ACL users (app, replication, sentinel, monitor, admin), `default` off, Sentinel "
+                         "discovery open and everything else for its peers and the controller (issue #13)")
     up.add_argument("--sentinel-reset-interval-s", type=float, default=5.0,
                     help="between two SENTINEL RESETs (production: >= 30)")
     up.add_argument("--slack-webhook", metavar="URL", help="Slack incoming webhook for the controller's alerts")

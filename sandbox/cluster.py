@@ -9,7 +9,9 @@ API with the same user_data a real droplet gets; each droplet boots on its own `
 and starts its agent. Layout of a sandbox dir:
 
     sandbox.json                 what `status` reads
-    secrets/                     redis.pass, do.token, admin.token, read.token, alert URLs (mode 0600)
+    secrets/                     redis.pass, do.token, admin.token, read.token, alert URLs (mode 0600);
+                                 with --acl: acl-users.json (the controller's), redis.pass is the app user's,
+                                 discovery.pass
     controller/                  controller.toml, state.db, controller.log, tls/ (its CA and certificate)
     doapi/                       the local DigitalOcean's state, TLS files and log
     droplets/<name>-<id>/root/   each droplet's filesystem (etc/redis, var/lib/redis, var/log/redwarden ...)
@@ -36,6 +38,7 @@ from agent.layout import NodeLayout
 from agent.processes import ServiceSpec
 from agent.services import ProcessServices
 from controller.adapters.tls import ensure_tls
+from protocol.acl import ClusterUsers
 from sandbox import disks, netns
 from sandbox.addresses import claim_addresses, release_addresses
 
@@ -65,6 +68,7 @@ class SandboxOptions:
     fast_failover: bool = True
     daily_budget: int = 30
     reserved_ip: bool = False  # create a reserved IP that the controller keeps on the master's droplet
+    acl: bool = False  # per-role ACL users (protocol.acl) instead of one requirepass
     # alert destinations, handed to the sandbox's controller (written as secret files, never logged)
     slack_webhook: str | None = None
     pagerduty_url: str | None = None
@@ -171,7 +175,7 @@ def controller_toml(root: Path, address: str, do_api_url: str, opts: SandboxOpti
         f'tls_ca_file = "{root / "controller" / "tls" / "ca.pem"}"',
         "",
         f"[clusters.{opts.cluster}]",
-        f'redis_password_file = "{s / "redis.pass"}"',
+        f'acl_users_file = "{s / "acl-users.json"}"' if opts.acl else f'redis_password_file = "{s / "redis.pass"}"',
         f'master_name = "{opts.master_name}"',
         f"expected_nodes = {opts.nodes}",
         f"report_interval_s = {opts.report_interval_s}",
@@ -272,7 +276,11 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
     (address,) = claim_addresses(root, 1, (CONTROLLER_PORT, DOAPI_PORT))
     password = secrets.token_hex(16)
     do_token = secrets.token_hex(32)
-    _write_secret(root / "secrets" / "redis.pass", password)
+    if opts.acl:  # the controller keeps the admin and droplet secrets; the app's password is the operator's
+        users, password, discovery = ClusterUsers.generate(lambda: secrets.token_hex(16))
+        _write_secret(root / "secrets" / "acl-users.json", users.to_json())
+        _write_secret(root / "secrets" / "discovery.pass", discovery)
+    _write_secret(root / "secrets" / "redis.pass", password)  # the app user's password in ACL mode
     _write_secret(root / "secrets" / "do.token", do_token)
     admin_token = secrets.token_urlsafe(32)
     _write_secret(root / "secrets" / "admin.token", admin_token)
@@ -375,6 +383,10 @@ def status(root: Path) -> dict[str, Any]:
         "read_token": read_file.read_text().strip() if read_file.exists() else None,
         "master_name": state.get("master_name"),
         "redis_password": (root / "secrets" / "redis.pass").read_text().strip(),
+        # ACL mode: redis_password is the `app` user's (AUTH app <password>); the discovery user's for Sentinel
+        "redis_username": "app" if (root / "secrets" / "acl-users.json").exists() else None,
+        "discovery_password": ((root / "secrets" / "discovery.pass").read_text().strip()
+                               if (root / "secrets" / "acl-users.json").exists() else None),
         "redis_port": REDIS_PORT,
         "sentinel_port": SENTINEL_PORT,
         "do_api_url": state.get("do_api_url"),

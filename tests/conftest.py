@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -86,8 +87,13 @@ class Sandbox:
         raise AssertionError(f"no node.key for {node} under {self.root / 'droplets'}")
 
 
+ACL_ENV = "REDWARDEN_TEST_ACL"  # "1": every sandbox of the tests is built with per-role ACL users (--acl)
+
+
 def start_sandbox(root: Path, *extra: str) -> Sandbox:
     need_redis()
+    if os.environ.get(ACL_ENV) == "1" and "--acl" not in extra:
+        extra = (*extra, "--acl")
     proc = redwarden("sandbox", "up", "--dir", str(root), *extra, check=False)
     if proc.returncode != 0:
         logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in root.rglob("*.log"))
@@ -143,7 +149,11 @@ def secrets_of(sb: Sandbox) -> dict[str, str]:
              "DigitalOcean token": st["do_token"]}
     for path in (sb.root / "droplets").glob("*/root/etc/redwarden/node.key"):
         found[f"node key {path.parts[-5]}"] = path.read_text().strip()
-    for name in ("slack.url", "pagerduty.key", "webhook.url"):
+    acl = sb.root / "secrets" / "acl-users.json"
+    if acl.exists():  # ACL mode: every role's password (the hashes in it are no secret)
+        found.update({f"{role} password": v for role, v in json.loads(acl.read_text()).items()
+                      if not role.endswith("_sha256")})
+    for name in ("slack.url", "pagerduty.key", "webhook.url", "discovery.pass"):
         if (sb.root / "secrets" / name).exists():
             found[name] = (sb.root / "secrets" / name).read_text().strip()
     return {k: v for k, v in found.items() if v}

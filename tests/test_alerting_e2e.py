@@ -147,7 +147,8 @@ def test_frozen_master_is_master_down_then_failover(alerting: Sandbox, receiver:
         alerting.fault(old["name"], "redis", "thaw")
     wait_until(lambda: alerting.node(old["name"])["role"] == "replica", 40, "the old master rejoins as a replica")
     st = alerting.status()
-    client = redis.Redis(host=new.split(":")[0], password=st["redis_password"], socket_timeout=2)
+    client = redis.Redis(host=new.split(":")[0], password=st["redis_password"],
+                    username=st.get("redis_username"), socket_timeout=2)
     assert client.set("after-failover", "1")
     client.close()
     wait_until(lambda: healthy(alerting), 60, "healthy again")

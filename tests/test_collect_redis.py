@@ -365,3 +365,14 @@ def test_a_master_whose_disk_is_full_is_answering_not_down(tmp_path: Path) -> No
             proc.kill()
             proc.wait(timeout=10)
         subprocess.run(["umount", "-l", str(data)], check=False)
+
+
+def test_collect_redis_reports_the_one_password_posture(cluster: Cluster) -> None:
+    """requirepass alone: the agent is `default`, which may run every command; a client without the password
+    is refused; a Sentinel the agent reaches with a password says nothing of unauthenticated clients."""
+    health = collect_redis(cluster.master, raw_client(MASTER_IP, REDIS_PORT, None, TIMEOUT_S))
+    assert health.acl_user == "default" and health.default_user_all_commands is True
+    assert health.open_without_auth is False and health.bind == MASTER_IP
+    assert collect_sentinel(cluster.sentinel, [MASTER_NAME]).open_to_state_changes is None
+    anonymous = raw_client(SENTINEL_IP, SENTINEL_PORT, None, TIMEOUT_S)
+    assert collect_sentinel(cluster.sentinel, [MASTER_NAME], anonymous).open_to_state_changes is False  # NOAUTH

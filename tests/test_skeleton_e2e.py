@@ -182,7 +182,8 @@ def test_power_cycled_replica_rejoins_with_its_data(sandbox: Sandbox) -> None:
     cluster = sandbox.cluster()
     master = cluster["master"]
     replica = next(n for n in cluster["nodes"] if n["role"] == "replica")
-    client = redis.Redis(host=master.split(":")[0], password=st["redis_password"], socket_timeout=2)
+    client = redis.Redis(host=master.split(":")[0], password=st["redis_password"],
+                    username=st.get("redis_username"), socket_timeout=2)
     client.set("before-power-cycle", "kept")
     client.execute_command("WAIT", 2, 2000)
     client.close()
@@ -195,7 +196,8 @@ def test_power_cycled_replica_rejoins_with_its_data(sandbox: Sandbox) -> None:
     assert back["role"] == "replica"
     new_pid = next(d for d in sandbox.status()["droplets"] if d["name"] == replica["name"])["pids"]["redis"]
     assert new_pid not in (None, old_pid)
-    r = redis.Redis(host=droplet["address"], password=st["redis_password"], socket_timeout=2)
+    r = redis.Redis(host=droplet["address"], password=st["redis_password"],
+                    username=st.get("redis_username"), socket_timeout=2)
     assert r.get("before-power-cycle") == b"kept"
     r.close()
 

@@ -84,7 +84,7 @@ class NodeKeys(Protocol):
 
 
 class Enroller(Protocol):
-    def enroll(self, cluster: str, node: str, token: str, now: float) -> dict[str, str] | str:
+    def enroll(self, cluster: str, node: str, token: str, now: float) -> dict[str, Any] | str:
         """The new node's secrets (its key, the Redis password), or why the token is refused."""
         ...
 

@@ -1,6 +1,7 @@
 """The controller's own Redis and Sentinel commands: SENTINEL FAILOVER, SENTINEL RESET, SENTINEL SET
 down-after-milliseconds, SENTINEL DEBUG INFO-PERIOD, REPLICAOF, and a fence (REPLICAOF + CLIENT KILL +
-CONFIG REWRITE) with the re-pointing of a stale Sentinel.
+CONFIG REWRITE) with the re-pointing of a stale Sentinel. In ACL mode (`protocol.acl`) it is the `admin`
+user on both Redis and Sentinel.
 
 Layer: adapter. Short timeouts, no retries: the next cycle decides again from fresh facts. Errors come
 back as `OpsError` with the address and the server's message, never a password.
@@ -19,6 +20,10 @@ class OpsError(Exception):
     """A Redis or Sentinel command failed."""
 
 
+class _Unauthenticated(Exception):
+    """A Sentinel without users refused AUTH: ask it again without a password."""
+
+
 class RedisOps(Protocol):
     def failover(self, sentinel: str, master_name: str) -> str: ...
     def reset_sentinel(self, sentinel: str, master_name: str) -> str: ...
@@ -31,26 +36,48 @@ class RedisOps(Protocol):
                          failover_timeout_ms: int, parallel_syncs: int) -> str: ...
 
 
+_NO_PASSWORD_SET = "without any password configured"  # AUTH to a server that has no users (Sentinel 6.0)
+
+
 class DirectRedisOps:
-    def __init__(self, redis_password: str | None, sentinel_password: str | None = None, timeout_s: float = 2.0):
+    """`username` (ACL mode: "admin") authenticates to Redis and Sentinel alike; a Sentinel too old for ACLs
+    (6.0: no users, no password) answers AUTH with "no password configured", and is then asked without."""
+
+    def __init__(self, redis_password: str | None, sentinel_password: str | None = None, timeout_s: float = 2.0,
+                 username: str | None = None, sentinel_auth: tuple[str, str] | None = None):
+        """`sentinel_auth`: the user and password a Sentinel logs in to Redis with (ACL mode: `sentinel`), for
+        a re-pointed Sentinel's `auth-user`/`auth-pass`; None: `auth-pass` is the Redis password."""
         self._redis_password = redis_password
         self._sentinel_password = sentinel_password
         self._timeout_s = timeout_s
+        self._username = username
+        self._sentinel_auth = sentinel_auth
 
-    def _run(self, address: str, password: str | None, *command: str) -> str:
-        return str(self._call(address, password, *command))
+    def _run(self, address: str, password: str | None, *command: str, sentinel: bool = False) -> str:
+        return str(self._call(address, password, *command, sentinel=sentinel))
 
-    def _call(self, address: str, password: str | None, *command: str) -> object:
+    def _call(self, address: str, password: str | None, *command: str, sentinel: bool = False) -> object:
         """One command; its reply as redis-py decodes it."""
-        return self._calls(address, password, [command])[0]
+        return self._calls(address, password, [command], sentinel=sentinel)[0]
 
-    def _run_all(self, address: str, password: str | None, commands: list[tuple[str, ...]]) -> list[str]:
-        return [str(reply) for reply in self._calls(address, password, commands)]
+    def _run_all(self, address: str, password: str | None, commands: list[tuple[str, ...]],
+                 sentinel: bool = False) -> list[str]:
+        return [str(reply) for reply in self._calls(address, password, commands, sentinel=sentinel)]
 
-    def _calls(self, address: str, password: str | None, commands: list[tuple[str, ...]]) -> list[object]:
-        """The commands in order on one connection; the first that fails raises (the rest are not sent)."""
+    def _calls(self, address: str, password: str | None, commands: list[tuple[str, ...]],
+               sentinel: bool = False) -> list[object]:
+        """The commands in order on one connection; the first that fails raises (the rest are not sent). A
+        Sentinel too old for users (6.0) refuses AUTH: it is asked again without a password."""
+        try:
+            return self._once(address, password, commands, sentinel)
+        except _Unauthenticated:
+            return self._once(address, None, commands, False)
+
+    def _once(self, address: str, password: str | None, commands: list[tuple[str, ...]],
+              sentinel: bool) -> list[object]:
         host, port = address.rsplit(":", 1)
         client = redis.Redis(host=host, port=int(port), password=password, socket_timeout=self._timeout_s,
+                             username=self._username if password else None,
                              socket_connect_timeout=self._timeout_s, decode_responses=True)
         replies: list[object] = []
         try:
@@ -58,8 +85,11 @@ class DirectRedisOps:
                 try:
                     replies.append(cast(object, client.execute_command(*command)))  # type: ignore[no-untyped-call]
                 except (redis.RedisError, OSError) as e:
+                    if sentinel and password and not replies and _NO_PASSWORD_SET in str(e):
+                        raise _Unauthenticated() from None
                     text = str(e)
-                    for secret in (self._redis_password, self._sentinel_password):
+                    for secret in (self._redis_password, self._sentinel_password,
+                                   self._sentinel_auth[1] if self._sentinel_auth else None):
                         if secret:
                             text = text.replace(secret, "<redacted>")
                     done = f" (after {len(replies)} of {len(commands)} commands)" if replies else ""
@@ -70,21 +100,21 @@ class DirectRedisOps:
         return replies
 
     def failover(self, sentinel: str, master_name: str) -> str:
-        return self._run(sentinel, self._sentinel_password, "SENTINEL", "FAILOVER", master_name)
+        return self._run(sentinel, self._sentinel_password, "SENTINEL", "FAILOVER", master_name, sentinel=True)
 
     def reset_sentinel(self, sentinel: str, master_name: str) -> str:
-        return self._run(sentinel, self._sentinel_password, "SENTINEL", "RESET", master_name)
+        return self._run(sentinel, self._sentinel_password, "SENTINEL", "RESET", master_name, sentinel=True)
 
     def set_down_after(self, sentinel: str, master_name: str, down_after_ms: int) -> str:
         """SENTINEL SET <master> down-after-milliseconds (Sentinel rewrites its own file: it outlives a restart)."""
         if not 0 < down_after_ms <= 86_400_000:
             raise OpsError(f"down-after-milliseconds {down_after_ms!r} is out of range")
         return self._run(sentinel, self._sentinel_password, "SENTINEL", "SET", master_name,
-                         "down-after-milliseconds", str(int(down_after_ms)))
+                         "down-after-milliseconds", str(int(down_after_ms)), sentinel=True)
 
     def info_period(self, sentinel: str) -> int:
         """The Sentinel's INFO-PERIOD from SENTINEL DEBUG (Redis >= 7.0; an older one answers an error: OpsError)."""
-        reply = self._call(sentinel, self._sentinel_password, "SENTINEL", "DEBUG")
+        reply = self._call(sentinel, self._sentinel_password, "SENTINEL", "DEBUG", sentinel=True)
         if isinstance(reply, dict):  # redis-py pairs the flat list up itself
             fields = {str(k): str(v) for k, v in reply.items()}
         else:
@@ -100,7 +130,7 @@ class DirectRedisOps:
         if not 0 < info_period_ms <= 3_600_000:
             raise OpsError(f"INFO-PERIOD {info_period_ms!r} is out of range")
         return self._run(sentinel, self._sentinel_password, "SENTINEL", "DEBUG", "INFO-PERIOD",
-                         str(int(info_period_ms)))
+                         str(int(info_period_ms)), sentinel=True)
 
     def replicaof(self, node: str, master: str) -> str:
         """REPLICAOF, then CONFIG REWRITE so that the change outlives a restart (Redis writes its own file)."""
@@ -133,14 +163,16 @@ class DirectRedisOps:
         host, port = master.rsplit(":", 1)
         settings = ["down-after-milliseconds", str(down_after_ms), "failover-timeout", str(failover_timeout_ms),
                     "parallel-syncs", str(parallel_syncs)]
-        if self._redis_password:
+        if self._sentinel_auth is not None:
+            settings = ["auth-user", self._sentinel_auth[0], "auth-pass", self._sentinel_auth[1], *settings]
+        elif self._redis_password:
             settings = ["auth-pass", self._redis_password, *settings]
         try:
-            self._run(sentinel, self._sentinel_password, "SENTINEL", "REMOVE", master_name)
+            self._run(sentinel, self._sentinel_password, "SENTINEL", "REMOVE", master_name, sentinel=True)
         except OpsError as e:
             if "no such master" not in str(e).lower():
                 raise
         self._run_all(sentinel, self._sentinel_password, [
             ("SENTINEL", "MONITOR", master_name, host, port, str(quorum)),
-            ("SENTINEL", "SET", master_name, *settings)])
+            ("SENTINEL", "SET", master_name, *settings)], sentinel=True)
         return f"{master_name} monitored at {master} (quorum {quorum}, down-after {down_after_ms} ms)"

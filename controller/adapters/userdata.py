@@ -38,6 +38,7 @@ class NodeBoot:
     agent_deb_sha256: str | None = None  # its checksum, verified before installing
     metadata_url: str | None = None  # the droplet's metadata service (gives its private IP and id)
     controller_ca: str | None = None  # PEM of the CA the agent verifies the controller with (public)
+    acl: bool = False  # the cluster has ACL users: the agent connects to Redis as `monitor`
 
 
 def agent_toml(boot: NodeBoot) -> str:
@@ -58,6 +59,8 @@ def agent_toml(boot: NodeBoot) -> str:
         f"metadata_url = {json.dumps(boot.metadata_url)}" if boot.metadata_url else "",
         f"controller_ca_pem = {json.dumps(boot.controller_ca)}" if boot.controller_ca else "",
         'redis_password_file = "/etc/redwarden/redis.pass"',
+        'redis_users_file = "/etc/redwarden/redis-users.json"',  # ACL mode: what the enrollment hands over
+        'redis_username = "monitor"' if boot.acl else "",
         'node_key_file = "/etc/redwarden/node.key"',
         'enroll_token_file = "/etc/redwarden/enroll.token"',
         "",

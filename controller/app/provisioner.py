@@ -81,7 +81,8 @@ class Provisioner:
                         failover_timeout_ms=failover_timeout_ms or cfg.failover_timeout_ms,
                         report_interval_s=cfg.report_interval_s, services=prov.services,
                         agent_deb_url=prov.agent_deb_url, agent_deb_sha256=prov.agent_deb_sha256,
-                        metadata_url=prov.metadata_url, controller_ca=prov.controller_ca)
+                        metadata_url=prov.metadata_url, controller_ca=prov.controller_ca,
+                        acl=bool(cfg.acl_users_file))
         template = Path(prov.user_data_template or DEFAULT_TEMPLATES[prov.services]).read_text()
         token = self.enrollments.issue(cluster, name, self.clock())
         spec = DropletSpec(name=name, region=prov.region, size=prov.size, image=prov.image, vpc_uuid=prov.vpc_uuid,

@@ -37,7 +37,7 @@ from controller.app.fleet import Fleet
 from controller.app.healer import Healer
 from controller.app.provisioner import Provisioner, Provisioning
 from controller.app.watch import Watcher
-from controller.config import ControllerConfig, cluster_redis_password
+from controller.config import ControllerConfig, cluster_redis_password, cluster_users
 from protocol.settings import ConfigError, read_secret, secret_path
 
 log = structlog.get_logger("redwarden.controller")
@@ -119,6 +119,10 @@ def _assemble(config: ControllerConfig, tokens: OperatorTokens, clock: Callable[
 
     def ops_for(cluster: str) -> RedisOps:
         c = config.clusters[cluster]
+        users = cluster_users(cluster, c)
+        if users is not None:  # ACL mode: the controller heals as `admin` on Redis and on Sentinel
+            return DirectRedisOps(users.admin, users.admin, username="admin",
+                                  sentinel_auth=("sentinel", users.sentinel))
         return DirectRedisOps(cluster_redis_password(cluster, c),
                               read_secret(c.sentinel_password_file, f"clusters.{cluster}.sentinel_password_file"))
 

@@ -24,7 +24,7 @@ from controller.app.healer import Healer, HealWorker
 from controller.core.alerts import AlertEvent
 from controller.core.checks import check, cluster_health
 from controller.core.expected import expect
-from controller.core.findings import Finding
+from controller.core.findings import Finding, Severity
 from controller.core.incidents import Incident, Tracked, track
 from controller.core.view import ClusterView
 
@@ -124,9 +124,11 @@ class Watcher:
 
     def _arm(self, view: ClusterView, findings: Sequence[Finding], now: float) -> bool:
         """Incidents (and so alerts and healing) start once the cluster has been seen complete and without
-        findings, or ARM_GRACE_S after the controller started: a cluster being created (Sentinels still
-        discovering each other) pages nobody, and a cluster broken at start is alerted on after the grace."""
-        complete = len(view.nodes) >= view.expected_nodes and not findings
+        findings (info ones aside: they leave a cluster healthy, and a standing one such as the one-password
+        CONFIG_RISK would otherwise hold arming off until the grace), or ARM_GRACE_S after the controller
+        started: a cluster being created (Sentinels still discovering each other) pages nobody, and a cluster
+        broken at start is alerted on after the grace."""
+        complete = len(view.nodes) >= view.expected_nodes and all(f.severity is Severity.INFO for f in findings)
         if view.name not in self._armed and (complete or now - self._started_at >= ARM_GRACE_S):
             self._armed.add(view.name)
             log.info("cluster.armed", cluster=view.name, nodes=len(view.nodes))

@@ -53,7 +53,7 @@ from typing import Literal
 from controller.core.findings import Code, Evidence, EvidenceValue, Finding, Severity, SubjectKind
 from controller.core.policy import MIB, Policy
 from controller.core.view import ClusterView, NodeState
-from protocol.report import ConnectedReplica, SentinelMasterView, SentinelPeer
+from protocol.report import ConnectedReplica, RedisHealth, SentinelMasterView, SentinelPeer
 
 Health = Literal["healthy", "degraded", "critical"]
 
@@ -1042,8 +1042,9 @@ _SENTINEL_SETTINGS: tuple[tuple[str, Callable[[SentinelMasterView], int | None]]
 )
 
 
-def _config_risk(facts: Facts, qualifier: str, message: str, evidence: Evidence) -> Finding:
-    return _finding(facts, Code.CONFIG_RISK, Severity.WARNING, message, qualifier=qualifier, evidence=evidence)
+def _config_risk(facts: Facts, qualifier: str, message: str, evidence: Evidence,
+                 severity: Severity = Severity.WARNING) -> Finding:
+    return _finding(facts, Code.CONFIG_RISK, severity, message, qualifier=qualifier, evidence=evidence)
 
 
 def check_config(facts: Facts) -> list[Finding]:
@@ -1126,6 +1127,7 @@ def check_config(facts: Facts) -> list[Finding]:
                 (("replicas", names),),
             )
         )
+    out += _least_privilege_risks(facts, up)
     writable = sorted(
         n.name for n in up if n.report.redis.role == "replica" and n.report.redis.replica_read_only is False
     )
@@ -1139,6 +1141,72 @@ def check_config(facts: Facts) -> list[Finding]:
             )
         )
     return out
+
+
+def _beyond_loopback(bind: str | None) -> bool:
+    """Whether a `bind` value names an address other machines can reach ("0.0.0.0", "*", a private IP)."""
+    if bind is None:
+        return False
+    addresses = [a.lstrip("-") for a in bind.split()]
+    return any(not (a.startswith("127.") or a in ("::1", "localhost")) for a in addresses)
+
+
+def _least_privilege_risks(facts: Facts, up: list[NodeState]) -> list[Finding]:
+    """Who may do what to Redis and Sentinel (issue #13), each risk with its fix. Redis open to anyone without
+    a password, or exposed without protected-mode, is a warning. The posture of a cluster built before #13
+    (one requirepass for every role, a Sentinel without ACLs) is reported at info: it is a standing choice
+    with a documented fix, not a change for the worse, and as a warning it would leave every such cluster
+    "degraded" for good, drowning the warnings that mean something broke."""
+    out = []
+    secure = f"`redwarden cluster secure {facts.cluster}` (per-role ACL users, `default` off)"
+    exposed = sorted((n for n in up if n.report.redis.protected_mode is False
+                      and _beyond_loopback(n.report.redis.bind)), key=lambda n: n.name)
+    if exposed:
+        binds = "; ".join(f"{n.name} binds {n.report.redis.bind}" for n in exposed)
+        out.append(_config_risk(
+            facts, "protected_mode_off",
+            f"protected-mode is off and Redis listens beyond loopback ({binds}). Fix: `protected-mode yes` "
+            "(CONFIG SET protected-mode yes, then CONFIG REWRITE) and bind the private address only.",
+            (("nodes", _join(n.name for n in exposed)),)))
+    risks: tuple[tuple[str, Callable[[RedisHealth], bool | None], str, Severity], ...] = (
+        ("redis_open_without_auth", lambda r: r.open_without_auth,
+         "Redis on {nodes} answers a connection that sent no password", Severity.WARNING),
+        ("default_user_all_commands", lambda r: r.default_user_all_commands,
+         "The `default` user is on with every command on {nodes}: its password can CONFIG SET, REPLICAOF, "
+         "SHUTDOWN, FLUSHALL and DEBUG", Severity.INFO),
+        ("one_password_all_roles", lambda r: r.acl_user == "default" and r.requirepass_set and r.masterauth_set,
+         "One password (requirepass = masterauth = Sentinel's auth-pass = the agent's) serves every role on "
+         "{nodes}: the application's credential is also the administrator's", Severity.INFO),
+    )
+    for qualifier, holds, text, severity in risks:
+        names = sorted(n.name for n in up if holds(n.report.redis))
+        if names:
+            out.append(_config_risk(facts, qualifier, text.format(nodes=_join(names)) + f". Fix: {secure}.",
+                                    (("nodes", _join(names)),), severity))
+    open_sentinels = sorted((n for n in facts.fresh if n.report.sentinel.reachable
+                             and n.report.sentinel.open_to_state_changes), key=lambda n: n.name)
+    if open_sentinels:
+        old = sorted({n.report.redis.version for n in open_sentinels
+                      if n.report.redis.version and _older_than(n.report.redis.version, (6, 2))})
+        fix = (f"Redis {', '.join(old)} has no Sentinel ACLs (they came in 6.2): firewall port 26379 to the "
+               "cluster, the controller and the application servers, and upgrade Redis" if old else
+               f"Sentinel ACL users (discovery open, every other subcommand for the peers and the controller): "
+               f"{secure}")
+        out.append(_config_risk(
+            facts, "sentinel_open_to_state_changes",
+            f"Sentinel on {_join(n.name for n in open_sentinels)} takes state-changing commands (SENTINEL "
+            f"FAILOVER, SET, REMOVE, RESET) from anyone who reaches it, without a password. Fix: {fix}.",
+            (("nodes", _join(n.name for n in open_sentinels)),) + ((("versions", ", ".join(old)),) if old else ()),
+            Severity.INFO))
+    return out
+
+
+def _older_than(version: str, than: tuple[int, int]) -> bool:
+    parts = version.split(".")
+    try:
+        return (int(parts[0]), int(parts[1])) < than
+    except (IndexError, ValueError):
+        return False
 
 
 # -- entry points ----------------------------------------------------------------------------------------
