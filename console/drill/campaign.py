@@ -50,7 +50,7 @@ class RedisProbe:
         import redis
 
         self._clients = {a: redis.Redis(host=a.rsplit(":", 1)[0], port=int(a.rsplit(":", 1)[1]), password=password,
-                                        socket_timeout=0.5, socket_connect_timeout=0.5)
+                                        socket_timeout=0.5, socket_connect_timeout=0.2)
                          for a in addresses}
         self._interval_s = interval_s
         self._rounds: list[ProbeRound] = []
@@ -61,12 +61,12 @@ class RedisProbe:
         try:
             info = self._clients[address].info("replication")
         except Exception:  # down, cut off, refusing: not answering
-            return NodeSeen(False)
+            return NodeSeen(False, at=time.time())
         acking = 0
         for key, value in info.items():
             if key.startswith("slave") and isinstance(value, dict) and int(value.get("lag", 99)) <= 1:
                 acking += 1
-        return NodeSeen(True, str(info.get("role")), acking)
+        return NodeSeen(True, str(info.get("role")), acking, at=time.time())
 
     def _run(self) -> None:
         while not self._stop.is_set():

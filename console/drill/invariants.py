@@ -22,7 +22,7 @@ DISRUPTIVE_KINDS = frozenset({"PowerCycle", "StartReprovision", "DestroyDroplet"
 # master that cannot persist may fairly be failed away from)
 NO_FAILOVER_FAULTS = frozenset({"kill-agent", "partition-replica", "isolate-controller", "blind-controller",
                                 "restart-sentinels", "cloud-timeouts", "destroy-replica"})
-ANSWERED_WITHIN_S = 3.0  # a node's Redis counts as healthy when the probe's last round this recent had an answer
+ANSWERED_WITHIN_S = 1.0  # a node's Redis counts as healthy when its latest answer to the probe is this recent
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,7 @@ class NodeSeen:
     up: bool
     role: str | None = None
     acking_replicas: int = 0  # replicas whose last acknowledgement is at most a second old
+    at: float | None = None  # when its answer (or its failure) came; None: the round's start
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +64,18 @@ class HarmJson(TypedDict):
 
 
 def _answered_before(rounds: Sequence[ProbeRound], address: str | None, at: float, since: float) -> bool:
-    """Whether the Redis at `address` answered the probe's last round before `at` (within the last few
-    seconds, and after `since`, the fault: a destroyed node answers until its processes are gone, and its
-    address may be a replacement's soon after)."""
+    """Whether the Redis at `address` was answering when the action started: the probe's latest word on it
+    before `at` is an answer that came at most ANSWERED_WITHIN_S before, and after `since` (the fault: a
+    destroyed node answers until its processes are gone, and its address may be a replacement's soon
+    after). No recent word is no evidence of health."""
     if address is None:
         return False
-    start = max(since, at - ANSWERED_WITHIN_S)
-    recent = [r for r in rounds if start <= r.at <= at]
-    return bool(recent) and max(recent, key=lambda r: r.at).nodes.get(address, NodeSeen(False)).up
+    seen = [(n.at if n.at is not None else r.at, n) for r in rounds
+            if (n := r.nodes.get(address)) is not None and (n.at if n.at is not None else r.at) <= at]
+    if not seen:
+        return False
+    when, latest = max(seen, key=lambda pair: pair[0])
+    return latest.up and when >= since and at - when <= ANSWERED_WITHIN_S
 
 
 def harmful_actions(index: int, record: FaultRecord) -> list[HarmJson]:
