@@ -166,6 +166,7 @@ def test_the_sandbox_runs_in_its_own_namespace_with_each_droplet_in_its_own_grou
             assert int(gids[0]) == netns.droplet_gid(int(d["id"]))
 
 
+@pytest.mark.timeout(1800)  # ~6 min alone on 2 cores; allow for a loaded machine
 def test_a_seeded_campaign_through_every_fault_keeps_every_invariant(netns_sandbox: Path) -> None:
     st = json.loads(redwarden("sandbox", "status", "--dir", str(netns_sandbox), "--json").stdout)
     n = len(CAMPAIGN_FAULTS)
