@@ -74,10 +74,13 @@ class RespRedisControl:
         clients reconnect and ask Sentinel again."""
         try:
             self._client.execute_command("CLIENT", "PAUSE", pause_ms, "WRITE")
-            if disconnect:
-                self._client.execute_command("CLIENT", "KILL", "TYPE", "normal")
         except (OSError, RedisError) as e:
             raise ServiceError(f"CLIENT PAUSE failed: {self._client.scrub(str(e))[:200]}") from None
+        if disconnect:
+            try:
+                self._client.execute_command("CLIENT", "KILL", "TYPE", "normal")
+            except (OSError, RedisError) as e:  # paused all the same: a waiting client times out, reconnects
+                log.warning("fence.disconnect_failed", error=self._client.scrub(str(e))[:200])
 
     def unpause(self) -> None:
         try:
