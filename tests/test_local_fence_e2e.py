@@ -18,13 +18,14 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.config import AgentConfig, AgentSecrets
+from agent.fence import silence_ms
 from agent.resp import RespClient
 from agent.runtime import Agent
 from tests.helpers import ReportSink, wait_until
@@ -101,8 +102,9 @@ def _write(timeout_s: float = 0.5) -> object:
         return client.execute_command("SET", "fence-probe", "x")
 
 
-def test_a_partitioned_master_pauses_its_writes_and_resumes_when_a_replica_is_back(
-        procs: Procs, pushes: ReportSink, tmp_path: Path) -> None:
+def _cluster_and_agent(procs: Procs, pushes: ReportSink, tmp_path: Path,
+                       local_fence: bool) -> tuple[Agent, Callable[[], dict[str, Any]]]:
+    """The four processes, in sync, and an agent on the master; `last()` runs one cycle, returns its report."""
     procs.redis(MASTER_IP, "min-replicas-to-write 1\nmin-replicas-max-lag 10\n")
     procs.redis(REPLICA_IP, f"replicaof {MASTER_IP} {PORT}\n")
     procs.sentinel(MASTER_IP)
@@ -110,7 +112,8 @@ def test_a_partitioned_master_pauses_its_writes_and_resumes_when_a_replica_is_ba
     config = AgentConfig(cluster="c", node="n1", address=MASTER_IP, controller_url=pushes.url, redis_port=PORT,
                          sentinel_port=SENTINEL_PORT, redis_pidfile=str(tmp_path / "none.pid"),
                          sentinel_pidfile=str(tmp_path / "none.pid"), redis_data_dir=str(tmp_path),
-                         master_name=NAME, report_interval_s=1.0, down_after_ms=DOWN_AFTER_MS)
+                         master_name=NAME, report_interval_s=1.0, down_after_ms=DOWN_AFTER_MS,
+                         local_fence=local_fence)
     agent = Agent(config, AgentSecrets(PASSWORD, None, b"k" * 32))
 
     def last() -> dict[str, Any]:
@@ -123,16 +126,36 @@ def test_a_partitioned_master_pauses_its_writes_and_resumes_when_a_replica_is_ba
     try:
         wait_until(knows_its_peers, 30, "the master's Sentinel to know the replica and the peer Sentinel")
         wait_until(lambda: _write() == "OK", 30, "the replica in sync: the master takes writes")
+    except BaseException:
+        agent.close()
+        raise
+    return agent, last
+
+
+def _freeze(procs: Procs) -> None:
+    procs.signal(REPLICA_IP, signal.SIGSTOP)
+    procs.signal(f"sentinel-{PEER_IP}", signal.SIGSTOP)
+
+
+def _thaw(procs: Procs) -> None:
+    for name in (REPLICA_IP, f"sentinel-{PEER_IP}"):
+        if name in procs.running:
+            procs.signal(name, signal.SIGCONT)
+
+
+def test_a_partitioned_master_pauses_its_writes_and_resumes_when_a_replica_is_back(
+        procs: Procs, pushes: ReportSink, tmp_path: Path) -> None:
+    agent, last = _cluster_and_agent(procs, pushes, tmp_path, local_fence=True)
+    try:
         assert last()["redis"]["fenced_locally"] is False
 
         with RespClient(MASTER_IP, PORT, PASSWORD, 2.0) as app:  # a client connected before the fence
             my_id = app.execute_command("CLIENT", "ID")
-            procs.signal(REPLICA_IP, signal.SIGSTOP)
-            procs.signal(f"sentinel-{PEER_IP}", signal.SIGSTOP)
+            _freeze(procs)
             wait_until(lambda: last()["redis"]["fenced_locally"], 30, "the agent to fence its master")
             with pytest.raises(OSError):  # paused: the write waits past its timeout (not yet NOREPLICAS:
                 _write()  # the replica's lag is below min-replicas-max-lag's 10 s)
-            listed = str(agent_redis_command(agent, "CLIENT", "LIST"))
+            listed = str(_command("CLIENT", "LIST"))
             assert f"id={my_id} " not in listed  # disconnected, to ask Sentinel again
         # still alone: the pause is renewed every cycle
         assert last()["redis"]["fenced_locally"] is True
@@ -145,11 +168,29 @@ def test_a_partitioned_master_pauses_its_writes_and_resumes_when_a_replica_is_ba
         assert last()["redis"]["fenced_locally"] is False
     finally:
         agent.close()
-        for name in (REPLICA_IP, f"sentinel-{PEER_IP}"):
-            if name in procs.running:
-                procs.signal(name, signal.SIGCONT)
+        _thaw(procs)
 
 
-def agent_redis_command(agent: Agent, *args: str) -> object:
+def test_without_the_fence_the_same_partition_still_takes_writes(
+        procs: Procs, pushes: ReportSink, tmp_path: Path) -> None:
+    """The window the fence closes: alone for down-after by the rule, the master still says OK (until
+    min-replicas-max-lag), and the report says nothing of a fence."""
+    agent, last = _cluster_and_agent(procs, pushes, tmp_path, local_fence=False)
+    try:
+        _freeze(procs)
+
+        def alone_for_down_after() -> bool:
+            report = agent.collect()
+            silence = silence_ms(report.redis, report.sentinel, NAME)
+            return silence is not None and silence >= DOWN_AFTER_MS
+        wait_until(alone_for_down_after, 30, "the master alone for down-after by the rule")
+        assert _write() == "OK"
+        assert last()["redis"]["fenced_locally"] is None
+    finally:
+        agent.close()
+        _thaw(procs)
+
+
+def _command(*args: str) -> object:
     with RespClient(MASTER_IP, PORT, PASSWORD, 2.0) as client:
         return client.execute_command(*args)
