@@ -43,6 +43,9 @@ class AgentConfig:
     # between reports, watch the redis-server seen at the last report; the moment it exits, report at once
     # (the controller's fast failover starts from that report)
     watch_redis_exit: bool = True
+    # a master that has heard from no replica and no other Sentinel for down-after-milliseconds pauses its
+    # own writes (agent/fence.py): Redis would refuse them after min-replicas-max-lag anyway, only later
+    local_fence: bool = True
     redis_host: str | None = None  # where to connect; defaults to `address`
     redis_port: int = sentinel.REDIS_PORT
     sentinel_port: int = sentinel.SENTINEL_PORT

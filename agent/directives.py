@@ -68,6 +68,27 @@ class RespRedisControl:
             raise ServiceError(f"REPLICAOF {host} {port} failed: {self._client.scrub(str(e))[:200]}") from None
 
 
+    def pause_writes(self, pause_ms: int, disconnect: bool) -> None:
+        """The local fence (agent/fence.py): `CLIENT PAUSE <ms> WRITE`, lapsing by itself unless renewed;
+        with `disconnect`, then `CLIENT KILL TYPE normal` (not this connection: SKIPME is the default) so
+        clients reconnect and ask Sentinel again."""
+        try:
+            self._client.execute_command("CLIENT", "PAUSE", pause_ms, "WRITE")
+        except (OSError, RedisError) as e:
+            raise ServiceError(f"CLIENT PAUSE failed: {self._client.scrub(str(e))[:200]}") from None
+        if disconnect:
+            try:
+                self._client.execute_command("CLIENT", "KILL", "TYPE", "normal")
+            except (OSError, RedisError) as e:  # paused all the same: a waiting client times out, reconnects
+                log.warning("fence.disconnect_failed", error=self._client.scrub(str(e))[:200])
+
+    def unpause(self) -> None:
+        try:
+            self._client.execute_command("CLIENT", "UNPAUSE")
+        except (OSError, RedisError) as e:
+            raise ServiceError(f"CLIENT UNPAUSE failed: {self._client.scrub(str(e))[:200]}") from None
+
+
 class DirectiveRunner:
     """Executes each directive once (ids are remembered), keeps the acks until a push delivers them."""
 

@@ -8,6 +8,7 @@ redis-py, requests, structlog or APScheduler; `tests/test_agent_footprint.py` ke
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -21,12 +22,13 @@ from agent.collect_host import collect_host, wait_exit
 from agent.collect_redis import collect_redis, collect_sentinel, raw_client
 from agent.config import AgentConfig, AgentSecrets, ssl_context
 from agent.directives import DirectiveRunner, RespRedisControl
+from agent.fence import LocalFence, silence_ms
 from agent.httpclient import HttpError
 from agent.httpclient import request as http_request
 from agent.log import get_logger
 from agent.push import Pusher
-from agent.services import services_for
-from protocol.report import Identity, Report, report_to_json
+from agent.services import ServiceError, services_for
+from protocol.report import Identity, RedisHealth, Report, SentinelHealth, report_to_json
 
 log = get_logger("redwarden.agent")
 
@@ -61,6 +63,10 @@ class Agent:
                             redis=RespRedisControl(self._redis), confirmed_master=self.confirmed_master, clock=clock)
             if config_path else None
         )
+        self._control = RespRedisControl(self._redis)
+        self._fence = LocalFence(config.down_after_ms) if config.local_fence else None
+        self._fence_clock: Callable[[], float] = time.monotonic
+        self._fence_error: str | None = None
         self._last_report: Report | None = None
         self._seq = 0
         self._droplet_id = config.droplet_id
@@ -91,6 +97,8 @@ class Agent:
         redis = collect_redis(self._redis, self._anonymous_redis)
         sentinel = collect_sentinel(self._sentinel, [self.config.master_name])
         host = collect_host(self.config.redis_data_dir, self.config.redis_pidfile, self.config.sentinel_pidfile)
+        if self._fence is not None:
+            redis = dataclasses.replace(redis, fenced_locally=self._fence_step(redis, sentinel))
         return Report(
             identity=self._identity(),
             collected_at=self._clock(),
@@ -101,6 +109,34 @@ class Agent:
             collect_ms=round((time.perf_counter() - started) * 1000, 3),
             acks=self._directives.acks() if self._directives else (),
         )
+
+    def _fence_step(self, redis: RedisHealth, sentinel: SentinelHealth) -> bool:
+        """The local fence (agent/fence.py): pause this master's writes while it has been alone for
+        down-after, renewed each cycle; returns whether its writes are paused now."""
+        assert self._fence is not None
+        view = sentinel.master(self.config.master_name)
+        step = self._fence.step(silence_ms(redis, sentinel, self.config.master_name), self._fence_clock(),
+                                view.down_after_ms if view else None)
+        pause_ms = max(1000, round(2000 * self.config.report_interval_s))
+        try:
+            if step.action == "start":
+                log.warning("fence.started", alone_ms=step.alone_ms, pause_ms=pause_ms,
+                            replicas_known=len(view.replicas) if view else 0,
+                            sentinels_known=len(view.sentinels) if view else 0)
+            if step.action in ("start", "renew"):
+                self._control.pause_writes(pause_ms, disconnect=step.action == "start")
+                self._fence_error = None
+                return True
+            if step.action == "end":
+                log.info("fence.ended", role=redis.role, replicas_connected=len(redis.connected_replicas))
+                self._control.unpause()
+        except ServiceError as e:
+            if str(e) != self._fence_error:  # log what changed, not every second
+                log.warning("fence.failed", action=step.action, error=str(e))
+            self._fence_error = str(e)
+            if step.action == "start":
+                self._fence.start_failed()
+        return False
 
     def confirmed_master(self) -> bool:
         """This node's Redis reported itself master, and a strict majority of the Sentinels it knows (its own

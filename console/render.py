@@ -39,7 +39,7 @@ def render_status(data: dict[str, Any]) -> str:
             rows.append([
                 n["name"],
                 n["address"],
-                n["role"] or "-",
+                (n["role"] or "-") + (" PAUSED" if n.get("fenced_locally") else ""),
                 "up" if n["redis_up"] else "DOWN",
                 "up" if n["sentinel_up"] else "DOWN",
                 n.get("link") or "-",

@@ -10,9 +10,10 @@ Layer: data (pure; shared by agent and controller). A cluster in ACL mode has fi
 - `sentinel`: what Sentinel sends to Redis (Redis's documented set, with every channel for `__sentinel__:hello`);
   on Sentinel the same user is the peers' `sentinel-user` (IS-MASTER-DOWN-BY-ADDR, hello PUBLISH).
 - `monitor`: the agent: what its collectors send (PING, INFO, CONFIG GET, ROLE) and what its one whitelisted
-  directive needs (REPLICAOF + CONFIG REWRITE after it restarted Redis). Those two are no more than the
-  agent can already do on its own droplet (it restarts Redis as a service, reads redis.conf), and the
-  `sentinel` credential on the same droplet has them too: a separate secret there would add no isolation.
+  directive needs (REPLICAOF + CONFIG REWRITE after it restarted Redis), and its local fence (CLIENT PAUSE,
+  UNPAUSE, KILL: agent/fence.py). Those are no more than the agent can already do on its own droplet (it
+  restarts Redis as a service, reads redis.conf), and the `sentinel` credential on the same droplet has
+  REPLICAOF, CONFIG REWRITE and CLIENT KILL too: a separate secret there would add no isolation.
 - `admin`: the controller's healing and the migration (all of @admin but DEBUG, MODULE, SHUTDOWN, MONITOR).
 
 Sentinel (Redis >= 6.2): its `default` user answers discovery to anyone without a password (php-redis 5.3's
@@ -48,7 +49,8 @@ _CLIENT_SELF = "+client|setname +client|getname +client|id"
 SENTINEL_ON_REDIS = ("-@all +multi +slaveof +ping +exec +subscribe +config|rewrite +role +publish +info "
                      "+client|setname +client|kill +script|kill")
 REPLICATION_ON_REDIS = "-@all +psync +replconf +ping"
-MONITOR_ON_REDIS = "-@all +ping +info +config|get +role +replicaof +config|rewrite"
+MONITOR_ON_REDIS = ("-@all +ping +info +config|get +role +replicaof +config|rewrite "
+                    "+client|pause +client|unpause +client|kill")
 APP_ON_REDIS = f"+@all -@admin -@dangerous +flushdb +info +keys +role {_CLIENT_SELF}"
 ADMIN_ON_REDIS = "-@all +@connection +@admin +info +role +ping -debug -module -shutdown -monitor"
 

@@ -76,6 +76,10 @@ class RedisHealth:
     acl_user: str | None = None  # the user the agent authenticated as ("default": the one requirepass)
     default_user_all_commands: bool | None = None  # `default` is on and may run every command (ACL GETUSER)
     open_without_auth: bool | None = None  # a connection that sent no AUTH got PONG
+    # the agent's local fence (issue #12, agent/fence.py): True while it holds this master's writes paused
+    # because it has heard from no replica and no other Sentinel for down-after; None: the rule is off, or
+    # an older agent
+    fenced_locally: bool | None = None
 
     @property
     def master_address(self) -> str | None:

@@ -169,9 +169,13 @@ def test_the_replication_and_monitor_users_do_only_their_jobs(cluster: AclCluste
     monitor = cluster.redis(a, "monitor", cluster.users.monitor)
     assert monitor.info("replication")["role"] == "slave"
     for command in (("GET", "zc:k:abc"), ("CONFIG", "SET", "maxmemory", "1"), ("SHUTDOWN",), ("FLUSHALL",),
-                    ("ACL", "GETUSER", "default"), ("CLIENT", "KILL", "TYPE", "normal")):
+                    ("ACL", "GETUSER", "default"), ("CLIENT", "LIST"), ("CLIENT", "NO-EVICT", "on")):
         with pytest.raises(redis.exceptions.NoPermissionError):
             monitor.execute_command(*command)
+    # the agent's local fence (agent/fence.py): a pause that lapses by itself, its end, and the disconnect
+    assert monitor.execute_command("CLIENT", "PAUSE", "1", "WRITE") in (b"OK", "OK", True)
+    assert monitor.execute_command("CLIENT", "UNPAUSE") in (b"OK", "OK", True)
+    assert monitor.execute_command("CLIENT", "KILL", "ID", "999999999") == 0  # allowed (no such client)
 
 
 def test_the_agent_collects_as_monitor_and_reports_a_locked_down_node(cluster: AclCluster) -> None:

@@ -102,8 +102,10 @@ def test_ingest_and_derive_the_cluster_view(state_db: Database) -> None:
     assert [n["role"] for n in c["nodes"]] == ["master", "replica", "replica"]
     assert [n["report_age_s"] for n in c["nodes"]] == [0.5, 0.5, 0.5]
     assert c["nodes"][1]["lag_bytes"] is not None and c["nodes"][1]["lag_bytes"] >= 0
+    assert [n["fenced_locally"] for n in c["nodes"]] == [None, None, None]  # recorded before the field
     text = render_status({"clusters": [c]})
     assert "master 127.0.0.3:6379; sentinels 3/3 reachable, agree" in text
+    assert " PAUSED" not in text
 
     # silent for longer than 3 intervals: stale, no longer counted up
     clock.now = now + 3.5
@@ -112,6 +114,20 @@ def test_ingest_and_derive_the_cluster_view(state_db: Database) -> None:
     assert c["master"] is None and c["sentinels"]["reachable"] == 0
     assert "STALE" in render_status({"clusters": [c]})
     assert client.get("/v1/clusters/nope").status_code == 404
+
+
+def test_a_master_fenced_by_its_own_agent_shows_in_its_node_row(state_db: Database) -> None:
+    reports = [recorded(f"healthy-redis-{i}") for i in (1, 2, 3)]
+    now = reports[0]["collected_at"]
+    reports[0]["redis"]["fenced_locally"] = True
+    reports[1]["redis"]["fenced_locally"] = False
+    client, _, clock = make(state_db, now)
+    for r in reports:
+        assert post(client, r, now).json()["accepted"] is True
+    clock.now = now + 0.5
+    c = client.get("/v1/clusters").json()["clusters"][0]
+    assert [n["fenced_locally"] for n in c["nodes"]] == [True, False, None]
+    assert "master PAUSED" in render_status({"clusters": [c]})
 
 
 def test_reports_survive_a_controller_restart(tmp_path: Path, open_db: Callable[[Path], Database]) -> None:

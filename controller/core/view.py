@@ -185,6 +185,9 @@ def node_status(view: ClusterView, node: NodeState) -> dict[str, Any]:
         "sentinel_address": report.identity.sentinel_address,
         "redis_error": redis.error if fresh and not redis.reachable else None,
         "sentinel_error": report.sentinel.error if fresh and not report.sentinel.reachable else None,
+        # its own agent holds its writes paused: a master alone for down-after (agent/fence.py); None: not
+        # known (stale, down, an older agent, or the rule off)
+        "fenced_locally": redis.fenced_locally if fresh and redis.reachable else None,
     }
 
 
