@@ -22,6 +22,10 @@ class _Unauthenticated(Exception):
     """A Sentinel without users refused AUTH: ask it again without a password."""
 
 
+class _NoSuchUser(Exception):
+    """AUTH as `username` was refused: a cluster not yet moved to ACL users (`redwarden cluster secure`)."""
+
+
 class RedisOps(Protocol):
     def failover(self, sentinel: str, master_name: str) -> str: ...
     def reset_sentinel(self, sentinel: str, master_name: str) -> str: ...
@@ -36,7 +40,10 @@ class DirectRedisOps:
     (6.0: no users, no password) answers AUTH with "no password configured", and is then asked without."""
 
     def __init__(self, redis_password: str | None, sentinel_password: str | None = None, timeout_s: float = 2.0,
-                 username: str | None = None):
+                 username: str | None = None, fallback_password: str | None = None):
+        """`fallback_password`: where AUTH as `username` is refused (a cluster being moved to ACL users), Redis
+        is asked again as `default` with it, and Sentinel without a password."""
+        self._fallback_password = fallback_password
         self._redis_password = redis_password
         self._sentinel_password = sentinel_password
         self._timeout_s = timeout_s
@@ -47,19 +54,25 @@ class DirectRedisOps:
             return self._once(address, password, *command, sentinel=sentinel)
         except _Unauthenticated:
             return self._once(address, None, *command)
+        except _NoSuchUser:
+            return self._once(address, None if sentinel else self._fallback_password, *command, plain=True)
 
-    def _once(self, address: str, password: str | None, *command: str, sentinel: bool = False) -> str:
+    def _once(self, address: str, password: str | None, *command: str, sentinel: bool = False,
+              plain: bool = False) -> str:
         host, port = address.rsplit(":", 1)
+        username = self._username if password and not plain else None
         client = redis.Redis(host=host, port=int(port), password=password, socket_timeout=self._timeout_s,
-                             username=self._username if password else None,
+                             username=username,
                              socket_connect_timeout=self._timeout_s, decode_responses=True)
         try:
             reply = client.execute_command(*command)  # type: ignore[no-untyped-call]
         except (redis.RedisError, OSError) as e:
             if sentinel and password and _NO_PASSWORD_SET in str(e):
                 raise _Unauthenticated() from None
+            if username and self._fallback_password and isinstance(e, redis.AuthenticationError):
+                raise _NoSuchUser() from None
             text = str(e)
-            for secret in (self._redis_password, self._sentinel_password):
+            for secret in (self._redis_password, self._sentinel_password, self._fallback_password):
                 if secret:
                     text = text.replace(secret, "<redacted>")
             raise OpsError(f"{' '.join(command[:2])} on {address} failed: {type(e).__name__}: {text[:200]}") from None
