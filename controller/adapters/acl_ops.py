@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from controller.adapters.redis_ops import OpsError
 
@@ -31,8 +33,10 @@ class AclOps:
 
     def _client(self, address: str, username: str | None, password: str | None) -> redis.Redis:
         host, port = address.rsplit(":", 1)
+        # no retries: redis-py's default retries a refused AUTH (an AuthenticationError is a ConnectionError)
         return redis.Redis(host=host, port=int(port), username=username, password=password, decode_responses=True,
-                           socket_timeout=self._timeout_s, socket_connect_timeout=self._timeout_s)
+                           socket_timeout=self._timeout_s, socket_connect_timeout=self._timeout_s,
+                           retry=Retry(NoBackoff(), 0))
 
     def _connected(self, address: str, sentinel: bool) -> redis.Redis:
         """A client as admin if admin is accepted, else as the legacy credential."""
@@ -58,9 +62,6 @@ class AclOps:
         except (redis.RedisError, OSError) as e:
             raise OpsError(f"{' '.join(command[:2])} on {address} failed: {type(e).__name__}: "
                            f"{self._scrub(str(e))[:200]}") from None
-
-    def whoami(self, address: str, sentinel: bool = False) -> str:
-        return str(self.run(address, "ACL", "WHOAMI", sentinel=sentinel))
 
     def client_list(self, address: str, sentinel: bool = False) -> list[dict[str, str]]:
         """CLIENT LIST as one dict per client (id, addr, name, user, flags, ...)."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Protocol
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from protocol.directives import split_address
 
@@ -62,7 +64,7 @@ class DirectRedisOps:
         host, port = address.rsplit(":", 1)
         username = self._username if password and not plain else None
         client = redis.Redis(host=host, port=int(port), password=password, socket_timeout=self._timeout_s,
-                             username=username,
+                             username=username, retry=Retry(NoBackoff(), 0),
                              socket_connect_timeout=self._timeout_s, decode_responses=True)
         try:
             reply = client.execute_command(*command)  # type: ignore[no-untyped-call]
