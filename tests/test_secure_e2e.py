@@ -94,7 +94,8 @@ def test_secure_moves_a_live_cluster_to_acl_users_without_a_failover(tmp_path: P
         add_acl_users(sb.root)
         users = ClusterUsers.from_json((sb.root / "secrets" / "acl-users.json").read_text())
         app = (sb.root / "secrets" / "app.pass").read_text().strip()
-        wait_until(lambda: sb.cluster().get("master"), 30, "the restarted controller sees the cluster")
+        wait_until(lambda: sum(1 for n in sb.cluster()["nodes"] if not n["stale"]) == 3 or None, 30,
+                   "the restarted controller hears from every node")
         writer = AckedWriter(sentinels, legacy, None, "legacy")
         app_writer: AckedWriter | None = None
         try:
