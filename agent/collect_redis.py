@@ -114,6 +114,8 @@ def _answers_anonymously(anonymous: RespClient | None) -> bool | None:
         return False
     except OSError:
         return None
+    finally:  # no idle connection as `default`: `cluster secure` waits for none to be left before default goes off
+        anonymous.close()
 
 
 def _open_to_state_changes(probe: RespClient | None) -> bool | None:

@@ -6,8 +6,10 @@ what the schema allows; anything else is refused with an error acknowledgement a
 `replicaof` is refused while this node's Redis is the master a Sentinel majority names (a controller that
 is wrong, or not the controller, must not demote the live master), and it is applied through Redis itself
 (`REPLICAOF`, then `CONFIG REWRITE`), never by editing redis.conf: no value of a directive reaches a file
-but through Redis's own writer. Everything else the controller does itself (Sentinel and Redis commands over
-the network, droplets through DigitalOcean).
+but through Redis's own writer. A `set_redis_users` directive (the migration to ACL users) is unsealed
+with the node's key and handed to `set_users`, which checks the monitor password against the local Redis
+before it stores anything or switches; the users are never logged. Everything else the controller does
+itself (Sentinel and Redis commands over the network, droplets through DigitalOcean).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from typing import Any, Protocol
 from agent.log import get_logger
 from agent.resp import RedisError, RespClient
 from agent.services import ServiceError, Services
-from protocol.directives import parse_directive
+from protocol.acl import NodeUsers
+from protocol.directives import KIND_SET_REDIS_USERS, SetRedisUsersDirective, parse_directive
 from protocol.report import DirectiveAck
+from protocol.seal import unseal
 
 log = get_logger("redwarden.agent")
 
@@ -94,8 +98,10 @@ class DirectiveRunner:
 
     def __init__(self, services: Services, node: str, key: bytes, redis: RedisControl | None = None,
                  confirmed_master: Callable[[], bool] = lambda: False,
-                 clock: Callable[[], float] = time.time, ready_timeout_s: float = 15.0) -> None:
-        """`confirmed_master`: whether this node's Redis is master and a Sentinel majority names it."""
+                 clock: Callable[[], float] = time.time, ready_timeout_s: float = 15.0,
+                 set_users: Callable[[NodeUsers], None] | None = None) -> None:
+        """`confirmed_master`: whether this node's Redis is master and a Sentinel majority names it.
+        `set_users`: check, store and switch to the node's ACL users (raises ServiceError naming no secret)."""
         self._services = services
         self._node = node
         self._key = key
@@ -103,6 +109,7 @@ class DirectiveRunner:
         self._confirmed_master = confirmed_master
         self._clock = clock
         self._ready_timeout_s = ready_timeout_s
+        self._set_users = set_users
         self._done: list[str] = []
         self._pending_acks: list[DirectiveAck] = []
 
@@ -115,6 +122,9 @@ class DirectiveRunner:
             if isinstance(parsed, DirectiveAck):
                 log.warning("directive.refused", id=parsed.id, error=parsed.error)
                 self._pending_acks.append(parsed)
+                continue
+            if isinstance(parsed, SetRedisUsersDirective):
+                self._pending_acks.append(self._run_set_users(parsed))
                 continue
             try:
                 if parsed.replicaof is not None and self._confirmed_master():
@@ -133,6 +143,26 @@ class DirectiveRunner:
                 ack = DirectiveAck(parsed.id, "restart_service", False, str(e)[:300], self._clock())
                 log.warning("directive.failed", id=parsed.id, service=parsed.service, error=str(e)[:300])
             self._pending_acks.append(ack)
+
+    def _run_set_users(self, directive: SetRedisUsersDirective) -> DirectiveAck:
+        text = unseal(self._key, directive.users_sealed)
+        error = None
+        if text is None:
+            error = "users_sealed is not sealed with this node's key"
+        elif self._set_users is None:
+            error = "this agent cannot change its Redis credential"
+        else:
+            try:
+                self._set_users(NodeUsers.from_json(text))
+            except ValueError as e:  # NodeUsers never quotes a secret
+                error = f"the users are unusable: {e}"
+            except (ServiceError, OSError) as e:
+                error = str(e)[:300]
+        if error is None:
+            log.info("directive.executed", id=directive.id, kind=KIND_SET_REDIS_USERS)
+        else:
+            log.warning("directive.failed", id=directive.id, kind=KIND_SET_REDIS_USERS, error=error)
+        return DirectiveAck(directive.id, KIND_SET_REDIS_USERS, error is None, error, self._clock())
 
     def acks(self) -> tuple[DirectiveAck, ...]:
         return tuple(self._pending_acks)

@@ -86,6 +86,11 @@ class RespClient:
         AUTH is sent."""
         return (self._username or "default") if self._password else None
 
+    def set_credentials(self, username: str | None, password: str | None) -> None:
+        """Authenticate as `username` with `password` from the next connection on (the current one is closed)."""
+        self._username, self._password = username or None, password or None
+        self.close()
+
     def execute_command(self, *args: str | int) -> object:
         """Send one command, return its reply; an error reply is raised (`ResponseError`, ...)."""
         (reply,) = self._round_trip([args])

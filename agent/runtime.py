@@ -27,8 +27,11 @@ from agent.httpclient import HttpError
 from agent.httpclient import request as http_request
 from agent.log import get_logger
 from agent.push import Pusher
+from agent.resp import AuthenticationError, RedisError
 from agent.services import ServiceError, services_for
+from protocol.acl import NodeUsers
 from protocol.report import Identity, RedisHealth, Report, SentinelHealth, report_to_json
+from protocol.settings import secret_path, store_private
 
 log = get_logger("redwarden.agent")
 
@@ -60,7 +63,8 @@ class Agent:
         )
         self._directives = (
             DirectiveRunner(services_for(config, config_path), config.node, secrets.node_key,
-                            redis=RespRedisControl(self._redis), confirmed_master=self.confirmed_master, clock=clock)
+                            redis=RespRedisControl(self._redis), confirmed_master=self.confirmed_master, clock=clock,
+                            set_users=self.set_users)
             if config_path else None
         )
         self._control = RespRedisControl(self._redis)
@@ -153,6 +157,36 @@ class Agent:
                                 self.config.timeout_s)
         own = f"{self.config.address}:{self.config.redis_port}"
         return sum(1 for a in answers if a == own) * 2 > len(peers)
+
+    def set_users(self, users: NodeUsers) -> None:
+        """The migration to ACL users (`set_redis_users`): check the monitor password against this node's
+        Redis, store the users where bootstrap stores them (the users file, the monitor password as the
+        agent's Redis password), then connect as `monitor`. Nothing is stored or switched if a step fails;
+        the errors name files and users, never a password."""
+        probe = raw_client(self.config.connect_host, self.config.redis_port, users.monitor, self.config.timeout_s,
+                           username="monitor")
+        try:
+            if probe.execute_command("PING") != "PONG":
+                raise ServiceError("this node's Redis did not answer PING as the monitor user")
+        except AuthenticationError:
+            raise ServiceError("this node's Redis refuses the monitor user's password: its users are not set") from None
+        except (OSError, RedisError) as e:
+            raise ServiceError(f"cannot reach this node's Redis as monitor: {probe.scrub(str(e))[:200]}") from None
+        finally:
+            probe.close()
+        if not self.config.redis_users_file or not self.config.redis_password_file:
+            raise ServiceError("redis_users_file and redis_password_file must be set to store the users")
+        for path, text in ((self.config.redis_users_file, users.to_json()),
+                           (self.config.redis_password_file, users.monitor)):
+            try:
+                store_private(secret_path(path), text + "\n")
+            except OSError as e:
+                raise ServiceError(f"cannot store the users in {path}: {e.strerror or type(e).__name__} (an agent "
+                                   "under systemd cannot write /etc/redwarden: see README, ACL migration)") from None
+        # directives run inside the report cycle (its lock held): the next collection uses the new user
+        self._redis.set_credentials("monitor", users.monitor)
+        self._secrets = dataclasses.replace(self._secrets, redis_password=users.monitor, redis_username="monitor")
+        log.info("agent.redis_user_changed", user="monitor")
 
     def run_cycle(self) -> str:
         with self._cycle_lock:

@@ -57,6 +57,33 @@ def cmd_controller_init_tls(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_controller_acl_users(args: argparse.Namespace) -> int:
+    import secrets
+
+    from protocol.acl import ClusterUsers
+    from protocol.settings import store_private
+
+    out = Path(args.out)
+    if out.exists():
+        raise RuntimeError(f"{out} exists: the users in it may be in use (rotate them instead of replacing them)")
+    users, app, discovery = ClusterUsers.generate(lambda: secrets.token_hex(24))
+    store_private(out, users.to_json() + "\n")
+    store_private(Path(args.app_password_out), app + "\n")
+    store_private(Path(args.discovery_password_out), discovery + "\n")
+    print(f"# ACL users made: {out} (the controller's), {args.app_password_out} (the application servers': AUTH "
+          f"app <password>), {args.discovery_password_out} (Sentinel clients that authenticate); all 0600.\n"
+          f"# Add to the cluster's section of controller.toml (keep redis_password_file until the migration is "
+          f"done), restart the controller, then `redwarden cluster secure CLUSTER`:\n"
+          f'acl_users_file = "{out.resolve()}"')
+    return 0
+
+
+def cmd_cluster_secure(args: argparse.Namespace) -> int:
+    from console.secure import secure
+
+    return secure(_client(args), args.cluster, apply=args.apply, timeout_s=args.timeout, as_json=args.json)
+
+
 def cmd_node_key(args: argparse.Namespace) -> int:
     key = _client(args).issue_node_key(args.cluster, args.node)
     fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -149,6 +176,7 @@ def _add_drill_parser(sub: Any) -> None:
     dr.add_argument("--sentinel", action="append", metavar="HOST:PORT", help="real cluster: a Sentinel (repeat)")
     dr.add_argument("--master-name", default="mymaster", help="real cluster: the Sentinel master name")
     dr.add_argument("--redis-password-file", help="real cluster: file with the Redis password")
+    dr.add_argument("--redis-username", help="real cluster with ACL users: the application's user (app)")
     dr.add_argument("--do-token-file", help="real cluster: file with a DigitalOcean API token")
     dr.add_argument("--do-api-url", help="real cluster: https://api.digitalocean.com")
     dr.add_argument("--do-ca-file", help="real cluster: a private CA for --do-api-url")
@@ -170,6 +198,12 @@ def build_parser(plugins: Sequence[CliPlugin] = ()) -> argparse.ArgumentParser:
     tls.add_argument("--host", action="append", required=True,
                      help="a name or address agents use to reach the controller (repeat)")
     tls.set_defaults(func=cmd_controller_init_tls)
+    au = ctl_sub.add_parser("acl-users", help="make a cluster's ACL users (for acl_users_file and `cluster secure`)")
+    au.add_argument("--out", required=True, help="the controller's users file (JSON, 0600): acl_users_file")
+    au.add_argument("--app-password-out", required=True, help="where the app user's password goes (0600)")
+    au.add_argument("--discovery-password-out", required=True,
+                    help="where the Sentinel discovery user's password goes (0600)")
+    au.set_defaults(func=cmd_controller_acl_users)
 
     st = sub.add_parser("status", help="the fleet at a glance")
     st.add_argument("cluster", nargs="?", help="only this cluster")
@@ -193,6 +227,14 @@ def build_parser(plugins: Sequence[CliPlugin] = ()) -> argparse.ArgumentParser:
     cc.add_argument("--timeout", type=float, default=900.0)
     add_connection_args(cc)
     cc.set_defaults(func=cmd_cluster_create)
+    cs = cl_sub.add_parser("secure", help="move CLUSTER from one requirepass to ACL users per role, one node at a "
+                                          "time, without a failover (dry run unless --apply)")
+    cs.add_argument("cluster")
+    cs.add_argument("--apply", action="store_true", help="run it (default: print the plan and change nothing)")
+    cs.add_argument("--timeout", type=float, default=900.0, metavar="S", help="how long to follow the run")
+    cs.add_argument("--json", action="store_true", help="machine-readable output")
+    add_connection_args(cs)
+    cs.set_defaults(func=cmd_cluster_secure)
 
     for verb, text in (("pause", "maintenance: the controller alerts but acts on nothing in CLUSTER (or NODE)"),
                        ("resume", "end maintenance"),

@@ -102,3 +102,14 @@ class ControllerClient:
                              timeout_s=max(self.timeout_s, 120))
         droplet: dict[str, Any] = data["droplet"]
         return droplet
+
+    def secure(self, cluster: str, apply: bool = False) -> dict[str, Any]:
+        """The migration to ACL users (admin): the plan (dry run), or the started run (`apply`)."""
+        data: dict[str, Any] = self._request("POST", f"/v1/clusters/{cluster}/secure", json={"apply": apply},
+                                             expect=202 if apply else 200, timeout_s=max(self.timeout_s, 30))
+        return data
+
+    def secure_progress(self, cluster: str) -> dict[str, Any]:
+        """The cluster's last migration run: its state and steps."""
+        data: dict[str, Any] = self.get(f"/v1/clusters/{cluster}/secure")
+        return data

@@ -215,3 +215,16 @@ class ClusterUsers:
         the last two go to the operator, only their hashes stay here. `token` makes one password."""
         app, discovery = token(), token()
         return ClusterUsers(token(), token(), token(), token(), sha256_hex(app), sha256_hex(discovery)), app, discovery
+
+
+def setuser_args(line: str) -> tuple[str, ...]:
+    """A config `user NAME rules...` line as the command that sets exactly it on a running server:
+    `ACL SETUSER NAME reset rules...` (reset first, so the user ends with these rules and no others)."""
+    words = line.split()
+    if len(words) < 2 or words[0] != "user":
+        raise ValueError("not a `user` line")
+    return ("ACL", "SETUSER", words[1], "reset", *words[2:])
+
+
+def user_name(line: str) -> str:
+    return line.split()[1]

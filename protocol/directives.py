@@ -9,7 +9,9 @@ Anything else comes back as the error acknowledgement that refuses it, and is ne
 
 Today the whitelist is: restart redis-server or redis-sentinel; a redis restart may name the master to come
 back as a replica of (`replicaof`: "ip:port"), so an old master restarted after a failover does not return
-as a second master.
+as a second master; and hand the agent its node's ACL users (`set_redis_users`, during `redwarden cluster
+secure`): the JSON of `protocol.acl.NodeUsers`, sealed with the node's key (`protocol.seal`), which the agent
+checks against its own Redis, stores where bootstrap stores it, and then connects as `monitor`.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from protocol.signing import sign_directive, verify_directive
 
 ALLOWED_SERVICES = ("redis", "sentinel")
 KIND_RESTART_SERVICE = "restart_service"
+KIND_SET_REDIS_USERS = "set_redis_users"
 DIRECTIVE_TTL_S = 120.0  # how long a directive may wait for its agent (it is re-sent until acknowledged)
 _ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _PORT = re.compile(r"[0-9]{1,5}")
 _FIELDS = {"id", "kind", "node", "service", "replicaof", "expires_at", "sig"}
+_USERS_FIELDS = {"id", "kind", "node", "users_sealed", "expires_at", "sig"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +56,27 @@ class RestartServiceDirective:
         return out
 
 
-Directive = RestartServiceDirective  # the closed set; a union once there is more than one kind
+@dataclass(frozen=True, slots=True)
+class SetRedisUsersDirective:
+    """The node's ACL users (`protocol.acl.NodeUsers` as JSON), sealed with the node's key: the agent switches
+    to `monitor` once it has checked the password against its own Redis and stored them."""
+
+    id: str
+    node: str
+    users_sealed: str  # `protocol.seal.seal(node_key, nonce, NodeUsers.to_json())`; never logged
+    expires_at: float = 0.0
+
+    kind = KIND_SET_REDIS_USERS
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "node": self.node, "users_sealed": self.users_sealed,
+                "expires_at": self.expires_at}
+
+    def __repr__(self) -> str:  # the sealed value stays out of reprs (and so of logged exceptions)
+        return f"SetRedisUsersDirective(id={self.id!r}, node={self.node!r})"
+
+
+Directive = RestartServiceDirective | SetRedisUsersDirective  # the closed set
 
 
 def signed_wire(directive: Directive, key: bytes) -> dict[str, Any]:
@@ -95,7 +119,8 @@ def parse_directive(raw: Any, now: float, node: str, key: bytes) -> Directive | 
         return _refuse(raw, now, "a directive must be an object")
     if not isinstance(raw.get("id"), str) or not _ID.fullmatch(raw["id"]):
         return _refuse(raw, now, "directive without a valid id")
-    unknown = sorted(str(k) for k in raw if k not in _FIELDS)
+    allowed = _USERS_FIELDS if raw.get("kind") == KIND_SET_REDIS_USERS else _FIELDS
+    unknown = sorted(str(k) for k in raw if k not in allowed)
     if unknown:
         return _refuse(raw, now, f"unknown field {unknown[0][:40]!r}")
     if not verify_directive(key, raw):
@@ -107,6 +132,11 @@ def parse_directive(raw: Any, now: float, node: str, key: bytes) -> Directive | 
         return _refuse(raw, now, "expires_at must be a finite number")
     if now > expires_at:
         return _refuse(raw, now, "directive expired")
+    if raw.get("kind") == KIND_SET_REDIS_USERS:
+        sealed = raw.get("users_sealed")
+        if not isinstance(sealed, str) or not 0 < len(sealed) <= 8192:
+            return _refuse(raw, now, "users_sealed must be a non-empty string")
+        return SetRedisUsersDirective(raw["id"], node, sealed, float(expires_at))
     kind, service, replicaof = raw.get("kind"), raw.get("service"), raw.get("replicaof")
     if kind != KIND_RESTART_SERVICE or service not in ALLOWED_SERVICES:
         return _refuse(raw, now, "not in the agent's whitelist")

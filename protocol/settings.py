@@ -136,6 +136,16 @@ def secret_path(path: str) -> Path:
     return Path(cred_dir) / p if not p.is_absolute() and cred_dir else p
 
 
+def store_private(path: Path, text: str) -> None:
+    """Write a secret file (mode 0600) in place of the old one at once: a crash leaves the old or the new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
 def read_secret(path: str | None, what: str) -> str | None:
     """Read a secret from a file (trailing newline stripped); the error names the setting, not the value."""
     if not path:

@@ -329,6 +329,28 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
     return state
 
 
+def add_acl_users(root: Path, timeout_s: float = 30.0) -> None:
+    """Give a sandbox built without --acl its ACL users, as an operator does before `redwarden cluster secure`:
+    the users file (secrets/acl-users.json, as `redwarden controller acl-users` makes it), the app and
+    discovery passwords (secrets/app.pass, discovery.pass), `acl_users_file` in the cluster's section of
+    controller.toml next to its redis_password_file, and the controller restarted to read them."""
+    root = root.resolve()
+    if (root / "secrets" / "acl-users.json").exists():
+        raise SandboxError(f"the sandbox in {root} has ACL users already")
+    state = load_state(root)
+    users, app, discovery = ClusterUsers.generate(lambda: secrets.token_hex(16))
+    _write_secret(root / "secrets" / "acl-users.json", users.to_json())
+    _write_secret(root / "secrets" / "app.pass", app)
+    _write_secret(root / "secrets" / "discovery.pass", discovery)
+    conf = root / "controller" / "controller.toml"
+    line = f'redis_password_file = "{root / "secrets" / "redis.pass"}"'
+    conf.write_text(conf.read_text().replace(line, f'{line}\nacl_users_file = "{root / "secrets" / "acl-users.json"}"'))
+    spec = controller_spec(root)
+    runner.stop_all([spec])
+    runner.start(spec)
+    _wait_http(f"{state['controller_url']}/healthz", timeout_s, "the controller", ca=Path(state["controller_ca_cert"]))
+
+
 def any_running(root: Path) -> bool:
     state = load_state(root)
     specs = [controller_spec(root)]
@@ -382,8 +404,10 @@ def status(root: Path) -> dict[str, Any]:
         "admin_token": admin_file.read_text().strip() if admin_file.exists() else None,
         "read_token": read_file.read_text().strip() if read_file.exists() else None,
         "master_name": state.get("master_name"),
-        "redis_password": (root / "secrets" / "redis.pass").read_text().strip(),
         # ACL mode: redis_password is the `app` user's (AUTH app <password>); the discovery user's for Sentinel
+        # (a sandbox given users after `up`, for `cluster secure`: app.pass; redis.pass stays the old one)
+        "redis_password": (root / "secrets" / ("app.pass" if (root / "secrets" / "app.pass").exists()
+                                                else "redis.pass")).read_text().strip(),
         "redis_username": "app" if (root / "secrets" / "acl-users.json").exists() else None,
         "discovery_password": ((root / "secrets" / "discovery.pass").read_text().strip()
                                if (root / "secrets" / "acl-users.json").exists() else None),

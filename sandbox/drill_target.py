@@ -194,5 +194,6 @@ def drill_target(args: argparse.Namespace) -> tuple[FaultTarget, Endpoints]:
     target = SandboxTarget(root)
     url = args.controller or str(st["controller_url"])
     return target, Endpoints(url, args.cluster, str(st["master_name"]), str(st["redis_password"]), target.sentinels,
-                             token=st.get("admin_token"), ca_cert=st.get("controller_ca_cert"))
+                             token=st.get("admin_token"), ca_cert=st.get("controller_ca_cert"),
+                             redis_username=st.get("redis_username"))
 

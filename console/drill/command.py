@@ -54,7 +54,8 @@ def _real_cluster(args: argparse.Namespace) -> tuple[FaultTarget, Endpoints]:
     sentinels = tuple(_parse_sentinel(s) for s in args.sentinel)
     endpoints = Endpoints(args.controller, args.cluster, args.master_name,
                           read_secret(args.redis_password_file, "--redis-password-file"), lambda: sentinels,
-                          token=operator_token(args), ca_cert=ca_cert(args))
+                          token=operator_token(args), ca_cert=ca_cert(args),
+                          redis_username=getattr(args, "redis_username", None))
     return CloudTarget(cloud, f"cluster {args.cluster}"), endpoints
 
 

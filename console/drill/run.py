@@ -92,7 +92,8 @@ def run_drill(api: ClusterSource, target: FaultTarget, endpoints: Endpoints, opt
     the writer listing the Sentinels in `order`; `choose` picks the victim among the candidates (a
     campaign's seeded choice)."""
     clock = clock or Clock()
-    connect = connect or (lambda e: SentinelKeyStore(e.sentinels(), e.master_name, e.redis_password))
+    connect = connect or (lambda e: SentinelKeyStore(e.sentinels(), e.master_name, e.redis_password,
+                                                     username=e.redis_username))
     progress(f"waiting for {endpoints.cluster} to be fully redundant")
     before = wait_fully_redundant(api, opts.healthy_timeout_s, opts.settle_s, clock, progress)
     notes = _preflight(before, endpoints.cluster)

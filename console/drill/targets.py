@@ -28,6 +28,7 @@ class Endpoints:
     sentinels: Callable[[], tuple[tuple[str, int], ...]]  # asked before every run: droplets come and go
     token: str | None = None  # the operator's token for the controller's API
     ca_cert: str | None = None  # the CA of the controller's certificate
+    redis_username: str | None = None  # an ACL cluster's application user ("app"); None: `default` (requirepass)
 
 
 class FaultTarget(Protocol):

@@ -35,7 +35,10 @@ class SentinelKeyStore:
     No retries inside redis-py (the writer's own pace is the retry), 0.5 s socket timeouts."""
 
     def __init__(self, sentinels: Sequence[tuple[str, int]], master_name: str, password: str | None,
-                 timeout_s: float = 0.5, wait_timeout_ms: int = 200, ttl_s: int = 3600) -> None:
+                 timeout_s: float = 0.5, wait_timeout_ms: int = 200, ttl_s: int = 3600,
+                 username: str | None = None) -> None:
+        """`username`: an ACL cluster's application user (`app`); None logs in as `default` (requirepass).
+        The Sentinels are asked without a password (discovery is open to anyone in an ACL cluster)."""
         from redis.backoff import NoBackoff
         from redis.retry import Retry
         from redis.sentinel import Sentinel
@@ -47,8 +50,8 @@ class SentinelKeyStore:
         self._sentinel = Sentinel(list(sentinels), socket_timeout=timeout_s,  # type: ignore[no-untyped-call]
                                   sentinel_kwargs=sentinel_kwargs)
         self._client = self._sentinel.master_for(  # type: ignore[no-untyped-call]
-            master_name, password=password, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-            retry_on_timeout=False, retry=Retry(NoBackoff(), 0))
+            master_name, username=username, password=password, socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s, retry_on_timeout=False, retry=Retry(NoBackoff(), 0))
         self._wait_timeout_ms = wait_timeout_ms
         self._ttl_s = ttl_s  # a drill's keys expire on their own if the drill is interrupted
 

@@ -118,6 +118,20 @@ class HealSwitches(Protocol):
         ...
 
 
+class Securing(Protocol):
+    """`redwarden cluster secure`: the migration to ACL users (`controller.app.secure`)."""
+
+    def plan(self, cluster: str) -> dict[str, Any]:
+        """The dry run; PermissionError (its reason) when no plan can be made."""
+        ...
+
+    def start(self, cluster: str) -> dict[str, Any]:
+        """Start the run; PermissionError when one runs already or no plan can be made."""
+        ...
+
+    def job(self, cluster: str) -> dict[str, Any] | None: ...
+
+
 @dataclass(frozen=True)
 class ApiDeps:
     """What the API needs, each behind the narrowest interface that serves it (wired by `app.service`)."""
@@ -136,6 +150,7 @@ class ApiDeps:
     actions: History | None = None
     enroller: Enroller | None = None
     heal: HealSwitches | None = None
+    securer: Securing | None = None
     on_vitals_changed: Callable[[], None] = lambda: None  # wakes the watch loop
     # what keeps the controller from doing its whole job (a failing state writer, a cluster whose cycle
     # fails), one sentence each; empty when all is well
@@ -353,13 +368,15 @@ def create_app(deps: ApiDeps) -> FastAPI:
         log.info("enroll.accepted", cluster=cluster, node=node)
         return JSONResponse(result)
 
-    def _admin(request: Request, cluster: str) -> Response | None:
+    def _admin(request: Request, cluster: str, part: object = True,
+               missing: str = "healing is not running on this controller") -> Response | None:
+        """Refused unless an admin asks about a known cluster, and `part` (default: healing) is there."""
         if (refused := _refused(request, "admin")) is not None:
             return refused
         if cluster not in deps.clusters:
             return _error(404, f"no cluster named {clip(cluster)!r}", loc="path.cluster")
-        if deps.heal is None:
-            return _error(409, "healing is not running on this controller")
+        if deps.heal is None or part is None:
+            return _error(409, missing)
         return None
 
     def _switch(request: Request, cluster: str, verb: str, node: str | None = None) -> Response:
@@ -439,6 +456,42 @@ def create_app(deps: ApiDeps) -> FastAPI:
             return _error(409, str(e))
         return JSONResponse({"droplet": {"id": droplet.id, "name": droplet.name, "status": droplet.status}},
                             status_code=202)
+
+    @app.post("/v1/clusters/{cluster}/secure", responses={401: {}, 403: {}, 404: {}, 409: {}, 413: {}, 422: {}})
+    async def secure(request: Request, cluster: str) -> Response:
+        """Move the cluster from one requirepass to ACL users per role (admin). `{"apply": false}` (the
+        default) answers the plan and what each node runs now, changing nothing; `{"apply": true}` starts the
+        run (202) and `GET` on the same path follows it. Each step is written to the actions log."""
+        if (refused := _admin(request, cluster, deps.securer, "this controller cannot secure clusters")) is not None:
+            return refused
+        body = _json_object(await _read_body(request, deps.max_request_bytes) or b"{}")
+        if isinstance(body, str):
+            return _error(422, body, loc="body")
+        unknown = sorted(str(k) for k in body if k != "apply")
+        if unknown:
+            return _error(422, f"unknown field {clip(unknown[0])!r}", loc=clip(unknown[0]))
+        if not isinstance(body.get("apply", False), bool):
+            return _error(422, "apply must be true or false", loc="apply")
+        securer = deps.securer
+        assert securer is not None
+        try:
+            if body.get("apply"):
+                job = await run_in_threadpool(securer.start, cluster)
+                log.warning("secure.started", cluster=cluster)
+                return JSONResponse(job, status_code=202)
+            return JSONResponse(await run_in_threadpool(securer.plan, cluster))
+        except PermissionError as e:
+            return _error(409, str(e))
+
+    @app.get("/v1/clusters/{cluster}/secure", responses={401: {}, 403: {}, 404: {}})
+    def secure_progress(request: Request, cluster: str) -> Response:
+        """The last `secure` run of the cluster: its state and each step's (404 when none ran)."""
+        if (refused := _refused(request, "read")) is not None:
+            return refused
+        job = deps.securer.job(cluster) if deps.securer is not None and cluster in deps.clusters else None
+        if job is None:
+            return _error(404, f"no secure run for {clip(cluster)!r} since the controller started", loc="path.cluster")
+        return JSONResponse(job)
 
     @app.post("/v1/clusters/{cluster}/nodes/{node}/key", responses={401: {}, 403: {}, 404: {}, 409: {}, 422: {}})
     def issue_node_key(request: Request, cluster: str, node: str) -> Response:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Protocol, cast
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from protocol.directives import split_address
 
@@ -22,6 +24,10 @@ class OpsError(Exception):
 
 class _Unauthenticated(Exception):
     """A Sentinel without users refused AUTH: ask it again without a password."""
+
+
+class _NoSuchUser(Exception):
+    """AUTH as `username` was refused: a cluster not yet moved to ACL users (`redwarden cluster secure`)."""
 
 
 class RedisOps(Protocol):
@@ -44,9 +50,13 @@ class DirectRedisOps:
     (6.0: no users, no password) answers AUTH with "no password configured", and is then asked without."""
 
     def __init__(self, redis_password: str | None, sentinel_password: str | None = None, timeout_s: float = 2.0,
-                 username: str | None = None, sentinel_auth: tuple[str, str] | None = None):
+                 username: str | None = None, sentinel_auth: tuple[str, str] | None = None,
+                 fallback_password: str | None = None):
         """`sentinel_auth`: the user and password a Sentinel logs in to Redis with (ACL mode: `sentinel`), for
-        a re-pointed Sentinel's `auth-user`/`auth-pass`; None: `auth-pass` is the Redis password."""
+        a re-pointed Sentinel's `auth-user`/`auth-pass`; None: `auth-pass` is the Redis password.
+        `fallback_password`: where AUTH as `username` is refused (a cluster being moved to ACL users), Redis
+        is asked again as `default` with it, and Sentinel without a password."""
+        self._fallback_password = fallback_password
         self._redis_password = redis_password
         self._sentinel_password = sentinel_password
         self._timeout_s = timeout_s
@@ -67,17 +77,21 @@ class DirectRedisOps:
     def _calls(self, address: str, password: str | None, commands: list[tuple[str, ...]],
                sentinel: bool = False) -> list[object]:
         """The commands in order on one connection; the first that fails raises (the rest are not sent). A
-        Sentinel too old for users (6.0) refuses AUTH: it is asked again without a password."""
+        Sentinel too old for users (6.0) refuses AUTH: it is asked again without a password; AUTH as
+        `username` refused (a cluster not yet moved to ACL users): again with the fallback password."""
         try:
             return self._once(address, password, commands, sentinel)
         except _Unauthenticated:
             return self._once(address, None, commands, False)
+        except _NoSuchUser:
+            return self._once(address, None if sentinel else self._fallback_password, commands, False, plain=True)
 
     def _once(self, address: str, password: str | None, commands: list[tuple[str, ...]],
-              sentinel: bool) -> list[object]:
+              sentinel: bool, plain: bool = False) -> list[object]:
         host, port = address.rsplit(":", 1)
+        username = self._username if password and not plain else None
         client = redis.Redis(host=host, port=int(port), password=password, socket_timeout=self._timeout_s,
-                             username=self._username if password else None,
+                             username=username, retry=Retry(NoBackoff(), 0),
                              socket_connect_timeout=self._timeout_s, decode_responses=True)
         replies: list[object] = []
         try:
@@ -87,8 +101,11 @@ class DirectRedisOps:
                 except (redis.RedisError, OSError) as e:
                     if sentinel and password and not replies and _NO_PASSWORD_SET in str(e):
                         raise _Unauthenticated() from None
+                    if username and self._fallback_password and not replies and \
+                            isinstance(e, redis.AuthenticationError):
+                        raise _NoSuchUser() from None
                     text = str(e)
-                    for secret in (self._redis_password, self._sentinel_password,
+                    for secret in (self._redis_password, self._sentinel_password, self._fallback_password,
                                    self._sentinel_auth[1] if self._sentinel_auth else None):
                         if secret:
                             text = text.replace(secret, "<redacted>")

@@ -36,6 +36,7 @@ from controller.app.executor import Executor
 from controller.app.fleet import Fleet
 from controller.app.healer import Healer
 from controller.app.provisioner import Provisioner, Provisioning
+from controller.app.secure import Securer
 from controller.app.watch import Watcher
 from controller.config import ControllerConfig, cluster_redis_password, cluster_users
 from protocol.settings import ConfigError, read_secret, secret_path
@@ -120,9 +121,11 @@ def _assemble(config: ControllerConfig, tokens: OperatorTokens, clock: Callable[
     def ops_for(cluster: str) -> RedisOps:
         c = config.clusters[cluster]
         users = cluster_users(cluster, c)
-        if users is not None:  # ACL mode: the controller heals as `admin` on Redis and on Sentinel
+        if users is not None:  # ACL mode: the controller heals as `admin` on Redis and on Sentinel; until
+            # `redwarden cluster secure` made that user, with the one password it had (`fallback_password`)
             return DirectRedisOps(users.admin, users.admin, username="admin",
-                                  sentinel_auth=("sentinel", users.sentinel))
+                                  sentinel_auth=("sentinel", users.sentinel),
+                                  fallback_password=cluster_redis_password(cluster, c))
         return DirectRedisOps(cluster_redis_password(cluster, c),
                               read_secret(c.sentinel_password_file, f"clusters.{cluster}.sentinel_password_file"))
 
@@ -161,6 +164,8 @@ def _assemble(config: ControllerConfig, tokens: OperatorTokens, clock: Callable[
         actions=heal_log,
         enroller=Enroller(config.clusters, enrollments, credentials, audit=heal_log),
         heal=healer,
+        securer=Securer(config.clusters, fleet, directives, credentials, heal_log, cluster_users,
+                        cluster_redis_password, clock=clock),
         on_vitals_changed=watcher.wake,
         problems=lambda: [p for p in (reports.problem(), outbox.problem()) if p] + watcher.problems(),
     ))
