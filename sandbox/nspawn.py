@@ -18,6 +18,14 @@ Layer: sandbox. This module is the foundation of `sandbox up --droplets systemd`
   its disk, `destroy` powers off and removes it. Each nspawn runs in a cgroup of its own below the
   caller's: on a host whose PID 1 is not systemd, nspawn otherwise makes `payload`/`supervisor` at the
   caller's cgroup and two containers would share them.
+
+Seen on the project's machine (Debian 12, hybrid cgroups, PID 1 not systemd; bench/bench_nspawn.py):
+debootstrap of the root 85-110 s, 313 MB; `systemd-nspawn --boot` with `--network-namespace-path`,
+`--register=no --keep-unit` (no machined here) boots to `running` (not degraded) in 2.5-3.2 s, cloud-init
+included; 17 MiB PSS per container with redis-server running; power off 0.3 s. systemd-container is not
+installed: its candidate (252.39) would upgrade this machine's systemd (252.38), so its binary is unpacked.
+The agent .deb installs offline (`apt-get install -y ./redwarden-agent.deb`: its dependencies are in the
+root); packaging/boot-test shows its hardened unit and the polkit rule working in such a container.
 """
 
 from __future__ import annotations
