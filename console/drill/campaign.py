@@ -46,11 +46,13 @@ class Probe(Protocol):
 class RedisProbe:
     """A thread asking every node's Redis `INFO replication` every `interval_s` (redis-py, 0.5 s timeouts)."""
 
-    def __init__(self, addresses: Sequence[str], password: str | None, interval_s: float = 0.25) -> None:
+    def __init__(self, addresses: Sequence[str], password: str | None, interval_s: float = 0.25,
+                 username: str | None = None) -> None:
+        """`username`: an ACL cluster's application user (`app`: INFO is among its commands); None: `default`."""
         import redis
 
         self._clients = {a: redis.Redis(host=a.rsplit(":", 1)[0], port=int(a.rsplit(":", 1)[1]), password=password,
-                                        socket_timeout=0.5, socket_connect_timeout=0.2)
+                                        username=username, socket_timeout=0.5, socket_connect_timeout=0.2)
                          for a in addresses}
         self._interval_s = interval_s
         self._rounds: list[ProbeRound] = []
@@ -167,7 +169,8 @@ def run_campaign(api: ClusterSource, target: FaultTarget, endpoints: Endpoints, 
                  each: Callable[[FaultJson], None] = lambda _: None) -> CampaignJson:
     clock = clock or Clock()
     rng = random.Random(opts.seed + 1)  # the victims' draw, apart from the faults' draw
-    make_probe = make_probe or (lambda addresses: RedisProbe(addresses, endpoints.redis_password))
+    make_probe = make_probe or (lambda addresses: RedisProbe(addresses, endpoints.redis_password,
+                                                             username=endpoints.redis_username))
     faults = draw_faults(opts.faults, opts.seed, opts.matrix)
     records: list[FaultRecord] = []
     error: str | None = None
