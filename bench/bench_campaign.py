@@ -53,8 +53,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-campaign-") as tmp:
         root = Path(tmp) / "sb"
         try:
-            subprocess.run([*REDWARDEN, "sandbox", "up", "--netns", "--dir", str(root)], check=True,
-                           capture_output=True, text=True)
+            # 50 faults take more healing actions than a day's default budget (30)
+            subprocess.run([*REDWARDEN, "sandbox", "up", "--netns", "--dir", str(root), "--daily-budget", "1000"],
+                           check=True, capture_output=True, text=True)
             proc = subprocess.run([*REDWARDEN, "drill", "sandbox", "--campaign", str(args.faults), "--seed",
                                    str(args.seed), "--sandbox", str(root), "--json"], stdout=subprocess.PIPE,
                                   text=True)

@@ -143,7 +143,9 @@ def netns_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Any:
     _need_netns()
     root = tmp_path_factory.mktemp("netns-sandbox")
     try:
-        proc = redwarden("sandbox", "up", "--netns", "--dir", str(root), check=False, timeout=240)
+        # one pass through the matrix takes about 25 healing actions, near a day's default budget (30)
+        proc = redwarden("sandbox", "up", "--netns", "--dir", str(root), "--daily-budget", "500", check=False,
+                         timeout=240)
         assert proc.returncode == 0, f"sandbox up --netns failed: {proc.stderr[-3000:]}"
         yield root
     finally:

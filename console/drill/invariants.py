@@ -169,18 +169,20 @@ def judge(records: Sequence[FaultRecord], expected_nodes: int, healthy_at_end: b
 
     incident_problems = []
     for i, rec in enumerate(records):
-        opened = Counter(inc.key or inc.code for inc in rec.incidents if inc.opened_at is not None)
+        # info incidents page nobody, and a standing one (the one-password posture of a cluster from before
+        # ACL users) opens anew after any fault that hid it: only warnings and criticals are judged
+        judged = [inc for inc in rec.incidents if inc.opened_at is not None and inc.severity != "info"]
+        opened = Counter(inc.key or inc.code for inc in judged)
         again = sorted(k for k, n in opened.items() if n > 1)
-        open_still = sorted({inc.key or inc.code for inc in rec.incidents
-                             if inc.opened_at is not None and inc.resolved_at is None})
+        open_still = sorted({inc.key or inc.code for inc in judged if inc.resolved_at is None})
         if again:
             incident_problems.append(f"{i} ({rec.result['fault']}): opened more than once: {', '.join(again)}")
         if open_still:
             incident_problems.append(f"{i} ({rec.result['fault']}): not resolved: {', '.join(open_still)}")
     add("each_incident_opened_once_and_resolved", not incident_problems,
         "; ".join(incident_problems)
-        or f"{sum(1 for r in records for inc in r.incidents if inc.opened_at is not None)} incidents, each opened "
-           "once and resolved")
+        or f"{sum(1 for r in records for inc in r.incidents if inc.opened_at is not None and inc.severity != 'info')} "
+           "warning and critical incidents, each opened once and resolved")
 
     timed_out = [f"{i} ({r.result['fault']})" for i, r in enumerate(records) if r.result["timed_out"]]
     add("every_fault_healed", not timed_out,
