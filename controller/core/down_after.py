@@ -15,7 +15,7 @@ corroborated by the cluster itself, not only by the controller's file.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -116,20 +116,37 @@ def plan_down_after_restores(view: ClusterView, owed: Sequence[DownAfterOwed], c
         actions.append(SentinelDownAfter(o.node, o.restore_ms, why))
     if configured_ms is None or not decided or _failover_in_flight(view):
         return actions, held
-    views = view.sentinel_views()
-    agree = [n.name for n, v in views if v.down_after_ms == configured_ms]
-    drifted = [(n.name, v.down_after_ms) for n, v in views
-               if v.down_after_ms is not None and v.down_after_ms != configured_ms and n.name not in owing]
-    for name, ms in drifted:
-        what = f"SENTINEL SET down-after-milliseconds {configured_ms} on {name}"
-        if len(agree) * 2 <= view.expected_sentinels:
-            held.append((what, f"its down-after is {ms} ms, but only {len(agree)} of {view.expected_sentinels} "
-                               f"Sentinels run with the configured {configured_ms} ms: an operator's to settle"))
-            continue
-        actions.append(SentinelDownAfter(name, configured_ms, f"its down-after is {ms} ms with no failover in "
-                                         f"flight; the configured value, {configured_ms} ms, is what "
-                                         f"{', '.join(agree)} run with"))
+    reported = [(n.name, v.down_after_ms) for n, v in view.sentinel_views() if v.down_after_ms is not None]
+    drifted, drift_held = drift_repairs(
+        reported, configured_ms, owing, view.expected_sentinels,
+        lambda name: f"SENTINEL SET down-after-milliseconds {configured_ms} on {name}",
+        lambda ms, agree: f"its down-after is {ms} ms, but only {agree} of {view.expected_sentinels} Sentinels "
+                          f"run with the configured {configured_ms} ms: an operator's to settle")
+    held += drift_held
+    actions += [SentinelDownAfter(name, configured_ms, f"its down-after is {ms} ms with no failover in flight; "
+                                  f"the configured value, {configured_ms} ms, is what {', '.join(agree)} run with")
+                for name, ms, agree in drifted]
     return actions, held
+
+
+def drift_repairs(reported: Sequence[tuple[str, int]], want: int, owing: set[str], expected: int,
+                  what: Callable[[str], str], why_held: Callable[[int, int], str],
+                  ) -> tuple[list[tuple[str, int, list[str]]], list[tuple[str, str]]]:
+    """The Sentinels whose reported value (`reported`: (node, value)) drifted from `want` and are owed
+    nothing: each set back, (node, its value, the nodes that run `want`), while a majority of the
+    `expected` Sentinels runs `want`; else held, an operator's to settle (never impose a config file on a
+    cluster that runs another value)."""
+    agree = [name for name, value in reported if value == want]
+    repairs: list[tuple[str, int, list[str]]] = []
+    held: list[tuple[str, str]] = []
+    for name, value in reported:
+        if value == want or name in owing:
+            continue
+        if len(agree) * 2 <= expected:
+            held.append((what(name), why_held(value, len(agree))))
+        else:
+            repairs.append((name, value, agree))
+    return repairs, held
 
 
 class _Owed(Protocol):

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from controller.core.down_after import settle_owed
+from controller.core.down_after import drift_repairs, settle_owed
 from controller.core.view import ClusterView
 
 __all__ = ["InfoPeriodOwed", "SentinelInfoPeriod", "owe_after_restore", "owe_lowered", "plan_info_period_restores",
@@ -100,18 +100,16 @@ def plan_info_period_restores(view: ClusterView, owed: Sequence[InfoPeriodOwed],
     owing = {o.node for o in owed}
     reported = [(n.name, n.report.sentinel.info_period_ms) for n in view.fresh_nodes()
                 if view.sentinel_up(n) and n.report.sentinel.info_period_ms is not None]
-    agree = [name for name, ms in reported if ms == INFO_PERIOD_DEFAULT_MS]
-    for name, ms in reported:
-        if ms == INFO_PERIOD_DEFAULT_MS or name in owing:
-            continue
-        what = f"SENTINEL DEBUG INFO-PERIOD {INFO_PERIOD_DEFAULT_MS} on {name}"
-        if len(agree) * 2 <= view.expected_sentinels:
-            held.append((what, f"its INFO-PERIOD is {ms} ms, but only {len(agree)} of {view.expected_sentinels} "
-                               f"Sentinels run with the default {INFO_PERIOD_DEFAULT_MS} ms: an operator's to settle"))
-            continue
-        actions.append(SentinelInfoPeriod(name, INFO_PERIOD_DEFAULT_MS, f"its INFO-PERIOD is {ms} ms with no "
-                                          f"Sentinel reset in flight; {', '.join(agree)} run with the default "
-                                          f"{INFO_PERIOD_DEFAULT_MS} ms"))
+    drifted, drift_held = drift_repairs(
+        reported, INFO_PERIOD_DEFAULT_MS, owing, view.expected_sentinels,
+        lambda name: f"SENTINEL DEBUG INFO-PERIOD {INFO_PERIOD_DEFAULT_MS} on {name}",
+        lambda ms, agree: f"its INFO-PERIOD is {ms} ms, but only {agree} of {view.expected_sentinels} Sentinels "
+                          f"run with the default {INFO_PERIOD_DEFAULT_MS} ms: an operator's to settle")
+    held += drift_held
+    actions += [SentinelInfoPeriod(name, INFO_PERIOD_DEFAULT_MS, f"its INFO-PERIOD is {ms} ms with no Sentinel "
+                                   f"reset in flight; {', '.join(agree)} run with the default "
+                                   f"{INFO_PERIOD_DEFAULT_MS} ms")
+                for name, ms, agree in drifted]
     return actions, held
 
 
