@@ -6,10 +6,24 @@ what the schema allows; anything else is refused with an error acknowledgement a
 `replicaof` is refused while this node's Redis is the master a Sentinel majority names (a controller that
 is wrong, or not the controller, must not demote the live master), and it is applied through Redis itself
 (`REPLICAOF`, then `CONFIG REWRITE`), never by editing redis.conf: no value of a directive reaches a file
-but through Redis's own writer. A `set_redis_users` directive (the migration to ACL users) is unsealed
-with the node's key and handed to `set_users`, which checks the monitor password against the local Redis
-before it stores anything or switches; the users are never logged. Everything else the controller does
-itself (Sentinel and Redis commands over the network, droplets through DigitalOcean).
+but through Redis's own writer, and the agent needs no write access to /etc/redis (its unit has
+ProtectSystem=strict; Debian's redis-server unit lets Redis write /etc/redis: packaging/boot-test). One
+path for both service modes (systemd units, sandbox processes):
+- Redis answers: `REPLICAOF` + `CONFIG REWRITE` first, then the restart; Redis reads the rewritten file and
+  comes back as a replica at once, never as a master with its old data.
+- Redis does not answer (down, or hung past the client's timeout): the restart starts it with whatever its
+  file says, and `REPLICAOF` + `CONFIG REWRITE` follow as soon as it answers PING (polled every 0.1 s). In
+  between, a node whose file still says master (an old master that was down through a failover) is a
+  master with its old data: its writes are refused while it has fewer than min-replicas-to-write
+  replicas (1 by default), Sentinel-aware clients are not sent to it, and its Sentinels would turn it
+  into a replica themselves about 8 s after they see it claim master (+convert-to-slave) if the agent did not.
+- If the change before the restart fails (e.g. CONFIG REWRITE cannot write the file), the restart happens
+  all the same and the change is tried once more after it; the directive fails if that fails too.
+
+A `set_redis_users` directive (the migration to ACL users) is unsealed with the node's key and handed to
+`set_users`, which checks the monitor password against the local Redis before it stores anything or
+switches; the users are never logged. Everything else the controller does itself (Sentinel and Redis
+commands over the network, droplets through DigitalOcean).
 """
 
 from __future__ import annotations
@@ -34,6 +48,10 @@ MAX_REMEMBERED = 256
 class RedisControl(Protocol):
     """The node's own Redis, for the one configuration change a directive makes: whom it replicates."""
 
+    def answers(self) -> bool:
+        """Whether Redis answers PING now (one try, the client's timeout)."""
+        ...
+
     def wait_ready(self, timeout_s: float) -> None:
         """Return once Redis answers PING, or raise ServiceError."""
         ...
@@ -52,24 +70,28 @@ class RespRedisControl:
         self._clock = clock
         self._sleep = sleep
 
+    def answers(self) -> bool:
+        try:
+            return self._client.execute_command("PING") == "PONG"
+        except (OSError, RedisError):
+            return False
+
     def wait_ready(self, timeout_s: float) -> None:
         deadline = self._clock() + timeout_s
         while True:
-            try:
-                if self._client.execute_command("PING") == "PONG":
-                    return
-            except (OSError, RedisError):
-                pass
+            if self.answers():
+                return
             if self._clock() >= deadline:
                 raise ServiceError(f"redis-server did not answer PING within {timeout_s:.0f} s of its restart")
             self._sleep(0.1)
 
     def replicaof(self, host: str, port: int) -> None:
-        try:
-            self._client.execute_command("REPLICAOF", host, port)
-            self._client.execute_command("CONFIG", "REWRITE")
-        except (OSError, RedisError) as e:
-            raise ServiceError(f"REPLICAOF {host} {port} failed: {self._client.scrub(str(e))[:200]}") from None
+        for argv in (("REPLICAOF", host, port), ("CONFIG", "REWRITE")):
+            try:
+                self._client.execute_command(*argv)
+            except (OSError, RedisError) as e:
+                what = " ".join(map(str, argv))
+                raise ServiceError(f"{what} failed: {self._client.scrub(str(e))[:200]}") from None
 
 
     def pause_writes(self, pause_ms: int, disconnect: bool) -> None:
@@ -127,22 +149,36 @@ class DirectiveRunner:
                 self._pending_acks.append(self._run_set_users(parsed))
                 continue
             try:
-                if parsed.replicaof is not None and self._confirmed_master():
-                    raise ServiceError("refused: this node is the master a Sentinel majority names; it is not "
-                                       "made a replica of another")
-                self._services.restart(parsed.service)
-                if parsed.replicaof is not None:
-                    if self._redis is None:
-                        raise ServiceError("this agent has no connection to its Redis to set its master")
+                if parsed.replicaof is None:
+                    self._services.restart(parsed.service)
+                else:
+                    if self._confirmed_master():
+                        raise ServiceError("refused: this node is the master a Sentinel majority names; it is not "
+                                           "made a replica of another")
                     host, port = parsed.replicaof.rsplit(":", 1)
-                    self._redis.wait_ready(self._ready_timeout_s)
-                    self._redis.replicaof(host, int(port))
+                    self._restart_as_replica(parsed.service, host, int(port))
                 ack = DirectiveAck(parsed.id, "restart_service", True, None, self._clock())
                 log.info("directive.executed", id=parsed.id, kind="restart_service", service=parsed.service)
             except (ServiceError, OSError) as e:
                 ack = DirectiveAck(parsed.id, "restart_service", False, str(e)[:300], self._clock())
                 log.warning("directive.failed", id=parsed.id, service=parsed.service, error=str(e)[:300])
             self._pending_acks.append(ack)
+
+    def _restart_as_replica(self, service: str, host: str, port: int) -> None:
+        """Restart Redis so that it comes back as a replica of host:port (the module's docstring says how)."""
+        if self._redis is None:
+            raise ServiceError("this agent has no connection to its Redis to set its master")
+        changed = False
+        if self._redis.answers():
+            try:
+                self._redis.replicaof(host, port)
+                changed = True
+            except ServiceError as e:
+                log.warning("directive.replicaof_before_restart_failed", service=service, error=str(e)[:300])
+        self._services.restart(service)
+        self._redis.wait_ready(self._ready_timeout_s)
+        if not changed:
+            self._redis.replicaof(host, port)
 
     def _run_set_users(self, directive: SetRedisUsersDirective) -> DirectiveAck:
         text = unseal(self._key, directive.users_sealed)

@@ -10,7 +10,7 @@ Layer: data (pure; shared by agent and controller). A cluster in ACL mode has fi
 - `sentinel`: what Sentinel sends to Redis (Redis's documented set, with every channel for `__sentinel__:hello`);
   on Sentinel the same user is the peers' `sentinel-user` (IS-MASTER-DOWN-BY-ADDR, hello PUBLISH).
 - `monitor`: the agent: what its collectors send (PING, INFO, CONFIG GET, ROLE) and what its one whitelisted
-  directive needs (REPLICAOF + CONFIG REWRITE after it restarted Redis), and its local fence (CLIENT PAUSE,
+  directive needs (REPLICAOF + CONFIG REWRITE around its restart of Redis), and its local fence (CLIENT PAUSE,
   UNPAUSE, KILL: agent/fence.py). Those are no more than the agent can already do on its own droplet (it
   restarts Redis as a service, reads redis.conf), and the `sentinel` credential on the same droplet has
   REPLICAOF, CONFIG REWRITE and CLIENT KILL too: a separate secret there would add no isolation.

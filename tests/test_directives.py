@@ -12,8 +12,9 @@ NOW = 5.0
 
 
 class FakeServices:
-    def __init__(self) -> None:
+    def __init__(self, events: list[str] | None = None) -> None:
         self.restarted: list[str] = []
+        self.events = events if events is not None else []
 
     def start(self, service: str) -> None: ...
     def stop(self, service: str) -> None: ...
@@ -22,19 +23,32 @@ class FakeServices:
 
     def restart(self, service: str) -> None:
         self.restarted.append(service)
+        self.events.append(f"restart {service}")
 
 
 class FakeRedis:
-    def __init__(self, ready: bool = True) -> None:
+    def __init__(self, ready: bool = True, answering: bool = True, events: list[str] | None = None,
+                 rewrite_fails: int = 0) -> None:
         self.ready = ready
+        self.answering = answering
+        self.rewrite_fails = rewrite_fails
         self.replicaof_calls: list[tuple[str, int]] = []
+        self.events = events if events is not None else []
+
+    def answers(self) -> bool:
+        return self.answering
 
     def wait_ready(self, timeout_s: float) -> None:
         if not self.ready:
             raise ServiceError("redis-server did not answer PING")
+        self.events.append("ready")
 
     def replicaof(self, host: str, port: int) -> None:
         self.replicaof_calls.append((host, port))
+        self.events.append(f"replicaof {host} {port}")
+        if self.rewrite_fails:
+            self.rewrite_fails -= 1
+            raise ServiceError("CONFIG REWRITE failed: ERR Rewriting config file: Read-only file system")
 
 
 def signed(ident: str, service: str = "redis", replicaof: str | None = None, node: str = "redis-2",
@@ -82,3 +96,38 @@ def test_a_redis_that_does_not_come_back_fails_the_directive() -> None:
     runner.run([signed("a", replicaof="10.0.0.9:6379")])
     (ack,) = runner.acks()
     assert not ack.ok and "PING" in (ack.error or "")
+
+
+def test_a_redis_that_answers_is_made_a_replica_before_its_restart() -> None:
+    events: list[str] = []
+    runner = DirectiveRunner(FakeServices(events), "redis-2", KEY, redis=FakeRedis(events=events), clock=lambda: NOW)
+    runner.run([signed("a", replicaof="10.0.0.9:6379")])
+    (ack,) = runner.acks()
+    assert ack.ok
+    assert events == ["replicaof 10.0.0.9 6379", "restart redis", "ready"]  # it restarts from a rewritten file
+
+
+def test_a_redis_that_is_down_is_started_then_made_a_replica() -> None:
+    events: list[str] = []
+    redis = FakeRedis(answering=False, events=events)
+    runner = DirectiveRunner(FakeServices(events), "redis-2", KEY, redis=redis, clock=lambda: NOW)
+    runner.run([signed("a", replicaof="10.0.0.9:6379")])
+    (ack,) = runner.acks()
+    assert ack.ok
+    assert events == ["restart redis", "ready", "replicaof 10.0.0.9 6379"]
+
+
+def test_a_failed_change_before_the_restart_is_tried_again_after_it() -> None:
+    events: list[str] = []
+    runner = DirectiveRunner(FakeServices(events), "redis-2", KEY, redis=FakeRedis(events=events, rewrite_fails=1),
+                             clock=lambda: NOW)
+    runner.run([signed("a", replicaof="10.0.0.9:6379")])
+    assert runner.acks()[0].ok
+    assert events == ["replicaof 10.0.0.9 6379", "restart redis", "ready", "replicaof 10.0.0.9 6379"]
+    events.clear()
+    failing = DirectiveRunner(FakeServices(events), "redis-2", KEY, redis=FakeRedis(events=events, rewrite_fails=2),
+                              clock=lambda: NOW)
+    failing.run([signed("b", replicaof="10.0.0.9:6379")])
+    (ack,) = failing.acks()
+    assert not ack.ok and "CONFIG REWRITE failed" in (ack.error or "")
+    assert events.count("restart redis") == 1  # the restart itself still happened
