@@ -10,7 +10,12 @@ but through Redis's own writer, and the agent needs no write access to /etc/redi
 ProtectSystem=strict; Debian's redis-server unit lets Redis write /etc/redis: packaging/boot-test). One
 path for both service modes (systemd units, sandbox processes):
 - Redis answers: `REPLICAOF` + `CONFIG REWRITE` first, then the restart; Redis reads the rewritten file and
-  comes back as a replica at once, never as a master with its old data.
+  comes back as a replica at once, never as a master with its old data. Between the two the agent waits
+  (up to its ready timeout, 15 s) until the new link is up and no AOF rewrite runs: right after a full
+  sync, a replica with appendonly writes its first AOF, and a SIGTERM then is refused ("Writing initial
+  AOF, can't exit"), which Debian's redis-server unit (TimeoutStopSec=0) would wait on forever. If it
+  does not settle in time, the node stays a replica (file rewritten) and the restart is not done: the
+  directive fails, saying so.
 - Redis does not answer (down, or hung past the client's timeout): the restart starts it with whatever its
   file says, and `REPLICAOF` + `CONFIG REWRITE` follow as soon as it answers PING (polled every 0.1 s). In
   between, a node whose file still says master (an old master that was down through a failover) is a
@@ -33,6 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from agent.log import get_logger
+from agent.parse import parse_info
 from agent.resp import RedisError, RespClient
 from agent.services import ServiceError, Services
 from protocol.acl import NodeUsers
@@ -58,6 +64,11 @@ class RedisControl(Protocol):
 
     def replicaof(self, host: str, port: int) -> None:
         """`REPLICAOF host port`, then `CONFIG REWRITE` (Redis writes its own file: no text edit of ours)."""
+        ...
+
+    def wait_settled(self, timeout_s: float) -> str | None:
+        """Wait until Redis is linked to its master, not syncing, loading or rewriting its AOF (a restart then
+        is clean and quick); None once it is, else why not when `timeout_s` is up."""
         ...
 
 
@@ -93,6 +104,29 @@ class RespRedisControl:
                 what = " ".join(map(str, argv))
                 raise ServiceError(f"{what} failed: {self._client.scrub(str(e))[:200]}") from None
 
+
+    def _unsettled(self) -> str | None:
+        """Why a restart now would be refused or wasted, from INFO replication then persistence (in that order:
+        a finished sync starts its AOF rewrite in the same event, so a link seen up is seen with it)."""
+        try:
+            repl = parse_info(str(self._client.execute_command("INFO", "replication")))
+            pers = parse_info(str(self._client.execute_command("INFO", "persistence")))
+        except (OSError, RedisError) as e:
+            return f"INFO failed: {self._client.scrub(str(e))[:200]}"
+        if repl.get("master_link_status") != "up" or repl.get("master_sync_in_progress") == "1":
+            return f"its link to the master is not up (master_link_status: {repl.get('master_link_status')})"
+        for field in ("loading", "aof_rewrite_in_progress", "aof_rewrite_scheduled"):
+            if pers.get(field) == "1":
+                return f"{field} is 1"
+        return None
+
+    def wait_settled(self, timeout_s: float) -> str | None:
+        deadline = self._clock() + timeout_s
+        while True:
+            reason = self._unsettled()
+            if reason is None or self._clock() >= deadline:
+                return reason
+            self._sleep(0.1)
 
     def pause_writes(self, pause_ms: int, disconnect: bool) -> None:
         """The local fence (agent/fence.py): `CLIENT PAUSE <ms> WRITE`, lapsing by itself unless renewed;
@@ -175,6 +209,9 @@ class DirectiveRunner:
                 changed = True
             except ServiceError as e:
                 log.warning("directive.replicaof_before_restart_failed", service=service, error=str(e)[:300])
+            if changed and (why := self._redis.wait_settled(self._ready_timeout_s)) is not None:
+                raise ServiceError(f"now a replica of {host}:{port} (redis.conf rewritten by Redis), but not "
+                                   f"restarted: not settled within {self._ready_timeout_s:.0f} s ({why})")
         self._services.restart(service)
         self._redis.wait_ready(self._ready_timeout_s)
         if not changed:

@@ -28,8 +28,9 @@ class FakeServices:
 
 class FakeRedis:
     def __init__(self, ready: bool = True, answering: bool = True, events: list[str] | None = None,
-                 rewrite_fails: int = 0) -> None:
+                 rewrite_fails: int = 0, settles: bool = True) -> None:
         self.ready = ready
+        self.settles = settles
         self.answering = answering
         self.rewrite_fails = rewrite_fails
         self.replicaof_calls: list[tuple[str, int]] = []
@@ -49,6 +50,10 @@ class FakeRedis:
         if self.rewrite_fails:
             self.rewrite_fails -= 1
             raise ServiceError("CONFIG REWRITE failed: ERR Rewriting config file: Read-only file system")
+
+    def wait_settled(self, timeout_s: float) -> str | None:
+        self.events.append("settled" if self.settles else "unsettled")
+        return None if self.settles else "aof_rewrite_in_progress is 1"
 
 
 def signed(ident: str, service: str = "redis", replicaof: str | None = None, node: str = "redis-2",
@@ -104,7 +109,18 @@ def test_a_redis_that_answers_is_made_a_replica_before_its_restart() -> None:
     runner.run([signed("a", replicaof="10.0.0.9:6379")])
     (ack,) = runner.acks()
     assert ack.ok
-    assert events == ["replicaof 10.0.0.9 6379", "restart redis", "ready"]  # it restarts from a rewritten file
+    # it restarts from a rewritten file, once the new link is up and no AOF rewrite would refuse the SIGTERM
+    assert events == ["replicaof 10.0.0.9 6379", "settled", "restart redis", "ready"]
+
+
+def test_a_replica_that_does_not_settle_is_not_restarted() -> None:
+    events: list[str] = []
+    runner = DirectiveRunner(FakeServices(events), "redis-2", KEY, redis=FakeRedis(events=events, settles=False),
+                             clock=lambda: NOW)
+    runner.run([signed("a", replicaof="10.0.0.9:6379")])
+    (ack,) = runner.acks()
+    assert not ack.ok and "not restarted" in (ack.error or "") and "aof_rewrite_in_progress" in (ack.error or "")
+    assert events == ["replicaof 10.0.0.9 6379", "unsettled"]
 
 
 def test_a_redis_that_is_down_is_started_then_made_a_replica() -> None:
