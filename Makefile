@@ -1,5 +1,5 @@
 # Convenience targets; each calls the script that does the work (scripts/ install what they need).
-.PHONY: demo test bench deb
+.PHONY: demo test bench deb boot-test
 demo:
 	bash scripts/demo
 test:
@@ -8,3 +8,5 @@ bench:
 	bash scripts/bench
 deb:
 	bash packaging/build-debs
+boot-test:
+	bash packaging/build-debs && bash packaging/boot-test
