@@ -299,6 +299,8 @@ def test_silent_agents_alone_never_lose_the_quorum(view: ClusterView) -> None:
         return
     hopeful = completed(view)
     assert not any(not hopeful.is_fresh(n) for n in hopeful.nodes)
+    if needed_for(hopeful) != needed_for(view):
+        return  # no fresh Sentinel said what quorum it runs: the two are judged against different needs
     lost_here = Code.QUORUM_LOST in {f.code for f in findings}
     lost_there = Code.QUORUM_LOST in {f.code for f in check(hopeful, POLICY, hopeful.now)}
     assert lost_here == lost_there, [f.message for f in findings]
