@@ -177,3 +177,100 @@ def test_what_a_fenced_node_shows_while_cut_off_is_expected_during_the_fence() -
     link = next(f for f in explained if f.code is Code.REPLICA_LINK_DOWN)
     assert link.message.startswith("Expected during the fence of redis-1")
     assert all(f.severity is not Severity.CRITICAL for f in explained)
+
+
+# -- before the side's Sentinels have heard the news: the leader's failover in progress (issue 12) ---------
+
+DOWN = ("master", "s_down", "o_down")
+
+
+def promoting(view: ClusterView, leader: str = "redis-2", confirmed: bool = True, promote: str = NEW,
+              others_flag_down: bool = True, in_progress: bool = True) -> ClusterView:
+    """The moment after the majority's leader sent REPLICAOF NO ONE to `promote`: it still names the old
+    master (o_down, failover in progress) and flags the replica "promoted"; the side's other Sentinel names
+    the old master s_down (the hello with the new config is up to 2 s away); with `confirmed`, the promoted
+    node's own agent says master."""
+    sv = view.node(leader).report.sentinel.masters[0]  # type: ignore[union-attr]
+    replicas = tuple(dataclasses.replace(p, flags=("slave", "promoted")) if p.address == promote else p
+                     for p in sv.replicas)
+    view = with_sentinel_master(view, leader, s_down=True, o_down=True, failover_in_progress=in_progress,
+                                flags=(*DOWN, *(("failover_in_progress",) if in_progress else ())), replicas=replicas)
+    for name in ("redis-2", "redis-3"):
+        if name != leader:
+            view = with_sentinel_master(view, name, s_down=others_flag_down,
+                                        flags=("master", "s_down") if others_flag_down else ("master",))
+    if confirmed:
+        node = next(n.name for n in view.nodes if n.report.identity.redis_address == promote)
+        view = with_redis(view, node, role="master", master_host=None, master_port=None, master_link_status=None)
+    return view
+
+
+def in_progress_split(**kwargs: object) -> ClusterView:
+    return promoting(cut_off(scenario_view("healthy")), **kwargs)  # type: ignore[arg-type]
+
+
+def test_the_old_master_is_fenced_as_soon_as_the_leader_promotes_a_replica_that_confirms_it() -> None:
+    view = in_progress_split()
+    confirmed = confirmed_master(view)
+    assert confirmed is not None and (confirmed.address, confirmed.node) == (NEW, "redis-3")
+    assert confirmed.side == ("redis-2", "redis-3")
+    p = plan(view)
+    assert [(a.node, a.new_master) for a in p.actions if isinstance(a, Fence)] == [("redis-1", NEW)]
+    fence = next(a for a in p.actions if isinstance(a, Fence))
+    assert "their leader redis-2 promoted it" in fence.reason and "redis-3's own agent confirms" in fence.reason
+    # the cut-off Sentinel is re-pointed; the side's own Sentinels, mid-failover, are left to Sentinel
+    assert [(a.node, a.master) for a in p.actions if isinstance(a, RepointSentinel)] == [("redis-1", NEW)]
+    # the promoted node may lead too: the same fence
+    view = in_progress_split(leader="redis-3")
+    assert [(a.node, a.new_master) for a in plan(view).actions if isinstance(a, Fence)] == [("redis-1", NEW)]
+
+
+def test_no_fence_mid_failover_without_the_promoted_nodes_own_confirmation() -> None:
+    view = in_progress_split(confirmed=False)
+    assert confirmed_master(view) is None and plan(view).actions == ()
+
+
+def test_no_fence_mid_failover_when_a_side_member_still_sees_the_old_master_up() -> None:
+    view = in_progress_split(others_flag_down=False)
+    assert confirmed_master(view) is None
+    assert not any(isinstance(a, Fence | RepointSentinel) for a in plan(view).actions)
+
+
+def test_no_fence_on_a_promoted_flag_without_a_failover_in_progress() -> None:
+    view = in_progress_split(in_progress=False)
+    assert confirmed_master(view) is None and plan(view).actions == ()
+
+
+def test_no_fence_mid_failover_when_the_leader_has_no_side_able_to_fail_over() -> None:
+    # the other majority Sentinel flags the leader disconnected: the leader's side is itself alone
+    view = in_progress_split()
+    sv = view.node("redis-3").report.sentinel.masters[0]  # type: ignore[union-attr]
+    leader = view.node("redis-2").report.identity.sentinel_address  # type: ignore[union-attr]
+    view = with_sentinel_master(view, "redis-3", sentinels=tuple(
+        dataclasses.replace(p, flags=("sentinel", "s_down", "disconnected")) if p.address == leader else p
+        for p in sv.sentinels))
+    assert confirmed_master(view) is None and plan(view).actions == ()
+    # a cut-off minority Sentinel claiming a failover of its own (it cannot get the votes) confirms nothing:
+    # the majority still names the old master, which is not fenced
+    view = promoting(cut_off(scenario_view("healthy")), leader="redis-1", others_flag_down=False)
+    confirmed = confirmed_master(view)
+    assert confirmed is not None and confirmed.address == OLD
+    assert not any(isinstance(a, Fence) and a.node == "redis-1" for a in plan(view).actions)
+
+
+def test_no_fence_mid_failover_when_a_member_names_a_third_master_or_two_replicas_are_promoted() -> None:
+    view = with_sentinel_master(in_progress_split(), "redis-3", master_address="127.0.0.9:6379")
+    assert confirmed_master(view) is None
+    view = in_progress_split()
+    sv = view.node("redis-2").report.sentinel.masters[0]  # type: ignore[union-attr]
+    view = with_sentinel_master(view, "redis-2", replicas=tuple(
+        dataclasses.replace(p, flags=("slave", "promoted")) for p in sv.replicas))
+    assert confirmed_master(view) is None and plan(view).actions == ()
+
+
+def test_mid_failover_the_promoted_node_is_never_fenced() -> None:
+    # the promoted replica and the old master both say master: only the old one is fenced
+    for leader in ("redis-2", "redis-3"):
+        for a in plan(in_progress_split(leader=leader)).actions:
+            assert not (isinstance(a, Fence) and a.node == "redis-3")
+            assert not (isinstance(a, RepointSentinel) and a.node in ("redis-2", "redis-3"))
