@@ -274,3 +274,40 @@ def test_mid_failover_the_promoted_node_is_never_fenced() -> None:
         for a in plan(in_progress_split(leader=leader)).actions:
             assert not (isinstance(a, Fence) and a.node == "redis-3")
             assert not (isinstance(a, RepointSentinel) and a.node in ("redis-2", "redis-3"))
+
+
+def test_a_just_promoted_replica_is_never_fenced_on_the_sides_older_reports() -> None:
+    """The bench's 128 s outage: the replica a failover had just promoted reported role master at once (a
+    role change wakes the controller), while the majority's Sentinels' reports, a second older, still named
+    the old master healthy and listed that replica as theirs. It was fenced to the old master, and the old
+    master then fenced to it: no master left. Now it is held, saying why, and nothing else is done."""
+    view = cut_off(scenario_view("healthy"))
+    view = with_redis(view, "redis-3", role="master", master_host=None, master_port=None, master_link_status=None)
+    confirmed = confirmed_master(view)
+    assert confirmed is not None and confirmed.address == OLD  # what the side's older reports say
+    p = plan(view)
+    assert not any(isinstance(a, Fence | RepointSentinel) for a in p.actions), p.actions
+    hold = next(h for h in p.held if h.what == "fence redis-3")
+    assert "last listed redis-3 as a healthy replica" in hold.reason
+    # a replica some Sentinel's failover in progress has promoted is never fenced either, whatever the side says
+    view = with_sentinel_master(view, "redis-2", replicas=())  # the side no longer lists it ...
+    view = with_sentinel_master(view, "redis-3", replicas=())
+    assert any(isinstance(a, Fence) and a.node == "redis-3" for a in plan(view).actions)  # (the guard's reason)
+    sv = scenario_view("healthy").node("redis-1").report.sentinel.masters[0]  # type: ignore[union-attr]
+    promoting_view = with_sentinel_master(view, "redis-1", failover_in_progress=True, replicas=tuple(
+        dataclasses.replace(r, flags=("slave", "promoted")) if r.address == NEW else r for r in sv.replicas))
+    p = plan(promoting_view)
+    assert not any(isinstance(a, Fence) and a.node == "redis-3" for a in p.actions)
+    assert any(h.what == "fence redis-3" and "promoted: never fenced" in h.reason for h in p.held)
+
+
+def test_no_fence_on_the_word_of_a_master_the_controller_acted_on_since_its_report() -> None:
+    """The second half of that cascade: the new master's report that said master predates the controller's
+    own action on it; nothing is fenced on it until a newer report confirms it."""
+    view = in_progress_split()
+    node = view.node("redis-3")
+    assert node is not None
+    state = HealState(cluster="sandbox").with_node("redis-3", NodeHealth(last_action_at=node.received_at + 0.01))
+    p = plan(view, state)
+    assert not any(isinstance(a, Fence | RepointSentinel) for a in p.actions)
+    assert any("its word that it is master is older" in h.reason for h in p.held)

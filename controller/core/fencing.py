@@ -164,6 +164,30 @@ def _acting_master(view: ClusterView, node: NodeState, confirmed: ConfirmedMaste
             and view.redis_up(node) and redis.role == "master")
 
 
+def _newer_than_the_side(view: ClusterView, node: NodeState, confirmed: ConfirmedMaster) -> str:
+    """Why `node`'s role master may be newer than what the side said (then it is not fenced), or "".
+
+    Each report is a snapshot of its own moment: a replica that a failover has just promoted reports role
+    master (and is seen at once: a role change wakes the controller) while the side's Sentinels' latest
+    reports, a second old, still name the old master healthy. Fencing it then would make the new master a
+    replica of the old one and undo the failover. So a node that a Sentinel's failover in progress has
+    promoted is never fenced, nor one that a member of the side lists as a healthy replica: its word
+    "master" is newer than theirs; their next reports settle it."""
+    address = node.report.identity.redis_address
+    for other, sentinel_view in view.sentinel_views():
+        if promoted_replica(sentinel_view) == address:
+            return (f"{node.name} is the replica the failover in progress on {other.name}'s Sentinel promoted: "
+                    "never fenced")
+    by_name = dict((n.name, v) for n, v in view.sentinel_views())
+    listing = sorted(name for name in confirmed.side if name in by_name and any(
+        p.address == address and not p.down for p in by_name[name].replicas))
+    if listing:
+        return (f"the Sentinels on {_side_label(tuple(listing))} last listed {node.name} as a healthy replica of "
+                f"{confirmed.address}: its role master is newer than their reports (a promotion they have not "
+                "reported yet?); waiting for their next reports")
+    return ""
+
+
 def plan_fences(
     view: ClusterView, last_action_at: Mapping[str, float], paused_nodes: tuple[str, ...] = ()
 ) -> tuple[tuple[Fence | RepointSentinel, ...], tuple[FenceHold, ...]]:
@@ -190,11 +214,20 @@ def plan_fences(
             return True
         return False
 
+    confirming = view.node(confirmed.node)
+    last = last_action_at.get(confirmed.node)
+    if confirming is not None and last is not None and confirming.received_at <= last:
+        return (), (FenceHold("fence", f"acted on {confirmed.node} {view.now - last:.1f} s ago: its word that it "
+                                       "is master is older than that; waiting for its next report"),)
     fenced: set[str] = set()
     for node in view.fresh_nodes():
         if not _acting_master(view, node, confirmed):
             continue
         what = f"fence {node.name}"
+        newer = _newer_than_the_side(view, node, confirmed)
+        if newer:
+            held.append(FenceHold(what, newer))
+            continue
         fenced.add(node.report.identity.redis_address)
         if waiting(node, what):
             continue
