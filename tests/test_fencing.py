@@ -136,13 +136,21 @@ def test_a_fence_is_held_by_no_budget_or_cooldown_and_counts_against_neither() -
     assert after.fences == (FenceRecord("redis-1", NEW, view.now, True),)
 
 
+def acted_on_since_its_report(view: ClusterView, name: str) -> Plan:
+    """The plan once the controller acted on `name` just after its latest report: nothing may be done."""
+    node = view.node(name)
+    assert node is not None
+    state = HealState(cluster="sandbox").with_node(name, NodeHealth(last_action_at=node.received_at + 0.01))
+    p = plan(view, state)
+    assert not any(isinstance(a, Fence | RepointSentinel) for a in p.actions)
+    return p
+
+
 def test_a_fenced_node_is_not_fenced_again_until_a_newer_report_shows_it_still_master() -> None:
     view = split()
     node = view.node("redis-1")
     assert node is not None
-    state = HealState(cluster="sandbox").with_node("redis-1", NodeHealth(last_action_at=node.received_at + 0.01))
-    p = plan(view, state)
-    assert not any(isinstance(a, Fence | RepointSentinel) for a in p.actions)
+    p = acted_on_since_its_report(view, "redis-1")
     assert any(h.what == "fence redis-1" and "waiting for its next report" in h.reason for h in p.held)
     state = HealState(cluster="sandbox").with_node("redis-1", NodeHealth(last_action_at=node.received_at - 0.5))
     assert any(isinstance(a, Fence) for a in plan(view, state).actions)
@@ -292,7 +300,8 @@ def test_a_just_promoted_replica_is_never_fenced_on_the_sides_older_reports() ->
     # a replica some Sentinel's failover in progress has promoted is never fenced either, whatever the side says
     view = with_sentinel_master(view, "redis-2", replicas=())  # the side no longer lists it ...
     view = with_sentinel_master(view, "redis-3", replicas=())
-    assert any(isinstance(a, Fence) and a.node == "redis-3" for a in plan(view).actions)  # (the guard's reason)
+    # (a master the side does not know as its replica is a stray one: fenced)
+    assert any(isinstance(a, Fence) and a.node == "redis-3" for a in plan(view).actions)
     sv = scenario_view("healthy").node("redis-1").report.sentinel.masters[0]  # type: ignore[union-attr]
     promoting_view = with_sentinel_master(view, "redis-1", failover_in_progress=True, replicas=tuple(
         dataclasses.replace(r, flags=("slave", "promoted")) if r.address == NEW else r for r in sv.replicas))
@@ -304,10 +313,5 @@ def test_a_just_promoted_replica_is_never_fenced_on_the_sides_older_reports() ->
 def test_no_fence_on_the_word_of_a_master_the_controller_acted_on_since_its_report() -> None:
     """The second half of that cascade: the new master's report that said master predates the controller's
     own action on it; nothing is fenced on it until a newer report confirms it."""
-    view = in_progress_split()
-    node = view.node("redis-3")
-    assert node is not None
-    state = HealState(cluster="sandbox").with_node("redis-3", NodeHealth(last_action_at=node.received_at + 0.01))
-    p = plan(view, state)
-    assert not any(isinstance(a, Fence | RepointSentinel) for a in p.actions)
+    p = acted_on_since_its_report(in_progress_split(), "redis-3")
     assert any("its word that it is master is older" in h.reason for h in p.held)
