@@ -5,9 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from controller.core.checks import check
 from controller.core.expected import expect
-from controller.core.fencing import Fence, FenceRecord, RepointSentinel, check_fences, confirmed_master
+from controller.core.fencing import (
+    Fence,
+    FenceRecord,
+    RepointSentinel,
+    check_fences,
+    confirmed_master,
+    plan_fences,
+    promoted_replica,
+)
 from controller.core.findings import Code, Severity
 from controller.core.planner import (
     ActionResult,
@@ -23,7 +34,9 @@ from controller.core.planner import (
 )
 from controller.core.policy import Policy
 from controller.core.view import ClusterView
-from tests.factories import scenario_view, with_redis, with_sentinel_master
+from protocol.report import SentinelPeer
+from tests.factories import scenario_view, synthetic_view, with_redis, with_sentinel_master
+from tests.test_findings_truth import _edit_peers
 
 OLD = "127.0.0.3:6379"  # redis-1
 NEW = "127.0.0.5:6379"  # redis-3
@@ -315,3 +328,63 @@ def test_no_fence_on_the_word_of_a_master_the_controller_acted_on_since_its_repo
     own action on it; nothing is fenced on it until a newer report confirms it."""
     p = acted_on_since_its_report(in_progress_split(), "redis-3")
     assert any("its word that it is master is older" in h.reason for h in p.held)
+
+
+# -- properties: whatever the reports say, the rails hold ----------------------------------------------------
+
+
+@st.composite
+def failover_moments(draw: st.DrawFn) -> ClusterView:
+    """A cluster of 3-5 whose master (the first node) is cut off from the others' Sentinels, caught at any
+    moment of the failover that follows, each report from its own moment: any node may say master (the old
+    and the new one most often), any majority Sentinel may name the old master, the new one or another,
+    flag it down or not, be mid-failover with any replica flagged promoted, list any replica healthy or down."""
+    n = draw(st.integers(3, 5))
+    view = synthetic_view(n)
+    names = [node.name for node in view.nodes]
+    addresses = [node.report.identity.redis_address for node in view.nodes]
+    old, new = addresses[0], draw(st.sampled_from(addresses[1:]))
+    cut = {names[0]}
+    for name in names:
+        view = _edit_peers(view, name, {o for o in names if (o in cut) != (name in cut)})
+    for name, address in zip(names, addresses, strict=True):
+        likely = address in (old, new)
+        if draw(st.integers(0, 9)) < (8 if likely else 2):
+            view = with_redis(view, name, role="master", master_host=None, master_port=None,
+                              master_link_status=None)
+    for name in names[1:]:
+        named = draw(st.sampled_from([old, new, new, *addresses]))
+        down = draw(st.booleans())
+        promoted_address = draw(st.sampled_from([new, new, *addresses]))
+        view = with_sentinel_master(
+            view, name, master_address=named, s_down=down, o_down=down and draw(st.booleans()),
+            failover_in_progress=draw(st.booleans()),
+            replicas=tuple(SentinelPeer(a, ("slave", *(("promoted",) if a == promoted_address else ()),
+                                            *(("s_down", "disconnected") if draw(st.booleans()) else ())))
+                           for a in addresses if a != named and draw(st.integers(0, 3)) > 0))
+    return view
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(failover_moments())
+def test_a_fence_never_hits_the_named_master_a_promoted_replica_or_one_the_side_calls_its_replica(
+        view: ClusterView) -> None:
+    fences, _ = plan_fences(view, {})
+    confirmed = confirmed_master(view)
+    if confirmed is None:
+        assert fences == ()
+        return
+    node = view.node(confirmed.node)
+    assert node is not None and view.redis_up(node) and node.report.redis.role == "master"
+    assert len(confirmed.side) >= max(view.expected_sentinels // 2 + 1,
+                                      max((v.quorum or 0 for _, v in view.sentinel_views()), default=0))
+    views = dict((n.name, v) for n, v in view.sentinel_views())
+    for action in fences:
+        if not isinstance(action, Fence):
+            continue
+        target = view.node(action.node)
+        assert target is not None and action.new_master == confirmed.address
+        address = target.report.identity.redis_address
+        assert action.node != confirmed.node and address != confirmed.address
+        assert not any(promoted_replica(v) == address for v in views.values())
+        assert not any(p.address == address and not p.down for m in confirmed.side for p in views[m].replicas)
