@@ -27,13 +27,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_failover import cli, drills  # the same `redwarden drill --json` runs
 
 from console.drill.result import render_summary, render_timeline, summarize
+from sandbox import netns
 
 REDWARDEN = [sys.executable, "-m", "console.cli"]
 
 
-def critical_incidents_since(url: str, since: float) -> list[str]:
+def cli_inside(root: Path, url: str, *args: str) -> str:
+    """A `redwarden` command to the sandbox's controller as its admin (its token and CA from the sandbox's
+    directory), inside the sandbox's network namespace (`sandbox` and `drill --sandbox` commands enter it
+    themselves, `ack` and `history` do not)."""
+    name = netns.recorded(root)
+    enter = ["nsenter", f"--net=/run/netns/{name}", "--"] if name else []
+    state = json.loads((root / "sandbox.json").read_text())
+    conn = ["--controller", url, "--token-file", str(root / "secrets" / "admin.token"), "--ca-cert",
+            str(state["controller_ca_cert"])]
+    return subprocess.run([*enter, *REDWARDEN, *args, *conn], check=True, capture_output=True, text=True).stdout
+
+
+def critical_incidents_since(root: Path, url: str, since: float) -> list[str]:
     """The critical incidents opened at or after `since` (their code and subject)."""
-    data = json.loads(cli("history", "--controller", url, "--json"))
+    data = json.loads(cli_inside(root, url, "history", "--json"))
     rows = data.get("incidents", data) if isinstance(data, dict) else data
     return [f"{i.get('code')} {i.get('subject', '')}".strip() for i in rows
             if isinstance(i, dict) and i.get("severity") == "critical" and (i.get("opened_at") or 0) >= since]
@@ -57,10 +70,10 @@ def main() -> None:
         try:
             url = cli("sandbox", "up", "--netns", "--dir", str(root), "--report-interval-s", "1",
                       "--down-after-ms", "5000").strip().splitlines()[-1]
-            cli("ack", "sandbox", "--controller", url)
+            cli_inside(root, url, "ack", "sandbox")
             partitions = drills(root, "partition-master", args.runs, between_s=65)
             replacement = drills(root, "destroy-replica", 1)
-            pages = critical_incidents_since(url, replacement[0]["fault_at"]) if replacement else []
+            pages = critical_incidents_since(root, url, replacement[0]["fault_at"]) if replacement else []
         finally:
             subprocess.run([*REDWARDEN, "sandbox", "down", "--dir", str(root)], check=False, capture_output=True)
     print("== partition-master, writer's Sentinels in the cluster's own order")

@@ -163,8 +163,15 @@ CASES = [
     Case(
         "master-agent-silent",
         lambda: with_age(healthy(), "redis-1", 10.0),
-        {"MASTER_UNREACHABLE cluster warning", "AGENT_SILENT node redis-1 warning", "QUORUM_AT_RISK cluster warning"},
-        ("silent for 10.0 s", "No report from redis-1 (127.0.0.3:6379) for 10.0 s", "1 silent"),
+        {"AGENT_SILENT node redis-1 warning", "QUORUM_AT_RISK cluster warning"},
+        ("No report from redis-1 (127.0.0.3:6379) for 10.0 s", "1 silent"),
+    ),
+    Case(
+        "master-agent-silent-and-a-sentinel-flags-it-down",
+        lambda: with_age(with_sentinel_master(healthy(), "redis-2", s_down=True, flags=("master", "s_down")),
+                         "redis-1", 10.0),
+        {"MASTER_UNREACHABLE cluster critical", "AGENT_SILENT node redis-1 warning", "QUORUM_AT_RISK cluster warning"},
+        ("its agent has been silent for 10.0 s; 1 of 2 reachable Sentinels flag it down (redis-2)",),
     ),
     Case(
         "no-master-named-master-says-replica",
@@ -396,10 +403,23 @@ CASES = [
         {"AGENT_SILENT node redis-3 warning", "QUORUM_AT_RISK cluster warning"},
     ),
     Case(
-        "two-agents-silent-quorum-unconfirmed",
+        "two-agents-silent-quorum-unconfirmed",  # the controller going blind: no lost quorum, no page
         lambda: with_age(with_age(healthy(), "redis-2", 10.0), "redis-3", 10.0),
-        {"AGENT_SILENT node redis-2 warning", "AGENT_SILENT node redis-3 warning", "QUORUM_LOST cluster critical"},
+        {"AGENT_SILENT node redis-2 warning", "AGENT_SILENT node redis-3 warning", "QUORUM_AT_RISK cluster warning"},
+        ("Sentinel quorum not confirmed: 1 of 3 Sentinels reachable (0 down, 2 silent)", "a side of up to 3"),
+    ),
+    Case(
+        "master-and-replica-agents-silent",
+        lambda: with_age(with_age(healthy(), "redis-1", 10.0), "redis-2", 10.0),
+        {"AGENT_SILENT node redis-1 warning", "AGENT_SILENT node redis-2 warning", "QUORUM_AT_RISK cluster warning"},
         ("1 of 3 Sentinels reachable (0 down, 2 silent)",),
+    ),
+    Case(
+        "silent-sentinel-flagged-down-and-one-dead-quorum-lost",  # proven by the fresh reports themselves
+        lambda: kill_sentinel(with_age(partition(healthy(), {"redis-2"}), "redis-2", 10.0), "redis-3"),
+        {"AGENT_SILENT node redis-2 warning", "SENTINEL_DOWN sentinel redis-3 warning", "QUORUM_LOST cluster critical"},
+        ("1 of 3 Sentinels reachable (1 down, 1 silent)", "even with the 1 Sentinels on silent agents up, a side "
+         "of at most 1"),
     ),
     Case(
         "node-never-reported",

@@ -5,9 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from controller.core.checks import check
 from controller.core.expected import expect
-from controller.core.fencing import Fence, FenceRecord, RepointSentinel, check_fences, confirmed_master
+from controller.core.fencing import (
+    Fence,
+    FenceRecord,
+    RepointSentinel,
+    check_fences,
+    confirmed_master,
+    plan_fences,
+    promoted_replica,
+)
 from controller.core.findings import Code, Severity
 from controller.core.planner import (
     ActionResult,
@@ -23,7 +34,9 @@ from controller.core.planner import (
 )
 from controller.core.policy import Policy
 from controller.core.view import ClusterView
-from tests.factories import scenario_view, with_redis, with_sentinel_master
+from protocol.report import SentinelPeer
+from tests.factories import scenario_view, synthetic_view, with_redis, with_sentinel_master
+from tests.test_findings_truth import _edit_peers
 
 OLD = "127.0.0.3:6379"  # redis-1
 NEW = "127.0.0.5:6379"  # redis-3
@@ -136,13 +149,21 @@ def test_a_fence_is_held_by_no_budget_or_cooldown_and_counts_against_neither() -
     assert after.fences == (FenceRecord("redis-1", NEW, view.now, True),)
 
 
+def acted_on_since_its_report(view: ClusterView, name: str) -> Plan:
+    """The plan once the controller acted on `name` just after its latest report: nothing may be done."""
+    node = view.node(name)
+    assert node is not None
+    state = HealState(cluster="sandbox").with_node(name, NodeHealth(last_action_at=node.received_at + 0.01))
+    p = plan(view, state)
+    assert not any(isinstance(a, Fence | RepointSentinel) for a in p.actions)
+    return p
+
+
 def test_a_fenced_node_is_not_fenced_again_until_a_newer_report_shows_it_still_master() -> None:
     view = split()
     node = view.node("redis-1")
     assert node is not None
-    state = HealState(cluster="sandbox").with_node("redis-1", NodeHealth(last_action_at=node.received_at + 0.01))
-    p = plan(view, state)
-    assert not any(isinstance(a, Fence | RepointSentinel) for a in p.actions)
+    p = acted_on_since_its_report(view, "redis-1")
     assert any(h.what == "fence redis-1" and "waiting for its next report" in h.reason for h in p.held)
     state = HealState(cluster="sandbox").with_node("redis-1", NodeHealth(last_action_at=node.received_at - 0.5))
     assert any(isinstance(a, Fence) for a in plan(view, state).actions)
@@ -177,3 +198,193 @@ def test_what_a_fenced_node_shows_while_cut_off_is_expected_during_the_fence() -
     link = next(f for f in explained if f.code is Code.REPLICA_LINK_DOWN)
     assert link.message.startswith("Expected during the fence of redis-1")
     assert all(f.severity is not Severity.CRITICAL for f in explained)
+
+
+# -- before the side's Sentinels have heard the news: the leader's failover in progress (issue 12) ---------
+
+DOWN = ("master", "s_down", "o_down")
+
+
+def promoting(view: ClusterView, leader: str = "redis-2", confirmed: bool = True, promote: str = NEW,
+              others_flag_down: bool = True, in_progress: bool = True) -> ClusterView:
+    """The moment after the majority's leader sent REPLICAOF NO ONE to `promote`: it still names the old
+    master (o_down, failover in progress) and flags the replica "promoted"; the side's other Sentinel names
+    the old master s_down (the hello with the new config is up to 2 s away); with `confirmed`, the promoted
+    node's own agent says master."""
+    sv = view.node(leader).report.sentinel.masters[0]  # type: ignore[union-attr]
+    replicas = tuple(dataclasses.replace(p, flags=("slave", "promoted")) if p.address == promote else p
+                     for p in sv.replicas)
+    view = with_sentinel_master(view, leader, s_down=True, o_down=True, failover_in_progress=in_progress,
+                                flags=(*DOWN, *(("failover_in_progress",) if in_progress else ())), replicas=replicas)
+    for name in ("redis-2", "redis-3"):
+        if name != leader:
+            view = with_sentinel_master(view, name, s_down=others_flag_down,
+                                        flags=("master", "s_down") if others_flag_down else ("master",))
+    if confirmed:
+        node = next(n.name for n in view.nodes if n.report.identity.redis_address == promote)
+        view = with_redis(view, node, role="master", master_host=None, master_port=None, master_link_status=None)
+    return view
+
+
+def in_progress_split(**kwargs: object) -> ClusterView:
+    return promoting(cut_off(scenario_view("healthy")), **kwargs)  # type: ignore[arg-type]
+
+
+def test_the_old_master_is_fenced_as_soon_as_the_leader_promotes_a_replica_that_confirms_it() -> None:
+    view = in_progress_split()
+    confirmed = confirmed_master(view)
+    assert confirmed is not None and (confirmed.address, confirmed.node) == (NEW, "redis-3")
+    assert confirmed.side == ("redis-2", "redis-3")
+    p = plan(view)
+    assert [(a.node, a.new_master) for a in p.actions if isinstance(a, Fence)] == [("redis-1", NEW)]
+    fence = next(a for a in p.actions if isinstance(a, Fence))
+    assert "their leader redis-2 promoted it" in fence.reason and "redis-3's own agent confirms" in fence.reason
+    # the cut-off Sentinel is re-pointed; the side's own Sentinels, mid-failover, are left to Sentinel
+    assert [(a.node, a.master) for a in p.actions if isinstance(a, RepointSentinel)] == [("redis-1", NEW)]
+    # the promoted node may lead too: the same fence
+    view = in_progress_split(leader="redis-3")
+    assert [(a.node, a.new_master) for a in plan(view).actions if isinstance(a, Fence)] == [("redis-1", NEW)]
+
+
+def test_no_fence_mid_failover_without_the_promoted_nodes_own_confirmation() -> None:
+    view = in_progress_split(confirmed=False)
+    assert confirmed_master(view) is None and plan(view).actions == ()
+
+
+def test_no_fence_mid_failover_when_a_side_member_still_sees_the_old_master_up() -> None:
+    view = in_progress_split(others_flag_down=False)
+    assert confirmed_master(view) is None
+    assert not any(isinstance(a, Fence | RepointSentinel) for a in plan(view).actions)
+
+
+def test_no_fence_on_a_promoted_flag_without_a_failover_in_progress() -> None:
+    view = in_progress_split(in_progress=False)
+    assert confirmed_master(view) is None and plan(view).actions == ()
+
+
+def test_no_fence_mid_failover_when_the_leader_has_no_side_able_to_fail_over() -> None:
+    # the other majority Sentinel flags the leader disconnected: the leader's side is itself alone
+    view = in_progress_split()
+    sv = view.node("redis-3").report.sentinel.masters[0]  # type: ignore[union-attr]
+    leader = view.node("redis-2").report.identity.sentinel_address  # type: ignore[union-attr]
+    view = with_sentinel_master(view, "redis-3", sentinels=tuple(
+        dataclasses.replace(p, flags=("sentinel", "s_down", "disconnected")) if p.address == leader else p
+        for p in sv.sentinels))
+    assert confirmed_master(view) is None and plan(view).actions == ()
+    # a cut-off minority Sentinel claiming a failover of its own (it cannot get the votes) confirms nothing:
+    # the majority still names the old master, which is not fenced
+    view = promoting(cut_off(scenario_view("healthy")), leader="redis-1", others_flag_down=False)
+    confirmed = confirmed_master(view)
+    assert confirmed is not None and confirmed.address == OLD
+    assert not any(isinstance(a, Fence) and a.node == "redis-1" for a in plan(view).actions)
+
+
+def test_no_fence_mid_failover_when_a_member_names_a_third_master_or_two_replicas_are_promoted() -> None:
+    view = with_sentinel_master(in_progress_split(), "redis-3", master_address="127.0.0.9:6379")
+    assert confirmed_master(view) is None
+    view = in_progress_split()
+    sv = view.node("redis-2").report.sentinel.masters[0]  # type: ignore[union-attr]
+    view = with_sentinel_master(view, "redis-2", replicas=tuple(
+        dataclasses.replace(p, flags=("slave", "promoted")) for p in sv.replicas))
+    assert confirmed_master(view) is None and plan(view).actions == ()
+
+
+def test_mid_failover_the_promoted_node_is_never_fenced() -> None:
+    # the promoted replica and the old master both say master: only the old one is fenced
+    for leader in ("redis-2", "redis-3"):
+        for a in plan(in_progress_split(leader=leader)).actions:
+            assert not (isinstance(a, Fence) and a.node == "redis-3")
+            assert not (isinstance(a, RepointSentinel) and a.node in ("redis-2", "redis-3"))
+
+
+def test_a_just_promoted_replica_is_never_fenced_on_the_sides_older_reports() -> None:
+    """The bench's 128 s outage: the replica a failover had just promoted reported role master at once (a
+    role change wakes the controller), while the majority's Sentinels' reports, a second older, still named
+    the old master healthy and listed that replica as theirs. It was fenced to the old master, and the old
+    master then fenced to it: no master left. Now it is held, saying why, and nothing else is done."""
+    view = cut_off(scenario_view("healthy"))
+    view = with_redis(view, "redis-3", role="master", master_host=None, master_port=None, master_link_status=None)
+    confirmed = confirmed_master(view)
+    assert confirmed is not None and confirmed.address == OLD  # what the side's older reports say
+    p = plan(view)
+    assert not any(isinstance(a, Fence | RepointSentinel) for a in p.actions), p.actions
+    hold = next(h for h in p.held if h.what == "fence redis-3")
+    assert "last listed redis-3 as a healthy replica" in hold.reason
+    # a replica some Sentinel's failover in progress has promoted is never fenced either, whatever the side says
+    view = with_sentinel_master(view, "redis-2", replicas=())  # the side no longer lists it ...
+    view = with_sentinel_master(view, "redis-3", replicas=())
+    # (a master the side does not know as its replica is a stray one: fenced)
+    assert any(isinstance(a, Fence) and a.node == "redis-3" for a in plan(view).actions)
+    sv = scenario_view("healthy").node("redis-1").report.sentinel.masters[0]  # type: ignore[union-attr]
+    promoting_view = with_sentinel_master(view, "redis-1", failover_in_progress=True, replicas=tuple(
+        dataclasses.replace(r, flags=("slave", "promoted")) if r.address == NEW else r for r in sv.replicas))
+    p = plan(promoting_view)
+    assert not any(isinstance(a, Fence) and a.node == "redis-3" for a in p.actions)
+    assert any(h.what == "fence redis-3" and "promoted: never fenced" in h.reason for h in p.held)
+
+
+def test_no_fence_on_the_word_of_a_master_the_controller_acted_on_since_its_report() -> None:
+    """The second half of that cascade: the new master's report that said master predates the controller's
+    own action on it; nothing is fenced on it until a newer report confirms it."""
+    p = acted_on_since_its_report(in_progress_split(), "redis-3")
+    assert any("its word that it is master is older" in h.reason for h in p.held)
+
+
+# -- properties: whatever the reports say, the rails hold ----------------------------------------------------
+
+
+@st.composite
+def failover_moments(draw: st.DrawFn) -> ClusterView:
+    """A cluster of 3-5 whose master (the first node) is cut off from the others' Sentinels, caught at any
+    moment of the failover that follows, each report from its own moment: any node may say master (the old
+    and the new one most often), any majority Sentinel may name the old master, the new one or another,
+    flag it down or not, be mid-failover with any replica flagged promoted, list any replica healthy or down."""
+    n = draw(st.integers(3, 5))
+    view = synthetic_view(n)
+    names = [node.name for node in view.nodes]
+    addresses = [node.report.identity.redis_address for node in view.nodes]
+    old, new = addresses[0], draw(st.sampled_from(addresses[1:]))
+    cut = {names[0]}
+    for name in names:
+        view = _edit_peers(view, name, {o for o in names if (o in cut) != (name in cut)})
+    for name, address in zip(names, addresses, strict=True):
+        likely = address in (old, new)
+        if draw(st.integers(0, 9)) < (8 if likely else 2):
+            view = with_redis(view, name, role="master", master_host=None, master_port=None,
+                              master_link_status=None)
+    for name in names[1:]:
+        named = draw(st.sampled_from([old, new, new, *addresses]))
+        down = draw(st.booleans())
+        promoted_address = draw(st.sampled_from([new, new, *addresses]))
+        view = with_sentinel_master(
+            view, name, master_address=named, s_down=down, o_down=down and draw(st.booleans()),
+            failover_in_progress=draw(st.booleans()),
+            replicas=tuple(SentinelPeer(a, ("slave", *(("promoted",) if a == promoted_address else ()),
+                                            *(("s_down", "disconnected") if draw(st.booleans()) else ())))
+                           for a in addresses if a != named and draw(st.integers(0, 3)) > 0))
+    return view
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(failover_moments())
+def test_a_fence_never_hits_the_named_master_a_promoted_replica_or_one_the_side_calls_its_replica(
+        view: ClusterView) -> None:
+    fences, _ = plan_fences(view, {})
+    confirmed = confirmed_master(view)
+    if confirmed is None:
+        assert fences == ()
+        return
+    node = view.node(confirmed.node)
+    assert node is not None and view.redis_up(node) and node.report.redis.role == "master"
+    assert len(confirmed.side) >= max(view.expected_sentinels // 2 + 1,
+                                      max((v.quorum or 0 for _, v in view.sentinel_views()), default=0))
+    views = dict((n.name, v) for n, v in view.sentinel_views())
+    for action in fences:
+        if not isinstance(action, Fence):
+            continue
+        target = view.node(action.node)
+        assert target is not None and action.new_master == confirmed.address
+        address = target.report.identity.redis_address
+        assert action.node != confirmed.node and address != confirmed.address
+        assert not any(promoted_replica(v) == address for v in views.values())
+        assert not any(p.address == address and not p.down for m in confirmed.side for p in views[m].replicas)

@@ -20,7 +20,8 @@ points agree, and an ambiguous picture is reported, never guessed through):
   flag it o_down, or when its own agent cannot reach it and either a Sentinel flags it s_down or no
   Sentinel is reachable to contradict. An agent that cannot reach a master whose process is alive while
   every reachable Sentinel still sees it is a vantage-point disagreement: MASTER_UNREACHABLE (critical).
-  A silent master agent, or Sentinels that merely flag s_down, are MASTER_UNREACHABLE too.
+  Sentinels that merely flag s_down are MASTER_UNREACHABLE too, and so is a silent master agent when a
+  Sentinel flags it down; a silent master agent whose master the Sentinels see up is AGENT_SILENT only.
 * Replica relationships (REPLICA_WRONG_MASTER, REPLICA_LINK_DOWN, REPLICA_LAG_HIGH, REDUNDANCY_DEGRADED)
   are judged only when the topology is clear: one master determined, no split brain, no failover in
   progress, and the master not down (its replicas' links being down is part of MASTER_DOWN). A replica
@@ -28,14 +29,18 @@ points agree, and an ambiguous picture is reported, never guessed through):
   REPLICA_DOWN (the node's own process) needs only a determined master, to know the node is a replica.
 * REPLICA_DOWN names the cause, REDUNDANCY_DEGRADED the consequence for the cluster; both are reported.
   A replica whose agent is silent counts as in sync when the master's fresh report lists it online and
-  current: the master is a vantage point too.
+  current: the master is a vantage point too. With the master's agent silent as well nothing says
+  either way, and REDUNDANCY_DEGRADED counts only what is known out of sync.
 * Quorum counts only Sentinels confirmed reachable by a fresh report; silent ones are named as silent in
   the message, not as down. Reachable is not enough: a failover is authorized by one Sentinel with the
   peers it can talk to (its *side*: itself and the reachable Sentinels it lists without s_down,
   o_down or disconnected and that list it back; a Sentinel whose CKQUORUM refuses has no peers).
-  QUORUM_LOST means no side reaches what a failover needs (the larger of the quorum and a majority of
-  the expected Sentinels), whatever the controller itself reaches; QUORUM_AT_RISK that the largest side
-  would fall short after losing one more.
+  QUORUM_LOST means the fresh reports prove that no side reaches what a failover needs (the larger of
+  the quorum and a majority of the expected Sentinels), whatever the controller itself reaches: a
+  Sentinel on a silent node is unknown, not down, and counts as a possible member of every side whose
+  members do not flag it down. QUORUM_AT_RISK that the largest confirmed side would fall short after
+  losing one more, or that no side is confirmed while the silent ones could complete one (the
+  controller cut off from the nodes: agents go silent one after another).
 * A Sentinel cut off from its peers while another side can still fail over is SENTINEL_ISOLATED (a
   warning about that Sentinel, not a lost quorum); so is a minority of Sentinels flagging a master down
   that its own agent and the other Sentinels reach (not MASTER_UNREACHABLE: the master is fine).
@@ -96,6 +101,7 @@ class Facts:
     master_offset: int | None
     master: MasterAssessment
     sides: tuple[tuple[str, tuple[str, ...]], ...]  # (Sentinel, its side: itself and the peers it talks with)
+    possible_side: int  # the largest side Sentinels without a fresh report could complete (`possible_side`)
     quorum: int  # the most demanding quorum of the reachable Sentinels, or the policy's, or a majority
     needed: int  # Sentinels a failover needs: the larger of `quorum` and a majority of the expected ones
 
@@ -192,7 +198,10 @@ def _assess_master(view: ClusterView, views: tuple[SentinelView, ...], address: 
     if node is None:
         unreachable.append("no agent reports from that address")
     elif not view.is_fresh(node):
-        unreachable.append(f"its agent has been silent for {view.age_s(node):.1f} s")
+        # The Sentinels naming it are vantage points that reach it: a silent agent alone says something
+        # about the agent or the controller's own network (AGENT_SILENT), nothing about the master.
+        if s_down:
+            unreachable.append(f"its agent has been silent for {view.age_s(node):.1f} s")
     else:
         if node.report.host.reachable and not node.report.host.redis_process.alive:
             down.append("the redis-server process is not running")
@@ -238,6 +247,55 @@ def sentinel_sides(view: ClusterView, views: tuple[SentinelView, ...]) -> tuple[
         (name, tuple(sorted({name} | {peer for peer in sees[name] if name in sees[peer]})))
         for name in sorted(sees)
     )
+
+
+def _usable_addresses(sentinel_view: SentinelMasterView) -> frozenset[str] | None:
+    """The Sentinel addresses a Sentinel lists without a down flag; None for "every one" (its SENTINELS reply
+    failed: the benefit of the doubt, as in `sentinel_sides`); empty when its CKQUORUM refuses."""
+    if sentinel_view.ckquorum_ok is False:
+        return frozenset()
+    if not sentinel_view.sentinels and (sentinel_view.num_other_sentinels or 0) > 0:
+        return None
+    return frozenset(p.address for p in sentinel_view.sentinels if not p.down)
+
+
+def possible_side(view: ClusterView, views: tuple[SentinelView, ...]) -> int:
+    """The largest side that could exist if every Sentinel no fresh report speaks for (on a silent agent's
+    node, or a node never heard from) were up and talked with every Sentinel that does not flag it down.
+
+    The controller's own blindness is no evidence about those Sentinels: only what the fresh reports say
+    (a reachable Sentinel flags a peer down, refuses CKQUORUM, or the node's own agent finds its Sentinel
+    down) narrows what they could do. With no unknown Sentinel this is the largest confirmed side."""
+    sides = dict(sentinel_sides(view, views))
+    largest = max((len(members) for members in sides.values()), default=0)
+    fresh = view.fresh_nodes()
+    slots = max(0, view.expected_sentinels - len(fresh))  # Sentinels without a fresh report
+    if slots == 0:
+        return largest
+    known = {n.report.identity.sentinel_address for n in view.nodes}
+    stale = [n.report.identity.sentinel_address for n in view.nodes if not view.is_fresh(n)]
+    never_seen = max(0, slots - len(stale))
+    usable = {node.name: _usable_addresses(v) for node, v in views}
+
+    def unknown_seen_by(name: str) -> int:
+        addresses = usable[name]
+        if addresses is None:
+            return slots
+        return min(slots, sum(1 for a in stale if a in addresses) + min(never_seen, len(addresses - known)))
+
+    best = max((len(sides[name]) + unknown_seen_by(name) for name in sides), default=0)
+
+    def lists(addresses: frozenset[str] | None, leader: str | None) -> bool:
+        if addresses is None:
+            return True
+        return leader in addresses if leader is not None else bool(addresses - known)
+
+    # a side led by an unknown Sentinel (None: one never heard from): the other unknowns, and each
+    # reachable Sentinel that lists it usable
+    leaders: list[str | None] = [*stale, *([None] if never_seen else [])]
+    for leader in leaders:
+        best = max(best, slots + sum(1 for addresses in usable.values() if lists(addresses, leader)))
+    return max(best, largest)
 
 
 def assess(view: ClusterView, policy: Policy) -> Facts:
@@ -292,6 +350,7 @@ def assess(view: ClusterView, policy: Policy) -> Facts:
         master_offset=master_offset,
         master=_assess_master(view, views, master_address) if master_address else MasterAssessment(),
         sides=sentinel_sides(view, views),
+        possible_side=possible_side(view, views),
         quorum=quorum,
         needed=max(quorum, total // 2 + 1),
     )
@@ -518,11 +577,12 @@ def _side_text(facts: Facts, members: tuple[str, ...]) -> str:
 
 
 def check_quorum(facts: Facts) -> list[Finding]:
-    """QUORUM_LOST when no side of the reachable Sentinels can authorize a failover: too few are confirmed
-    reachable, or those reachable do not see each other (a partition, CKQUORUM refusals); QUORUM_AT_RISK
-    when the largest side would fall short after losing one more. A Sentinel on a silent node is not
-    confirmed: alerting on what cannot be confirmed is the safe side, and the message says how many are
-    only silent."""
+    """QUORUM_LOST when the fresh reports prove that no side can authorize a failover: too few Sentinels
+    are up, or they do not see each other (a partition, CKQUORUM refusals), even if every Sentinel on a
+    silent node were up and talked with all that do not flag it down (`possible_side`). QUORUM_AT_RISK
+    when the largest confirmed side would fall short after losing one more, or when no side is confirmed
+    but the silent ones could complete one: the controller's own blindness (every agent going silent) is
+    AGENT_SILENT, never a lost quorum."""
     total = facts.expected_total
     reachable = len(facts.sentinel_views)
     unknown = max(0, total - len(facts.fresh))  # on silent or never-seen nodes: maybe fine, not confirmed
@@ -543,16 +603,35 @@ def check_quorum(facts: Facts) -> list[Finding]:
         ("needed", needed),
     )
     refusals = [(n.name, v.ckquorum_message) for n, v in facts.sentinel_views if v.ckquorum_ok is False]
+    possible = facts.possible_side
+    if not facts.authorizing_sides() and unknown and possible >= needed:
+        # Not lost, not confirmed: the Sentinels on silent agents could complete a side (the controller
+        # cut off from the nodes looks like this until every agent is silent).
+        return [
+            _finding(
+                facts,
+                Code.QUORUM_AT_RISK,
+                Severity.WARNING,
+                f"Sentinel quorum not confirmed: {counts}; {sides}; {need}; with the {unknown} Sentinels on "
+                f"silent agents a side of up to {possible} is possible, so it is not judged lost while they "
+                "are silent.",
+                evidence=(*evidence, ("possible_side", possible)),
+            )
+        ]
     if not facts.authorizing_sides():
         said = _join(f"Sentinel on {name} says {msg or 'no quorum'!r}" for name, msg in refusals)
         reasons = [f"{counts}; {sides}; {need}"] + ([said] if said else [])
+        if unknown:
+            reasons.append(f"even with the {unknown} Sentinels on silent agents up, a side of at most {possible} "
+                           "(the reachable ones flag them down or see no peer)")
         return [
             _finding(
                 facts,
                 Code.QUORUM_LOST,
                 Severity.CRITICAL,
                 f"Sentinel quorum lost, no side can authorize a failover: {'; '.join(reasons)}.",
-                evidence=(*evidence, ("ckquorum_refused_by", _join(n for n, _ in refusals) or None)),
+                evidence=(*evidence, ("ckquorum_refused_by", _join(n for n, _ in refusals) or None),
+                          ("possible_side", possible)),
             )
         ]
     if len(largest) - 1 < needed:
@@ -883,14 +962,19 @@ def check_redundancy(facts: Facts) -> list[Finding]:
     known = {n.report.identity.redis_address for n in facts.view.nodes}
     extra = sorted(a for a, r in facts.master_replicas if a not in known and _vouched_unknown(facts, r))
     count = len(in_sync) + len(extra)
-    if count >= desired:
+    # With the master's agent silent too, a silent replica is unknown: no vantage point speaks for it.
+    master_silent = facts.master_node is None or not facts.view.is_fresh(facts.master_node)
+    unknown = sorted(n.name for n in replicas if master_silent and not facts.view.is_fresh(n))
+    if count + len(unknown) >= desired:
         return []
     min_to_write = None
     if facts.master_node is not None and facts.master_role == "master":
         min_to_write = facts.master_node.report.redis.min_replicas_to_write
     refuses_writes = min_to_write is not None and count < min_to_write
-    severity = Severity.CRITICAL if count == 0 or refuses_writes else Severity.WARNING
+    severity = Severity.CRITICAL if count + len(unknown) == 0 or refuses_writes else Severity.WARNING
     message = f"{count} of {desired} desired replicas are in sync ({_join([*in_sync, *extra]) or 'none'})"
+    if unknown:
+        message += f"; {_join(unknown)} not known either way (their agents and the master's are silent)"
     if refuses_writes:
         message += f"; the master wants {min_to_write} (min-replicas-to-write) and may refuse writes"
     return [
@@ -902,6 +986,7 @@ def check_redundancy(facts: Facts) -> list[Finding]:
             evidence=(
                 ("in_sync_replicas", count),
                 ("desired_replicas", desired),
+                ("unknown_replicas", len(unknown)),
                 ("min_replicas_to_write", min_to_write),
             ),
         )

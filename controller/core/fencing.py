@@ -4,9 +4,11 @@ Layer: pure core. `plan_fences(view, last_action_at, paused_nodes)` returns the 
 and what holds them back; no I/O, no clock (`view.now`).
 
 The rule (issue 12): once a side of Sentinels that can authorize a failover (`checks.sentinel_sides`, at
-least the larger of the quorum and a majority of the expected Sentinels, every member naming the same
-master M' and none flagging it down) names M', and M''s own agent (a fresh report) says its Redis is role
-master, every *other* node whose fresh report says role master is fenced: `Fence(node, M')` makes it a
+least the larger of the quorum and a majority of the expected Sentinels) names M' (every member naming M'
+and none flagging it down; or, in the second or two before its Sentinels have heard the news, the side's
+leader has its failover in progress towards the replica M' it promoted, and every other member names M'
+or flags the old master down), and M''s own agent (a fresh report) says its Redis is role master, every
+*other* node whose fresh report says role master is fenced: `Fence(node, M')` makes it a
 replica of M' (REPLICAOF + CONFIG REWRITE + CLIENT KILL TYPE normal), so its writes are refused at once
 (READONLY) and its clients reconnect and ask Sentinel again. Never without that side and that
 confirmation; never the node the side names. A Sentinel outside every such side that still names a node
@@ -27,6 +29,7 @@ from controller.core.checks import sentinel_sides
 from controller.core.findings import Code, Finding, Severity
 from controller.core.view import ClusterView, NodeState
 from protocol import sentinel as defaults
+from protocol.report import SentinelMasterView
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,7 @@ class ConfirmedMaster:
     down_after_ms: int
     failover_timeout_ms: int
     parallel_syncs: int
+    leader_promoting: str | None = None  # named through this Sentinel's failover in progress, not yet by all
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +90,42 @@ def _side_label(side: tuple[str, ...]) -> str:
     return ", ".join(side)
 
 
+def promoted_replica(sentinel_view: SentinelMasterView) -> str | None:
+    """The replica a Sentinel leading a failover has promoted (REPLICAOF NO ONE sent: flagged "promoted" in
+    its SENTINEL REPLICAS) while its failover is in progress; None otherwise. Only the leader flags one,
+    and it has won the votes of a majority to get there."""
+    if not sentinel_view.failover_in_progress:
+        return None
+    promoted = {p.address for p in sentinel_view.replicas if "promoted" in p.flags}
+    return promoted.pop() if len(promoted) == 1 else None
+
+
+def _side_names(leader: str, members: tuple[str, ...], by_name: Mapping[str, SentinelMasterView]) -> str | None:
+    """The master a side names: every member names it and none flags it down; or, before the side's
+    Sentinels have heard the news (a hello period, up to 2 s after the promotion), its leader (`leader`, the
+    Sentinel whose side this is) has a failover in progress towards a promoted replica M' and every other
+    member names either M' (not flagging it down) or the old master flagged down (s_down or o_down)."""
+    member_views = [by_name[m] for m in members]
+    named = {v.master_address for v in member_views}
+    if len(named) == 1 and not any(v.s_down or v.o_down for v in member_views):
+        return named.pop()
+    own = by_name[leader]
+    new, old = promoted_replica(own), own.master_address
+    if new is None or old is None or new == old:
+        return None
+    for v in member_views:
+        if v.master_address == new and not (v.s_down or v.o_down):
+            continue
+        if v.master_address == old and (v.s_down or v.o_down):
+            continue
+        return None
+    return new
+
+
 def confirmed_master(view: ClusterView) -> ConfirmedMaster | None:
-    """The master M' that a side of Sentinels able to authorize a failover names unanimously (none of them
-    flagging it down), when M''s own fresh report says role master; None otherwise, and None when two
-    such sides name different masters (ambiguous: nothing is fenced)."""
+    """The master M' that a side of Sentinels able to authorize a failover names (`_side_names`: unanimously,
+    or through its leader's failover in progress), when M''s own fresh report says role master; None
+    otherwise, and None when two such sides name different masters (ambiguous: nothing is fenced)."""
     views = tuple(sorted(view.sentinel_views(), key=lambda nv: nv[0].name))
     if not views:
         return None
@@ -97,17 +133,15 @@ def confirmed_master(view: ClusterView) -> ConfirmedMaster | None:
     quorum = max((v.quorum for _, v in views if v.quorum), default=0)
     needed = max(quorum, view.expected_sentinels // 2 + 1)
     found: list[ConfirmedMaster] = []
-    for _, members in sentinel_sides(view, views):
+    for leader, members in sentinel_sides(view, views):
         if len(members) < needed:
             continue
-        member_views = [by_name[m] for m in members]
-        named = {v.master_address for v in member_views}
-        if len(named) != 1 or any(v.s_down or v.o_down for v in member_views):
-            continue
-        address = named.pop()
+        address = _side_names(leader, members, by_name)
+        unanimous = {by_name[m].master_address for m in members} == {address}
         node = view.node_at(address) if address else None
         if address is None or node is None or not view.redis_up(node) or node.report.redis.role != "master":
             continue
+        member_views = [by_name[m] for m in members]
         found.append(ConfirmedMaster(
             address, node.name, members,
             quorum=max((v.quorum for v in member_views if v.quorum), default=defaults.majority_quorum(
@@ -117,6 +151,7 @@ def confirmed_master(view: ClusterView) -> ConfirmedMaster | None:
                                      defaults.FAILOVER_TIMEOUT_MS),
             parallel_syncs=next((v.parallel_syncs for v in member_views if v.parallel_syncs),
                                 defaults.PARALLEL_SYNCS),
+            leader_promoting=None if unanimous else leader,
         ))
     if len({c.address for c in found}) != 1:
         return None
@@ -127,6 +162,30 @@ def _acting_master(view: ClusterView, node: NodeState, confirmed: ConfirmedMaste
     redis = node.report.redis
     return (node.name != confirmed.node and node.report.identity.redis_address != confirmed.address
             and view.redis_up(node) and redis.role == "master")
+
+
+def _newer_than_the_side(view: ClusterView, node: NodeState, confirmed: ConfirmedMaster) -> str:
+    """Why `node`'s role master may be newer than what the side said (then it is not fenced), or "".
+
+    Each report is a snapshot of its own moment: a replica that a failover has just promoted reports role
+    master (and is seen at once: a role change wakes the controller) while the side's Sentinels' latest
+    reports, a second old, still name the old master healthy. Fencing it then would make the new master a
+    replica of the old one and undo the failover. So a node that a Sentinel's failover in progress has
+    promoted is never fenced, nor one that a member of the side lists as a healthy replica: its word
+    "master" is newer than theirs; their next reports settle it."""
+    address = node.report.identity.redis_address
+    for other, sentinel_view in view.sentinel_views():
+        if promoted_replica(sentinel_view) == address:
+            return (f"{node.name} is the replica the failover in progress on {other.name}'s Sentinel promoted: "
+                    "never fenced")
+    by_name = dict((n.name, v) for n, v in view.sentinel_views())
+    listing = sorted(name for name in confirmed.side if name in by_name and any(
+        p.address == address and not p.down for p in by_name[name].replicas))
+    if listing:
+        return (f"the Sentinels on {_side_label(tuple(listing))} last listed {node.name} as a healthy replica of "
+                f"{confirmed.address}: its role master is newer than their reports (a promotion they have not "
+                "reported yet?); waiting for their next reports")
+    return ""
 
 
 def plan_fences(
@@ -140,6 +199,8 @@ def plan_fences(
     actions: list[Fence | RepointSentinel] = []
     held: list[FenceHold] = []
     side = _side_label(confirmed.side)
+    names_it = "name" if confirmed.leader_promoting is None else \
+        f"are failing over (their leader {confirmed.leader_promoting} promoted it) to"
 
     def waiting(node: NodeState, what: str) -> bool:
         last = last_action_at.get(node.name)
@@ -153,16 +214,25 @@ def plan_fences(
             return True
         return False
 
+    confirming = view.node(confirmed.node)
+    last = last_action_at.get(confirmed.node)
+    if confirming is not None and last is not None and confirming.received_at <= last:
+        return (), (FenceHold("fence", f"acted on {confirmed.node} {view.now - last:.1f} s ago: its word that it "
+                                       "is master is older than that; waiting for its next report"),)
     fenced: set[str] = set()
     for node in view.fresh_nodes():
         if not _acting_master(view, node, confirmed):
             continue
         what = f"fence {node.name}"
+        newer = _newer_than_the_side(view, node, confirmed)
+        if newer:
+            held.append(FenceHold(what, newer))
+            continue
         fenced.add(node.report.identity.redis_address)
         if waiting(node, what):
             continue
         actions.append(Fence(node.name, confirmed.address,
-                             f"the Sentinels of {side} (able to fail over) name {confirmed.address} and "
+                             f"the Sentinels of {side} (able to fail over) {names_it} {confirmed.address} and "
                              f"{confirmed.node}'s own agent confirms it is master, while "
                              f"{node.name} ({node.report.identity.redis_address}) still says role master: "
                              "demoted to a replica, its clients disconnected"))
