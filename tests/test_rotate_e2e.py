@@ -3,8 +3,8 @@ running as the app user through it: rotating replication, sentinel, monitor and 
 write and causes no failover (the master's address and run_id, every Sentinel's config epoch unchanged); the
 old secret is refused afterwards and the new one accepted; replicas stay linked, Sentinels keep their peers,
 agents keep reporting. A controller killed in the middle of a rotation leaves both secrets working and a second
-run finishes the job. The app user's rotation takes two runs (the operator moves the application between
-them). No old or new secret shows in the console's output, the logs, the API or the audit log."""
+run finishes the job. The app and discovery users' rotations take two runs (the operator moves the application
+between them). No old or new secret shows in the console's output, the logs, the API or the audit log."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from tests.test_secure_e2e import AckedWriter, _client, _master, _sentinel_maste
 
 pytestmark = pytest.mark.sandbox
 
-ROLES_ON_SENTINEL = ("sentinel", "admin")
+ROLES_ON_SENTINEL = ("sentinel", "admin", "discovery")
 
 
 def _users(sb: Sandbox) -> ClusterUsers:
@@ -47,7 +47,7 @@ def _accepts(address: str, user: str, password: str) -> bool:
 
 def _places(sb: Sandbox, role: str) -> list[str]:
     st = sb.status()
-    out = [f"{d['address']}:6379" for d in st["droplets"]]
+    out = [f"{d['address']}:6379" for d in st["droplets"]] if role != "discovery" else []
     if role in ROLES_ON_SENTINEL:
         out += [f"{d['address']}:26379" for d in st["droplets"]]
     return out
@@ -213,6 +213,23 @@ def test_rotating_every_role_loses_no_write_and_causes_no_failover(tmp_path: Pat
             so_far = len(writer2.acked)
             wait_until(lambda: len(writer2.acked) > so_far + 20 or None, 30, "writes after the old app password")
             writer2.stop()
+
+            # the discovery user (Sentinel only): the same two runs
+            old_discovery = (sb.root / "secrets" / "discovery.pass").read_text().strip()
+            secrets["discovery"] = old_discovery
+            discovery_file = tmp_path / "discovery.new"
+            held, _ = _rotate(sb, "discovery", "--apply", "--password-out", str(discovery_file))
+            outputs["rotate discovery"] = held.stdout.replace(str(discovery_file), "") + held.stderr
+            assert held.returncode == 3, held.stdout + held.stderr
+            new_discovery = secrets["new discovery"] = discovery_file.read_text().strip()
+            for address in _places(sb, "discovery"):
+                assert _accepts(address, "discovery", old_discovery) and _accepts(address, "discovery", new_discovery)
+            done, _ = _rotate(sb, "discovery", "--apply", "--finish")
+            outputs["rotate discovery --finish"] = done.stdout + done.stderr
+            assert done.returncode == 0, done.stdout + done.stderr
+            for address in _places(sb, "discovery"):
+                assert not _accepts(address, "discovery", old_discovery), address
+                assert _client(address, "discovery", new_discovery).sentinel_get_master_addr_by_name("mymaster")
 
             # no failover, no acknowledged write lost
             assert _master(sb) == master
