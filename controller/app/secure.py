@@ -27,7 +27,7 @@ from controller.adapters.storage.acl_users import AclUsersStore
 from controller.adapters.storage.heal_log import HealStore
 from controller.app.fleet import Fleet
 from controller.config import ClusterConfig
-from controller.core.rotate import CONTROLLER, describe, node_set_change, plan_rotate
+from controller.core.rotate import CONTROLLER, ON_REDIS, ON_SENTINEL, describe, node_set_change, plan_rotate
 from controller.core.secure import SecureNode, SecureStep, plan_problem, plan_secure
 from protocol.acl import ClusterUsers, NodeUsers, redis_user_lines, sentinel_user_lines, setuser_args, user_name
 from protocol.directives import DIRECTIVE_TTL_S, SetRedisUsersDirective
@@ -128,6 +128,8 @@ class Securer:
         ops = self._ops(users, legacy)
         observed = {n.name: self._observe(ops, cluster, n) for n in nodes}
         if rotate is not None:
+            if (problem := self._rotation_problem(ops, cluster, rotate, nodes)) is not None:
+                raise PermissionError(problem)
             pending = self.store.rotation(cluster) if self.store is not None else None
             return {"cluster": cluster, "dry_run": True, "rotate": rotate, "finish": finish,
                     "unfinished_rotation": pending.role if pending else None,
@@ -163,6 +165,8 @@ class Securer:
                 steps = plan_rotate(rotate, nodes, finish)
             except ValueError as e:
                 raise PermissionError(str(e)) from None
+            if (problem := self._rotation_problem(self._ops(users, legacy), cluster, rotate, nodes)) is not None:
+                raise PermissionError(problem)  # before the rotation is recorded: nothing left to finish
             rotator = self.rotations(self, cluster, users, legacy, steps, rotate, finish, new_sha256)
             rows = [(s, describe(s, rotate)) for s in steps]
             do, ops_now = rotator.do, rotator.ops
@@ -175,6 +179,23 @@ class Securer:
         threading.Thread(target=self._run, args=(job, steps, do, ops_now, done), name=f"secure-{cluster}",
                          daemon=True).start()
         return job.as_dict()
+
+    @staticmethod
+    def _rotation_problem(ops: AclOps, cluster: str, role: str, nodes: tuple[SecureNode, ...]) -> str | None:
+        """Why `role` cannot be rotated now (a node without that user: the cluster is not on ACL users yet, or
+        cannot be asked), or None."""
+        for node in nodes:
+            places = [(node.redis_address, False)] if role in ON_REDIS else []
+            places += [(node.sentinel_address, True)] if role in ON_SENTINEL else []
+            for address, sentinel in places:
+                try:
+                    users = {str(u) for u in ops.run(address, "ACL", "USERS", sentinel=sentinel) or ()}
+                except OpsError as e:
+                    return f"cannot ask {node.name} for its users: {e}"
+                if role not in users:
+                    return (f"{node.name} has no user {role} on {address}: move the cluster to ACL users first "
+                            f"(`redwarden cluster secure {cluster} --apply`)")
+        return None
 
     @staticmethod
     def _rotation_rows(role: str, nodes: tuple[SecureNode, ...], finish: bool) -> list[dict[str, Any]]:
