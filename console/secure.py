@@ -70,13 +70,17 @@ def secure(client: ControllerClient, cluster: str, apply: bool, timeout_s: float
             break
         sleep(0.5)
         job = client.secure_progress(cluster)
-    out(json.dumps(job, indent=2) if as_json else f"cluster {cluster}: {job['state']}: {job['message']}")
-    if password is not None and job["state"] == "held" and job["steps"][-1]["status"] == "held":
-        # added on every node: the operator's, now (the hold is the last step, after every node took it)
-        if password_out:
-            store_private(Path(password_out), password + "\n")
+    # added on every node (the hold is the last step, after every node took it): the operator's, now
+    show = password is not None and job["state"] == "held" and job["steps"][-1]["status"] == "held"
+    if show and password_out:
+        store_private(Path(password_out), f"{password}\n")
+    if as_json:  # stdout stays one JSON document
+        out(json.dumps({**job, "new_password": password} if show and not password_out else job, indent=2))
+    else:
+        out(f"cluster {cluster}: {job['state']}: {job['message']}")
+        if show and password_out:
             out(f"the new {rotate} password is in {password_out} (0600); it is kept nowhere else")
-        else:
+        elif show:
             out(f"the new {rotate} password (shown once, kept nowhere else): {password}")
     if job["state"] == "running":
         raise RuntimeError(f"still running after {timeout_s:.0f} s: `redwarden cluster secure {cluster}` ... "

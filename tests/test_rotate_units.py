@@ -147,3 +147,51 @@ def test_bootstrap_takes_the_users_a_rotation_handed_the_agent(tmp_path: Path) -
     state.mkdir(parents=True, mode=0o700)
     (state / "redis-users.json").write_text(rotated.to_json())
     assert load_or_enroll_secrets(config) == rotated
+
+
+class _FakeController:
+    """The two calls `console.secure` makes, answering a first app run that holds after every node took it."""
+
+    def __init__(self, last_status: str) -> None:
+        self.sent: dict[str, object] = {}
+        self.last_status = last_status
+
+    def secure(self, cluster: str, apply: bool = False, rotate: str | None = None, finish: bool = False,
+               new_sha256: str | None = None) -> dict[str, object]:
+        self.sent = {"apply": apply, "rotate": rotate, "finish": finish, "new_sha256": new_sha256}
+        return {"state": "running", "message": "", "steps": []}
+
+    def secure_progress(self, cluster: str) -> dict[str, object]:
+        return {"state": "held" if self.last_status == "held" else "failed", "message": "m",
+                "steps": [{"phase": "add_secret", "node": "redis-1", "status": "done", "detail": ""},
+                          {"phase": "hold_for_operator", "node": "controller", "status": self.last_status,
+                           "detail": ""}]}
+
+
+def test_the_console_makes_the_app_password_sends_its_hash_and_shows_it_once_held(tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    from console.secure import secure
+
+    lines: list[str] = []
+    fake = _FakeController("held")
+    code = secure(fake, "shop", apply=True, timeout_s=5, as_json=True, out=lines.append,  # type: ignore[arg-type]
+                  sleep=lambda s: None, rotate="app")
+    assert code == 3 and len(lines) == 1
+    shown = json.loads(lines[0])["new_password"]  # --json: stdout stays one JSON document
+    assert fake.sent["new_sha256"] == hashlib.sha256(shown.encode()).hexdigest() and shown not in json.dumps(fake.sent)
+
+    lines.clear()
+    out = tmp_path / "app.pass"
+    assert secure(fake, "shop", apply=True, timeout_s=5, as_json=False, out=lines.append,  # type: ignore[arg-type]
+                  sleep=lambda s: None, rotate="app", password_out=str(out)) == 3
+    written = out.read_text().strip()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600 and written not in "\n".join(lines)
+    assert fake.sent["new_sha256"] == hashlib.sha256(written.encode()).hexdigest()
+
+    lines.clear()  # a run that failed before every node took it: the password is of no use, never shown
+    failed = _FakeController("failed")
+    assert secure(failed, "shop", apply=True, timeout_s=5, as_json=False, out=lines.append,  # type: ignore[arg-type]
+                  sleep=lambda s: None, rotate="app") == 1
+    assert not any("password" in line for line in lines)
