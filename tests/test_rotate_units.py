@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -195,3 +196,42 @@ def test_the_console_makes_the_app_password_sends_its_hash_and_shows_it_once_hel
     assert secure(failed, "shop", apply=True, timeout_s=5, as_json=False, out=lines.append,  # type: ignore[arg-type]
                   sleep=lambda s: None, rotate="app") == 1
     assert not any("password" in line for line in lines)
+
+
+def test_the_api_checks_a_rotation_request_before_the_securer_sees_it(state_db: Any) -> None:
+    import dataclasses
+
+    from fastapi.testclient import TestClient
+
+    from controller.adapters.api import create_app
+    from tests.test_controller_api import ADMIN_TOKEN, make
+
+    calls: list[tuple[object, ...]] = []
+
+    class Securer:
+        def plan(self, cluster: str, rotate: str | None = None, finish: bool = False) -> dict[str, Any]:
+            calls.append(("plan", cluster, rotate, finish))
+            return {"cluster": cluster}
+
+        def start(self, cluster: str, rotate: str | None = None, finish: bool = False,
+                  new_sha256: str | None = None) -> dict[str, Any]:
+            calls.append(("start", cluster, rotate, finish, new_sha256))
+            return {"cluster": cluster, "state": "running"}
+
+        def job(self, cluster: str) -> dict[str, Any] | None:
+            return None
+
+    _, api, _ = make(state_db, 1000.0)
+    client = TestClient(create_app(dataclasses.replace(api.deps, securer=Securer(), heal=object())))  # type: ignore[arg-type]
+    client.headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
+    url = "/v1/clusters/sandbox/secure"
+    for body, loc in (({"rotate": "default"}, "rotate"), ({"rotate": "app", "new_sha256": "ABC"}, "new_sha256"),
+                      ({"finish": True}, "rotate"), ({"rotate": "app", "finish": "yes"}, "finish"),
+                      ({"rotate": "app", "password": "x"}, "password")):
+        answer = client.post(url, json=body)
+        assert answer.status_code == 422 and loc in answer.text, (body, answer.text)
+    assert calls == []
+    assert client.post(url, json={"rotate": "monitor"}).status_code == 200
+    digest = sha256_hex("new-app-password")
+    assert client.post(url, json={"rotate": "app", "apply": True, "new_sha256": digest}).status_code == 202
+    assert calls == [("plan", "sandbox", "monitor", False), ("start", "sandbox", "app", False, digest)]
