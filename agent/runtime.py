@@ -159,10 +159,10 @@ class Agent:
         return sum(1 for a in answers if a == own) * 2 > len(peers)
 
     def set_users(self, users: NodeUsers) -> None:
-        """The migration to ACL users (`set_redis_users`): check the monitor password against this node's
-        Redis, store the users where bootstrap stores them (the users file, the monitor password as the
-        agent's Redis password), then connect as `monitor`. Nothing is stored or switched if a step fails;
-        the errors name files and users, never a password."""
+        """The migration to ACL users or a rotation (`set_redis_users`): check the monitor password against this
+        node's Redis, store the users (under systemd in the agent's state directory; else where bootstrap stores
+        them: the users file, the monitor password as the agent's Redis password), then connect as `monitor`.
+        Nothing is stored or switched if a step fails; the errors name files and users, never a password."""
         probe = raw_client(self.config.connect_host, self.config.redis_port, users.monitor, self.config.timeout_s,
                            username="monitor")
         try:

@@ -235,3 +235,55 @@ def test_the_api_checks_a_rotation_request_before_the_securer_sees_it(state_db: 
     digest = sha256_hex("new-app-password")
     assert client.post(url, json={"rotate": "app", "apply": True, "new_sha256": digest}).status_code == 202
     assert calls == [("plan", "sandbox", "monitor", False), ("start", "sandbox", "app", False, digest)]
+
+
+def test_a_running_agent_stores_handed_users_in_its_state_directory_only(tmp_path: Path) -> None:
+    """A real redis-server with the rotated monitor user: the agent (as under systemd: state_dir set) checks the
+    password, writes the users into its state directory (0600) and nowhere under /etc, then reports as monitor;
+    a restarted agent reads them back before its (stale) credential."""
+    import shutil
+    import subprocess
+
+    import redis
+
+    from agent.config import AgentSecrets
+    from agent.runtime import Agent
+    from tests.helpers import ReportSink, free_port, wait_until
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not on PATH")
+    rotated = USERS.with_secret("monitor", "mon-pw-rotated").node_users()
+    port = free_port()
+    conf = tmp_path / "redis.conf"
+    conf.write_text(f"bind 127.0.0.1\nport {port}\ndir {tmp_path}\nlogfile {tmp_path}/redis.log\nsave ''\n"
+                    f"appendonly no\nuser default on >{USERS.monitor} +@all ~*\n"
+                    f"user monitor on >{USERS.monitor} >mon-pw-rotated +@all ~*\n")
+    proc = subprocess.Popen(["redis-server", str(conf)], cwd=tmp_path)
+    sink = ReportSink()
+    etc, state = tmp_path / "etc" / "redwarden", tmp_path / "var" / "lib" / "redwarden-agent"
+    state.mkdir(parents=True, mode=0o700)  # systemd's StateDirectory=, StateDirectoryMode=0700
+    config = AgentConfig(cluster="c", node="n1", address="127.0.0.1", controller_url=sink.url, redis_port=port,
+                         sentinel_port=free_port(), redis_data_dir=str(tmp_path), report_interval_s=3600,
+                         redis_users_file=str(etc / "redis-users.json"), redis_password_file=str(etc / "redis.pass"),
+                         state_dir=str(state), redis_username="monitor")
+    agent = Agent(config, AgentSecrets(USERS.monitor, None, b"k" * 32, redis_username="monitor"))
+    try:
+        wait_until(lambda: "redis up" in agent.run_cycle() or None, 10, "a first report with redis up")
+        agent.set_users(rotated)
+        stored = state / "redis-users.json"
+        assert stat.S_IMODE(stored.stat().st_mode) == 0o600 and stat.S_IMODE(state.stat().st_mode) == 0o700
+        assert not etc.exists()  # read-only to the hardened unit: nothing written there
+        admin = redis.Redis(port=port, password=USERS.monitor, socket_timeout=3)
+        admin.execute_command("ACL", "SETUSER", "monitor", "resetpass", ">mon-pw-rotated")  # the old one goes
+        admin.execute_command("CLIENT", "KILL", "USER", "monitor")
+        admin.close()
+        wait_until(lambda: "redis up" in agent.run_cycle() or None, 10, "a report with only the new password")
+        assert sink.reports[-1]["redis"]["acl_user"] == "monitor"
+        again = load_secrets(config, {"REDWARDEN_AGENT_REDIS_PASSWORD": USERS.monitor,
+                                      "REDWARDEN_AGENT_NODE_KEY": "ab" * 16})
+        assert (again.redis_username, again.redis_password) == ("monitor", "mon-pw-rotated")
+    finally:
+        agent.close()
+        sink.close()
+        proc.kill()
+        proc.wait(timeout=10)
