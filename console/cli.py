@@ -230,8 +230,9 @@ def build_parser(plugins: Sequence[CliPlugin] = ()) -> argparse.ArgumentParser:
     cc.add_argument("--timeout", type=float, default=900.0)
     add_connection_args(cc)
     cc.set_defaults(func=cmd_cluster_create)
-    cs = cl_sub.add_parser("secure", help="move CLUSTER from one requirepass to ACL users per role, one node at a "
-                                          "time, without a failover (dry run unless --apply)")
+    cs = cl_sub.add_parser("secure", help="move CLUSTER from one requirepass to ACL users per role, or (--rotate) "
+                                          "give one user a new secret; one node at a time, without a failover "
+                                          "(dry run unless --apply; exit 0 done, 3 held, 1 failed)")
     cs.add_argument("cluster")
     cs.add_argument("--apply", action="store_true", help="run it (default: print the plan and change nothing)")
     cs.add_argument("--rotate", choices=("admin", "replication", "sentinel", "monitor", "app", "discovery"),
