@@ -21,7 +21,7 @@ import redis
 import requests
 
 from agent import processes as runner
-from protocol.acl import ClusterUsers
+from protocol.acl import ClusterUsers, NodeUsers, sha256_hex
 from sandbox.cluster import controller_spec
 from tests.conftest import REDWARDEN, Sandbox, assert_no_secret_leaks, redwarden, running_sandbox
 from tests.helpers import wait_until
@@ -159,6 +159,12 @@ def test_rotating_every_role_loses_no_write_and_causes_no_failover(tmp_path: Pat
                     assert not _accepts(address, role, old), f"{address} still takes the old {role} secret"
                     assert _accepts(address, role, new), f"{address} refuses the new {role} secret"
                 assert not (sb.root / "controller" / "acl-users" / "sandbox.rotating.json").exists()
+                # each droplet's copy of its users (what a later bootstrap renders) holds the new secret
+                copies = list((sb.root / "droplets").glob("*/root/etc/redwarden/redis-users.json"))
+                assert len(copies) == 3
+                for copy in copies:
+                    kept = NodeUsers.from_json(copy.read_text())
+                    assert (kept.admin_sha256 == sha256_hex(new) if role == "admin" else getattr(kept, role) == new)
                 wait_until(lambda n=acked_before: len(writer.acked) > n + 20 or None, 30,  # type: ignore[misc]
                            f"writes after rotating {role}")
                 _wait_healthy(sb, master, f"a healthy cluster after rotating {role}")
