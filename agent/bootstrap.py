@@ -15,6 +15,7 @@ Layer: application. Steps, each logged:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from agent.config import AgentConfig, load_users, ssl_context
+from agent.config import DEFAULT_STATE_DIR, USERS_STATE_FILE, AgentConfig, load_users, ssl_context
 from agent.httpclient import HttpError, post_json
 from agent.layout import NodeLayout, render_redis_conf, render_sentinel_conf
 from agent.log import get_logger
@@ -119,8 +120,11 @@ def _write_private(path: Path, text: str) -> None:
 
 def load_or_enroll_secrets(config: AgentConfig) -> str | NodeUsers:
     """The Redis password (or the ACL users), enrolling first when only a token is at hand."""
+    # bootstrap runs outside the agent's unit (no STATE_DIRECTORY): the users a rotation handed the agent since
+    # are in the unit's state directory all the same
+    with_state = config if config.state_dir else dataclasses.replace(config, state_dir=config.root + DEFAULT_STATE_DIR)
     try:
-        users = load_users(config)
+        users = load_users(with_state)
     except ConfigError as e:
         raise BootstrapError(str(e)) from None
     password = users or os.environ.get("REDWARDEN_AGENT_REDIS_PASSWORD") or _maybe_read(config.redis_password_file)
@@ -141,6 +145,8 @@ def load_or_enroll_secrets(config: AgentConfig) -> str | NodeUsers:
     else:
         _write_private(Path(config.redis_password_file), secret + "\n")
     _write_private(Path(config.node_key_file), key + "\n")
+    # users handed to an agent before this enrollment would shadow the new ones (`load_users`)
+    Path(str(with_state.state_dir), USERS_STATE_FILE).unlink(missing_ok=True)
     Path(config.enroll_token_file or "").unlink(missing_ok=True)  # single use: nothing left to steal
     log.info("bootstrap.enrolled", node=config.node, acl=isinstance(secret, NodeUsers))
     return secret

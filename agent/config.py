@@ -25,9 +25,11 @@ from protocol.settings import ConfigError, load_settings, read_secret, secret_pa
 
 ENV_PREFIX = "REDWARDEN_AGENT_"
 ROOT_ENV = "REDWARDEN_DROPLET_ROOT"  # set by the sandbox's local DigitalOcean for a droplet's processes
+USERS_STATE_FILE = "redis-users.json"  # in state_dir: the users a migration or rotation handed the agent
+DEFAULT_STATE_DIR = "/var/lib/redwarden-agent"  # the unit's StateDirectory=redwarden-agent
 ROOTED_FIELDS = (
-    "redis_password_file", "redis_users_file", "sentinel_password_file", "node_key_file", "enroll_token_file",
-    "controller_ca_file",
+    "redis_password_file", "redis_users_file", "state_dir", "sentinel_password_file", "node_key_file",
+    "enroll_token_file", "controller_ca_file",
     "redis_pidfile", "sentinel_pidfile", "redis_data_dir",
 )
 
@@ -53,6 +55,11 @@ class AgentConfig:
     # ACL mode (protocol.acl): the roles' secrets as bootstrap stored them from the enrollment (JSON); when
     # the file exists the agent connects to Redis as the `monitor` user and to Sentinel without a password
     redis_users_file: str | None = None
+    # where the agent itself may write (0700, its own): the Redis users a migration or rotation hands it over
+    # (`set_redis_users`), read in preference to redis_users_file and the redis_password_file credential. Under
+    # systemd: the unit's StateDirectory (env STATE_DIRECTORY), since /etc/redwarden is read-only to the
+    # service (ProtectSystem=strict) and root's. None (the process sandbox): they go to those two files instead.
+    state_dir: str | None = None
     # the ACL user the agent is in Redis ("monitor" in ACL mode; user_data sets it); None: `default`
     redis_username: str | None = None
     sentinel_password_file: str | None = None
@@ -150,8 +157,20 @@ class AgentSecrets:
     redis_username: str | None = None  # "monitor" in ACL mode; None: Redis's `default` user (requirepass)
 
 
+def users_state_path(config: AgentConfig) -> Path | None:
+    """Where the agent stores the users it is handed after bootstrap (None: no state_dir)."""
+    return Path(config.state_dir) / USERS_STATE_FILE if config.state_dir else None
+
+
 def load_users(config: AgentConfig) -> NodeUsers | None:
-    """The ACL users file's content, or None where there is none (a cluster on one requirepass)."""
+    """The ACL users: the ones last handed to the agent (its state_dir) if any, else the users file bootstrap
+    wrote; None where there are none (a cluster on one requirepass)."""
+    state = users_state_path(config)
+    if state is not None and state.exists():
+        try:
+            return NodeUsers.from_json(state.read_text())
+        except (ValueError, OSError) as e:
+            raise ConfigError(f"{state}: {e if isinstance(e, ValueError) else type(e).__name__}") from None
     if not config.redis_users_file or not secret_path(config.redis_users_file).exists():
         return None
     try:
@@ -165,6 +184,8 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
     env = os.environ if environ is None else environ
     config = load_settings(AgentConfig, path, ENV_PREFIX, env)
     config = _identify(config, env)
+    if config.state_dir is None and env.get("STATE_DIRECTORY"):  # systemd's StateDirectory=
+        config = dataclasses.replace(config, state_dir=env["STATE_DIRECTORY"].split(":")[0])
     root = config.root or env.get(ROOT_ENV, "")
     if not root:
         return config
@@ -203,8 +224,10 @@ def _metadata(base_url: str, path: str, timeout_s: float) -> str | None:
 
 def load_secrets(config: AgentConfig, environ: dict[str, str]) -> AgentSecrets:
     # The service (systemd) gets only redis_password_file as a credential: in ACL mode bootstrap wrote the
-    # monitor password there. Where the users file is readable (no systemd, the sandbox) it is used directly.
-    users = load_users(config) if not config.redis_username else None
+    # monitor password there. Where the users file is readable (no systemd, the sandbox) it is used directly;
+    # users handed over since (a migration, a rotation: state_dir) come before both.
+    state = users_state_path(config)
+    users = load_users(config) if not config.redis_username or (state is not None and state.exists()) else None
     redis_password = users.monitor if users else environ.get(ENV_PREFIX + "REDIS_PASSWORD") or read_secret(
         config.redis_password_file, "redis_password_file"
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 from agent import __version__
 from agent.collect_host import collect_host, wait_exit
 from agent.collect_redis import collect_redis, collect_sentinel, raw_client
-from agent.config import AgentConfig, AgentSecrets, ssl_context
+from agent.config import AgentConfig, AgentSecrets, ssl_context, users_state_path
 from agent.directives import DirectiveRunner, RespRedisControl
 from agent.fence import LocalFence, silence_ms
 from agent.httpclient import HttpError
@@ -159,10 +159,10 @@ class Agent:
         return sum(1 for a in answers if a == own) * 2 > len(peers)
 
     def set_users(self, users: NodeUsers) -> None:
-        """The migration to ACL users (`set_redis_users`): check the monitor password against this node's
-        Redis, store the users where bootstrap stores them (the users file, the monitor password as the
-        agent's Redis password), then connect as `monitor`. Nothing is stored or switched if a step fails;
-        the errors name files and users, never a password."""
+        """The migration to ACL users or a rotation (`set_redis_users`): check the monitor password against this
+        node's Redis, store the users (under systemd in the agent's state directory; else where bootstrap stores
+        them: the users file, the monitor password as the agent's Redis password), then connect as `monitor`.
+        Nothing is stored or switched if a step fails; the errors name files and users, never a password."""
         probe = raw_client(self.config.connect_host, self.config.redis_port, users.monitor, self.config.timeout_s,
                            username="monitor")
         try:
@@ -174,15 +174,20 @@ class Agent:
             raise ServiceError(f"cannot reach this node's Redis as monitor: {probe.scrub(str(e))[:200]}") from None
         finally:
             probe.close()
-        if not self.config.redis_users_file or not self.config.redis_password_file:
-            raise ServiceError("redis_users_file and redis_password_file must be set to store the users")
-        for path, text in ((self.config.redis_users_file, users.to_json()),
-                           (self.config.redis_password_file, users.monitor)):
+        state = users_state_path(self.config)
+        if state is not None:  # systemd: the agent's own StateDirectory (/etc/redwarden is not writable to it)
+            places: tuple[tuple[Path, str], ...] = ((state, users.to_json()),)
+        elif self.config.redis_users_file and self.config.redis_password_file:  # no systemd: where bootstrap wrote
+            places = ((secret_path(self.config.redis_users_file), users.to_json()),
+                      (secret_path(self.config.redis_password_file), users.monitor))
+        else:
+            raise ServiceError("state_dir (or redis_users_file and redis_password_file) must be set to store the users")
+        for path, text in places:
             try:
-                store_private(secret_path(path), text + "\n")
+                store_private(path, text + "\n")
             except OSError as e:
-                raise ServiceError(f"cannot store the users in {path}: {e.strerror or type(e).__name__} (an agent "
-                                   "under systemd cannot write /etc/redwarden: see README, ACL migration)") from None
+                raise ServiceError(f"cannot store the users in {path}: {e.strerror or type(e).__name__} (under "
+                                   "systemd the unit's StateDirectory is the agent's state_dir)") from None
         # directives run inside the report cycle (its lock held): the next collection uses the new user
         self._redis.set_credentials("monitor", users.monitor)
         self._secrets = dataclasses.replace(self._secrets, redis_password=users.monitor, redis_username="monitor")

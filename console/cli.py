@@ -81,7 +81,10 @@ def cmd_controller_acl_users(args: argparse.Namespace) -> int:
 def cmd_cluster_secure(args: argparse.Namespace) -> int:
     from console.secure import secure
 
-    return secure(_client(args), args.cluster, apply=args.apply, timeout_s=args.timeout, as_json=args.json)
+    if (args.finish or args.password_out) and not args.rotate:
+        raise RuntimeError("--finish and --password-out go with --rotate")
+    return secure(_client(args), args.cluster, apply=args.apply, timeout_s=args.timeout, as_json=args.json,
+                  rotate=args.rotate, finish=args.finish, password_out=args.password_out)
 
 
 def cmd_node_key(args: argparse.Namespace) -> int:
@@ -227,10 +230,18 @@ def build_parser(plugins: Sequence[CliPlugin] = ()) -> argparse.ArgumentParser:
     cc.add_argument("--timeout", type=float, default=900.0)
     add_connection_args(cc)
     cc.set_defaults(func=cmd_cluster_create)
-    cs = cl_sub.add_parser("secure", help="move CLUSTER from one requirepass to ACL users per role, one node at a "
-                                          "time, without a failover (dry run unless --apply)")
+    cs = cl_sub.add_parser("secure", help="move CLUSTER from one requirepass to ACL users per role, or (--rotate) "
+                                          "give one user a new secret; one node at a time, without a failover "
+                                          "(dry run unless --apply; exit 0 done, 3 held, 1 failed)")
     cs.add_argument("cluster")
     cs.add_argument("--apply", action="store_true", help="run it (default: print the plan and change nothing)")
+    cs.add_argument("--rotate", choices=("admin", "replication", "sentinel", "monitor", "app", "discovery"),
+                    metavar="ROLE", help="instead: give ROLE's user a new secret, without a restart or a failover "
+                                         "(admin, replication, sentinel, monitor, app, discovery)")
+    cs.add_argument("--finish", action="store_true",
+                    help="app/discovery: remove the old password (once the application uses the new one)")
+    cs.add_argument("--password-out", metavar="FILE",
+                    help="app/discovery: write the new password here (0600) instead of showing it once")
     cs.add_argument("--timeout", type=float, default=900.0, metavar="S", help="how long to follow the run")
     cs.add_argument("--json", action="store_true", help="machine-readable output")
     add_connection_args(cs)

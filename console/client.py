@@ -103,9 +103,16 @@ class ControllerClient:
         droplet: dict[str, Any] = data["droplet"]
         return droplet
 
-    def secure(self, cluster: str, apply: bool = False) -> dict[str, Any]:
-        """The migration to ACL users (admin): the plan (dry run), or the started run (`apply`)."""
-        data: dict[str, Any] = self._request("POST", f"/v1/clusters/{cluster}/secure", json={"apply": apply},
+    def secure(self, cluster: str, apply: bool = False, rotate: str | None = None, finish: bool = False,
+               new_sha256: str | None = None) -> dict[str, Any]:
+        """The migration to ACL users, or the rotation of one user's secret (`rotate`) (admin): the plan (dry
+        run), or the started run (`apply`)."""
+        body: dict[str, Any] = {"apply": apply}
+        if rotate is not None:
+            body.update(rotate=rotate, finish=finish)
+        if new_sha256 is not None:
+            body["new_sha256"] = new_sha256
+        data: dict[str, Any] = self._request("POST", f"/v1/clusters/{cluster}/secure", json=body,
                                              expect=202 if apply else 200, timeout_s=max(self.timeout_s, 30))
         return data
 

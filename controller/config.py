@@ -135,12 +135,18 @@ def cluster_redis_password(name: str, cluster: ClusterConfig, environ: Mapping[s
     return env.get(key) or read_secret(cluster.redis_password_file, f"clusters.{name}.redis_password_file")
 
 
-def cluster_users(name: str, cluster: ClusterConfig) -> ClusterUsers | None:
-    """The cluster's ACL users (its `acl_users_file`), or None for a cluster on one `requirepass`."""
-    text = read_secret(cluster.acl_users_file, f"clusters.{name}.acl_users_file")
+def cluster_users(name: str, cluster: ClusterConfig, rotated: Path | None = None) -> ClusterUsers | None:
+    """The cluster's ACL users (its `acl_users_file`, or the controller's copy `rotated` once a rotation wrote
+    it: `controller.adapters.storage.acl_users`), or None for a cluster on one `requirepass`."""
+    what = f"clusters.{name}.acl_users_file"
+    if cluster.acl_users_file and rotated is not None and rotated.exists():
+        text: str | None = rotated.read_text()
+        what = str(rotated)
+    else:
+        text = read_secret(cluster.acl_users_file, what)
     if text is None:
         return None
     try:
         return ClusterUsers.from_json(text)
     except ValueError as e:
-        raise ConfigError(f"clusters.{name}.acl_users_file: {e}") from None
+        raise ConfigError(f"{what}: {e}") from None

@@ -33,6 +33,7 @@ carries the `sentinel` role (Sentinel 6.0 can only AUTH with a password), and Se
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -208,6 +209,20 @@ class ClusterUsers:
         """Raises ValueError (never quoting a secret) on anything but the object `to_json` writes."""
         return ClusterUsers(**_strings(text, "the ACL users file", {"admin", "replication", "sentinel", "monitor",
                                                                     "app_sha256"}))
+
+    def role_sha256(self, role: str) -> str | None:
+        """The SHA-256 Redis and Sentinel keep of `role`'s secret (None: no discovery user)."""
+        if role in ("app", "discovery"):
+            return self.app_sha256 if role == "app" else self.discovery_sha256
+        return sha256_hex(str(getattr(self, role)))
+
+    def with_secret(self, role: str, secret: str) -> ClusterUsers:
+        """The same users with `role`'s new secret: a password (admin, replication, sentinel, monitor) or, for
+        the application's roles (app, discovery), the SHA-256 of theirs."""
+        field = {"app": "app_sha256", "discovery": "discovery_sha256"}.get(role, role)
+        if field not in ("admin", "replication", "sentinel", "monitor", "app_sha256", "discovery_sha256"):
+            raise ValueError(f"unknown role {role!r}")
+        return dataclasses.replace(self, **{field: secret})
 
     @staticmethod
     def generate(token: Callable[[], str]) -> tuple[ClusterUsers, str, str]:

@@ -106,6 +106,11 @@ def test_secure_moves_a_live_cluster_to_acl_users_without_a_failover(tmp_path: P
             assert "dry run" in dry.stdout and "[default_off]" in dry.stdout
             assert _acl_lists(redis_addresses, users, legacy) == before
             assert all(len(v) == 1 for v in before.values())  # only `default`
+            # a rotation before the migration is refused, and leaves no rotation behind to block the migration
+            early = redwarden("cluster", "secure", "sandbox", "--rotate", "monitor", "--apply", *sb.conn_args(),
+                              check=False)
+            assert early.returncode == 1 and "has no user monitor" in early.stderr, early.stdout + early.stderr
+            assert not (sb.root / "controller" / "acl-users" / "sandbox.rotating.json").exists()
 
             # the run holds at default_off while the writer still logs in as default
             held = redwarden("cluster", "secure", "sandbox", "--apply", *sb.conn_args(), check=False, timeout=600)

@@ -20,8 +20,9 @@ from controller.adapters.redis_ops import OpsError
 
 class AclOps:
     def __init__(self, admin_password: str, legacy_password: str | None, secrets: Sequence[str] = (),
-                 timeout_s: float = 2.0) -> None:
+                 timeout_s: float = 2.0, also_admin: str | None = None) -> None:
         self._admin = admin_password
+        self._also_admin = also_admin  # during admin's rotation: the other of its two secrets
         self._legacy = legacy_password
         self._secrets = tuple(s for s in (admin_password, legacy_password, *secrets) if s)
         self._timeout_s = timeout_s
@@ -39,17 +40,20 @@ class AclOps:
                            retry=Retry(NoBackoff(), 0))
 
     def _connected(self, address: str, sentinel: bool) -> redis.Redis:
-        """A client as admin if admin is accepted, else as the legacy credential."""
-        client = self._client(address, "admin", self._admin)
-        try:
-            client.ping()
-            return client
-        except redis.AuthenticationError:
-            client.close()
-        except redis.ResponseError as e:  # a Sentinel 6.0 without users: "no password is set"
-            client.close()
-            if "password" not in str(e):
-                raise
+        """A client as admin if admin is accepted (with either of its secrets), else as the legacy credential."""
+        for password in (self._admin, self._also_admin):
+            if password is None:
+                continue
+            client = self._client(address, "admin", password)
+            try:
+                client.ping()
+                return client
+            except redis.AuthenticationError:
+                client.close()
+            except redis.ResponseError as e:  # a Sentinel 6.0 without users: "no password is set"
+                client.close()
+                if "password" not in str(e):
+                    raise
         return self._client(address, None, None if sentinel else self._legacy)
 
     def run(self, address: str, *command: str, sentinel: bool = False) -> Any:

@@ -31,6 +31,7 @@ from controller.adapters.auth import OperatorTokens, Role, allows, clip, role_of
 from controller.adapters.cloud import Droplet, ProviderError
 from controller.adapters.storage.reports import REPORT_ADAPTER
 from controller.config import ClusterConfig
+from controller.core.rotate import ROLES as ROTATABLE_ROLES
 from controller.core.view import NodeState, vitals_changed
 from protocol.directives import valid_address
 from protocol.report import DirectiveAck, Report
@@ -121,11 +122,13 @@ class HealSwitches(Protocol):
 class Securing(Protocol):
     """`redwarden cluster secure`: the migration to ACL users (`controller.app.secure`)."""
 
-    def plan(self, cluster: str) -> dict[str, Any]:
-        """The dry run; PermissionError (its reason) when no plan can be made."""
+    def plan(self, cluster: str, rotate: str | None = None, finish: bool = False) -> dict[str, Any]:
+        """The dry run (of the migration, or of `rotate`'s rotation); PermissionError (its reason) when no plan
+        can be made."""
         ...
 
-    def start(self, cluster: str) -> dict[str, Any]:
+    def start(self, cluster: str, rotate: str | None = None, finish: bool = False,
+              new_sha256: str | None = None) -> dict[str, Any]:
         """Start the run; PermissionError when one runs already or no plan can be made."""
         ...
 
@@ -467,19 +470,27 @@ def create_app(deps: ApiDeps) -> FastAPI:
         body = _json_object(await _read_body(request, deps.max_request_bytes) or b"{}")
         if isinstance(body, str):
             return _error(422, body, loc="body")
-        unknown = sorted(str(k) for k in body if k != "apply")
+        unknown = sorted(str(k) for k in body if k not in ("apply", "rotate", "finish", "new_sha256"))
         if unknown:
             return _error(422, f"unknown field {clip(unknown[0])!r}", loc=clip(unknown[0]))
-        if not isinstance(body.get("apply", False), bool):
-            return _error(422, "apply must be true or false", loc="apply")
+        for flag in ("apply", "finish"):
+            if not isinstance(body.get(flag, False), bool):
+                return _error(422, f"{flag} must be true or false", loc=flag)
+        rotate, new_sha256 = body.get("rotate"), body.get("new_sha256")
+        if rotate is not None and rotate not in ROTATABLE_ROLES:
+            return _error(422, f"rotate must be one of {', '.join(ROTATABLE_ROLES)}", loc="rotate")
+        if new_sha256 is not None and not (isinstance(new_sha256, str) and re.fullmatch(r"[0-9a-f]{64}", new_sha256)):
+            return _error(422, "new_sha256 must be 64 lowercase hex digits", loc="new_sha256")
+        if rotate is None and (body.get("finish") or new_sha256 is not None):
+            return _error(422, "finish and new_sha256 go with rotate", loc="rotate")
         securer = deps.securer
         assert securer is not None
         try:
             if body.get("apply"):
-                job = await run_in_threadpool(securer.start, cluster)
-                log.warning("secure.started", cluster=cluster)
+                job = await run_in_threadpool(securer.start, cluster, rotate, bool(body.get("finish")), new_sha256)
+                log.warning("secure.started", cluster=cluster, rotate=rotate)
                 return JSONResponse(job, status_code=202)
-            return JSONResponse(await run_in_threadpool(securer.plan, cluster))
+            return JSONResponse(await run_in_threadpool(securer.plan, cluster, rotate, bool(body.get("finish"))))
         except PermissionError as e:
             return _error(409, str(e))
 

@@ -23,9 +23,11 @@ import structlog
 
 from controller.adapters.acl_ops import AclOps
 from controller.adapters.redis_ops import OpsError
+from controller.adapters.storage.acl_users import AclUsersStore
 from controller.adapters.storage.heal_log import HealStore
 from controller.app.fleet import Fleet
 from controller.config import ClusterConfig
+from controller.core.rotate import CONTROLLER, ON_REDIS, ON_SENTINEL, describe, node_set_change, plan_rotate
 from controller.core.secure import SecureNode, SecureStep, plan_problem, plan_secure
 from protocol.acl import ClusterUsers, NodeUsers, redis_user_lines, sentinel_user_lines, setuser_args, user_name
 from protocol.directives import DIRECTIVE_TTL_S, SetRedisUsersDirective
@@ -58,6 +60,22 @@ class KeySource(Protocol):
     def key(self, cluster: str, node: str) -> bytes | None: ...
 
 
+class RotationRun(Protocol):
+    """One rotation's steps, done and verified (`controller.app.rotate.Rotator`)."""
+
+    def do(self, step: SecureStep) -> str: ...
+
+    def ops(self) -> AclOps:
+        """The connections as admin, with whichever of its secrets the controller holds now."""
+        ...
+
+
+# (securer, cluster, users, legacy password, steps, role, finish, SHA-256 of an operator's new password) -> the
+# run, its rotation recorded; PermissionError when none can start (`controller.app.rotate.start_rotation`)
+StartRotation = Callable[["Securer", str, ClusterUsers, str | None, tuple[SecureStep, ...], str, bool, str | None],
+                         RotationRun]
+
+
 @dataclass
 class SecureJob:
     cluster: str
@@ -69,9 +87,10 @@ class SecureJob:
     master: str | None = None
     config_epoch: int | None = None
     acks: dict[str, DirectiveAck] = field(default_factory=dict)
+    rotate: str | None = None  # the role whose secret this run rotates (None: the migration)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"cluster": self.cluster, "state": self.state, "message": self.message,
+        return {"cluster": self.cluster, "rotate": self.rotate, "state": self.state, "message": self.message,
                 "started_at": self.started_at, "finished_at": self.finished_at, "master": self.master,
                 "config_epoch": self.config_epoch, "steps": [dict(s) for s in self.steps]}
 
@@ -82,7 +101,8 @@ class Securer:
                  users: Callable[[str, ClusterConfig], ClusterUsers | None],
                  legacy_password: Callable[[str, ClusterConfig], str | None],
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-                 ops: Callable[[ClusterUsers, str | None], AclOps] | None = None) -> None:
+                 ops: Callable[[ClusterUsers, str | None], AclOps] | None = None,
+                 store: AclUsersStore | None = None, rotations: StartRotation | None = None) -> None:
         self.clusters = clusters
         self.fleet = fleet
         self.directives = directives
@@ -92,6 +112,8 @@ class Securer:
         self.legacy_password = legacy_password
         self.clock = clock
         self.sleep = sleep
+        self.store = store  # where rotations keep the users they made (None: no rotation here)
+        self.rotations = rotations
         self._ops = ops or (lambda u, legacy: AclOps(u.admin, legacy, (u.replication, u.sentinel, u.monitor)))
         self._lock = threading.Lock()
         self._jobs: dict[str, SecureJob] = {}
@@ -99,31 +121,89 @@ class Securer:
         directives.on_ack(self._acknowledged)
 
     # -- the API's three questions ------------------------------------------------------------------------
-    def plan(self, cluster: str) -> dict[str, Any]:
+    def plan(self, cluster: str, rotate: str | None = None, finish: bool = False) -> dict[str, Any]:
         """The dry run: the steps, and what each node runs now (read only). PermissionError if no plan can be
-        made (the reason in its message)."""
+        made (the reason in its message). `rotate`: the plan that gives that role a new secret."""
         users, legacy, nodes = self._prepare(cluster)
         ops = self._ops(users, legacy)
         observed = {n.name: self._observe(ops, cluster, n) for n in nodes}
+        if rotate is not None:
+            if (problem := self._rotation_problem(ops, cluster, rotate, nodes)) is not None:
+                raise PermissionError(problem)
+            pending = self.store.rotation(cluster) if self.store is not None else None
+            return {"cluster": cluster, "dry_run": True, "rotate": rotate, "finish": finish,
+                    "unfinished_rotation": pending.role if pending else None,
+                    "steps": self._rotation_rows(rotate, nodes, finish), "observed": observed,
+                    "master": next(n.redis_address for n in nodes if n.is_master)}
         steps = [{"phase": s.phase, "node": s.node, "description": s.description} for s in plan_secure(nodes)]
         return {"cluster": cluster, "dry_run": True, "steps": steps, "observed": observed,
                 "master": next(n.redis_address for n in nodes if n.is_master)}
 
-    def start(self, cluster: str) -> dict[str, Any]:
-        """Start a run in its own thread; PermissionError when one runs already or no plan can be made."""
+    def start(self, cluster: str, rotate: str | None = None, finish: bool = False,
+              new_sha256: str | None = None) -> dict[str, Any]:
+        """Start a run in its own thread; PermissionError when one runs already or no plan can be made.
+        `rotate`: give that role a new secret (`controller.app.rotate`) instead of the migration."""
         with self._lock:
             running = self._jobs.get(cluster)
             if running is not None and running.state == "running":
                 raise PermissionError(f"cluster {cluster} is being secured already")
         users, legacy, nodes = self._prepare(cluster)
-        steps = plan_secure(nodes)
-        job = SecureJob(cluster, [{"phase": s.phase, "node": s.node, "description": s.description,
-                                   "status": "pending", "detail": ""} for s in steps], started_at=self.clock())
+        if rotate is None:
+            if self.store is not None and (pending := self.store.rotation(cluster)) is not None:
+                raise PermissionError(f"the rotation of {pending.role} is unfinished: finish it first")
+            steps = plan_secure(nodes)
+            rows = [(s, s.description) for s in steps]
+            ops = self._ops(users, legacy)
+            do: Callable[[SecureStep], str] = lambda step: self._do(  # noqa: E731
+                ops, cluster, users, legacy, step, steps)
+            ops_now: Callable[[], AclOps] = lambda: ops  # noqa: E731
+            done = "every role has its own user; default is off; no failover happened"
+        else:
+            if self.store is None or self.rotations is None:
+                raise PermissionError("this controller keeps no state directory for rotated users")
+            try:
+                steps = plan_rotate(rotate, nodes, finish)
+            except ValueError as e:
+                raise PermissionError(str(e)) from None
+            if (problem := self._rotation_problem(self._ops(users, legacy), cluster, rotate, nodes)) is not None:
+                raise PermissionError(problem)  # before the rotation is recorded: nothing left to finish
+            rotator = self.rotations(self, cluster, users, legacy, steps, rotate, finish, new_sha256)
+            rows = [(s, describe(s, rotate)) for s in steps]
+            do, ops_now = rotator.do, rotator.ops
+            done = f"{rotate} has its new secret only; every consumer uses it; no failover happened"
+        job = SecureJob(cluster, [{"phase": s.phase, "node": s.node, "description": text,
+                                   "status": "pending", "detail": ""} for s, text in rows],
+                        started_at=self.clock(), rotate=rotate)
         with self._lock:
             self._jobs[cluster] = job
-        threading.Thread(target=self._run, args=(job, users, legacy, steps), name=f"secure-{cluster}",
+        threading.Thread(target=self._run, args=(job, steps, do, ops_now, done), name=f"secure-{cluster}",
                          daemon=True).start()
         return job.as_dict()
+
+    @staticmethod
+    def _rotation_problem(ops: AclOps, cluster: str, role: str, nodes: tuple[SecureNode, ...]) -> str | None:
+        """Why `role` cannot be rotated now (a node without that user: the cluster is not on ACL users yet, or
+        cannot be asked), or None."""
+        for node in nodes:
+            places = [(node.redis_address, False)] if role in ON_REDIS else []
+            places += [(node.sentinel_address, True)] if role in ON_SENTINEL else []
+            for address, sentinel in places:
+                try:
+                    users = {str(u) for u in ops.run(address, "ACL", "USERS", sentinel=sentinel) or ()}
+                except OpsError as e:
+                    return f"cannot ask {node.name} for its users: {e}"
+                if role not in users:
+                    return (f"{node.name} has no user {role} on {address}: move the cluster to ACL users first "
+                            f"(`redwarden cluster secure {cluster} --apply`)")
+        return None
+
+    @staticmethod
+    def _rotation_rows(role: str, nodes: tuple[SecureNode, ...], finish: bool) -> list[dict[str, Any]]:
+        try:
+            steps = plan_rotate(role, nodes, finish)
+        except ValueError as e:
+            raise PermissionError(str(e)) from None
+        return [{"phase": s.phase, "node": s.node, "description": describe(s, role)} for s in steps]
 
     def job(self, cluster: str) -> dict[str, Any] | None:
         with self._lock:
@@ -156,14 +236,14 @@ class Securer:
             out["redis_users"] = sorted(str(u) for u in ops.run(node.redis_address, "ACL", "USERS"))
             flags = ops.run(node.redis_address, "ACL", "GETUSER", "default")
             out["default_on"] = _flag_on(flags)
-            out["masteruser"] = str(_pairs(ops.run(node.redis_address, "CONFIG", "GET", "masteruser"))
+            out["masteruser"] = str(pairs(ops.run(node.redis_address, "CONFIG", "GET", "masteruser"))
                                     .get("masteruser") or "") or None
         except OpsError as e:
             out["redis_error"] = str(e)
         try:
             out["sentinel_users"] = sorted(str(u) for u in ops.run(node.sentinel_address, "ACL", "USERS",
                                                                    sentinel=True))
-            master = _pairs(ops.run(node.sentinel_address, "SENTINEL", "MASTER", self._master_name(cluster),
+            master = pairs(ops.run(node.sentinel_address, "SENTINEL", "MASTER", self._master_name(cluster),
                                     sentinel=True))
             out["sentinel_auth_user"] = master.get("auth-user")  # absent before Redis 7.2's reply lists it
         except OpsError as e:
@@ -180,17 +260,23 @@ class Securer:
             self._acks[ack.id] = ack
 
     # -- running --------------------------------------------------------------------------------------------
-    def _run(self, job: SecureJob, users: ClusterUsers, legacy: str | None, steps: tuple[SecureStep, ...]) -> None:
-        ops = self._ops(users, legacy)
+    def _run(self, job: SecureJob, steps: tuple[SecureStep, ...], do: Callable[[SecureStep], str],
+             ops: Callable[[], AclOps], done: str) -> None:
+        why = "asked by an operator: redwarden cluster secure" + (f" --rotate {job.rotate}" if job.rotate else "")
         try:
-            job.master, job.config_epoch = self._master_and_epoch(ops, job.cluster, steps)
+            job.master, job.config_epoch = self._master_and_epoch(ops(), job.cluster, steps)
             for i, step in enumerate(steps):
-                self._guard(ops, job, steps)
-                self._set(job, i, "running", "")
-                action = self.audit.started(job.cluster, step.node, ACTION_KIND, step.description,
-                                            "asked by an operator: redwarden cluster secure", self.clock())
                 try:
-                    detail = self._do(ops, job.cluster, users, legacy, step, steps)
+                    self._guard(ops(), job, steps)
+                except StepHeld as e:
+                    self._set(job, i, "held", str(e))
+                    self._finish(job, "held", str(e))
+                    return
+                self._set(job, i, "running", "")
+                action = self.audit.started(job.cluster, step.node, ACTION_KIND, job.steps[i]["description"], why,
+                                            self.clock())
+                try:
+                    detail = do(step)
                 except StepHeld as e:
                     self.audit.finished(action, False, f"held: {e}", self.clock())
                     self._set(job, i, "held", str(e))
@@ -203,8 +289,10 @@ class Securer:
                     return
                 self.audit.finished(action, True, detail, self.clock())
                 self._set(job, i, "done", detail)
-            self._guard(ops, job, steps)
-            self._finish(job, "done", "every role has its own user; default is off; no failover happened")
+            self._guard(ops(), job, steps)
+            self._finish(job, "done", done)
+        except StepHeld as e:
+            self._finish(job, "held", str(e))
         except (StepFailed, OpsError) as e:
             self._finish(job, "failed", str(e))
         except Exception as e:  # a run never dies silently: the job says what broke
@@ -226,10 +314,10 @@ class Securer:
         """The master a strict majority of the Sentinels names, and the highest config epoch among them."""
         named: dict[str, int] = {}
         epochs: list[int] = []
-        sentinels = sorted({s.sentinel_address for s in steps})
+        sentinels = sorted({s.sentinel_address for s in steps if s.sentinel_address})
         for address in sentinels:
             try:
-                reply = _pairs(ops.run(address, "SENTINEL", "MASTER", self._master_name(cluster), sentinel=True))
+                reply = pairs(ops.run(address, "SENTINEL", "MASTER", self._master_name(cluster), sentinel=True))
             except OpsError:
                 continue
             master = f"{reply.get('ip')}:{reply.get('port')}"
@@ -242,12 +330,17 @@ class Securer:
         return best[0], max(epochs) if epochs else None
 
     def _guard(self, ops: AclOps, job: SecureJob, steps: tuple[SecureStep, ...]) -> None:
+        """Stops the run (StepFailed) when the master moved; holds it (StepHeld) when the nodes changed."""
+        planned = {SecureNode(s.node, s.redis_address, s.sentinel_address, s.is_master) for s in steps
+                   if s.node != CONTROLLER}
+        if (changed := node_set_change(planned, self._nodes(job.cluster))) is not None:
+            raise StepHeld(changed)
         master, epoch = self._master_and_epoch(ops, job.cluster, steps)
         if master != job.master or epoch != job.config_epoch:
             raise StepFailed(f"the master moved (now {master}, config epoch {epoch}; was {job.master}, "
                              f"{job.config_epoch}): stopped; run it again once the cluster is healthy")
 
-    def _wait(self, what: str, check: Callable[[], str | None], timeout_s: float = VERIFY_TIMEOUT_S) -> None:
+    def wait(self, what: str, check: Callable[[], str | None], timeout_s: float = VERIFY_TIMEOUT_S) -> None:
         """Poll `check` (None: done; else what is still missing) until done, or fail with its last answer."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -264,7 +357,7 @@ class Securer:
         if step.phase == "redis_users":
             return self._redis_users(ops, step, node_users, users)
         if step.phase == "replication_auth":
-            return self._replication_auth(ops, step, users, steps)
+            return self.replication_auth(ops, step, users, steps)
         if step.phase == "sentinel_users":
             for line in sentinel_user_lines(node_users):
                 if user_name(line) != "default":
@@ -279,7 +372,7 @@ class Securer:
         if step.phase == "sentinel_auth":
             return self._sentinel_auth(ops, cluster, step, users, steps)
         if step.phase == "agent_user":
-            return self._agent_user(cluster, step, node_users)
+            return self.agent_user(cluster, step, node_users)
         if step.phase == "controller_admin":
             # the controller's healing (`DirectRedisOps`) tries admin first: it is admin wherever admin is accepted
             for address in (step.redis_address, step.sentinel_address):
@@ -304,7 +397,7 @@ class Securer:
                 raise StepFailed(f"{step.node} refuses {user}: {refused}")
         return "users set and accepted; redis.conf rewritten"
 
-    def _replication_auth(self, ops: AclOps, step: SecureStep, users: ClusterUsers,
+    def replication_auth(self, ops: AclOps, step: SecureStep, users: ClusterUsers,
                           steps: tuple[SecureStep, ...]) -> str:
         address = step.redis_address
         ops.run(address, "CONFIG", "SET", "masteruser", "replication")
@@ -324,7 +417,7 @@ class Securer:
                 return f"the master's replica links authenticate as {sorted({c.get('user', '?') for c in replicas})}"
             return None
 
-        self._wait("the replication link as user replication", linked)
+        self.wait("the replication link as user replication", linked)
         return "link up again as user replication"
 
     def _sentinel_peer_auth(self, ops: AclOps, step: SecureStep, users: ClusterUsers,
@@ -350,11 +443,11 @@ class Securer:
         self._relink(ops, prefix, sorted({s.redis_address for s in steps}), sentinel=False)
 
         def master_ok() -> str | None:
-            reply = _pairs(ops.run(address, "SENTINEL", "MASTER", self._master_name(cluster), sentinel=True))
+            reply = pairs(ops.run(address, "SENTINEL", "MASTER", self._master_name(cluster), sentinel=True))
             flags = str(reply.get("flags", ""))
             return None if flags == "master" else f"the Sentinel flags its master {flags}"
 
-        self._wait("the Sentinel sees its master up", master_ok)
+        self.wait("the Sentinel sees its master up", master_ok)
         return "its links to every Redis authenticate as sentinel; the master is up in its view"
 
     def _relink(self, ops: AclOps, prefix: str, addresses: list[str], sentinel: bool) -> None:
@@ -374,9 +467,9 @@ class Securer:
                 wrong = sorted({c.get("user", "?") for c in mine} - {"sentinel"})
                 return f"links on {address} authenticate as {wrong}" if wrong else None
 
-            self._wait(f"the Sentinel's links on {address} as sentinel", relinked)
+            self.wait(f"the Sentinel's links on {address} as sentinel", relinked)
 
-    def _agent_user(self, cluster: str, step: SecureStep, node_users: NodeUsers) -> str:
+    def agent_user(self, cluster: str, step: SecureStep, node_users: NodeUsers) -> str:
         key = self.keys.key(cluster, step.node)
         if key is None:
             raise StepFailed(f"{step.node} has no node key: its agent cannot verify a directive")
@@ -395,7 +488,7 @@ class Securer:
                 raise StepFailed(f"the agent refused: {ack.error}")
             return None
 
-        self._wait(f"{step.node}'s agent takes its users", acknowledged, AGENT_TIMEOUT_S)
+        self.wait(f"{step.node}'s agent takes its users", acknowledged, AGENT_TIMEOUT_S)
 
         def reports_as_monitor() -> str | None:
             state = self.fleet.view(cluster, self.clock()).node(step.node)
@@ -403,7 +496,7 @@ class Securer:
                 return "no report since"
             return None if state.report.redis.acl_user == "monitor" else f"reports as {state.report.redis.acl_user}"
 
-        self._wait(f"{step.node}'s agent reports as monitor", reports_as_monitor, AGENT_TIMEOUT_S)
+        self.wait(f"{step.node}'s agent reports as monitor", reports_as_monitor, AGENT_TIMEOUT_S)
         return "the agent stored its users and reports as monitor"
 
     def _default_off(self, ops: AclOps, step: SecureStep, legacy: str | None, steps: tuple[SecureStep, ...],
@@ -440,7 +533,7 @@ class Securer:
         return "default off on Redis (the old password refused); Sentinel's default answers discovery only"
 
 
-def _pairs(reply: object) -> dict[str, Any]:
+def pairs(reply: object) -> dict[str, Any]:
     """A flat [k, v, k, v ...] reply (SENTINEL MASTER) as a dict; redis-py may have made it a dict already."""
     if isinstance(reply, dict):
         return {str(k): v for k, v in reply.items()}
@@ -450,7 +543,7 @@ def _pairs(reply: object) -> dict[str, Any]:
 
 
 def _flag_on(getuser: object) -> bool | None:
-    data = _pairs(getuser)
+    data = pairs(getuser)
     flags = data.get("flags")
     return "on" in [str(f) for f in flags] if isinstance(flags, list) else None
 

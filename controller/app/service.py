@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 import uvicorn
@@ -25,6 +26,7 @@ from controller.adapters.directives import DirectiveQueue
 from controller.adapters.notify import Notifier, build_notifiers
 from controller.adapters.outbox import Outbox
 from controller.adapters.redis_ops import DirectRedisOps, RedisOps
+from controller.adapters.storage.acl_users import AclUsersStore
 from controller.adapters.storage.credentials import NodeCredentials
 from controller.adapters.storage.db import Database
 from controller.adapters.storage.enrollments import Enrollments
@@ -36,9 +38,11 @@ from controller.app.executor import Executor
 from controller.app.fleet import Fleet
 from controller.app.healer import Healer
 from controller.app.provisioner import Provisioner, Provisioning
+from controller.app.rotate import start_rotation
 from controller.app.secure import Securer
 from controller.app.watch import Watcher
-from controller.config import ControllerConfig, cluster_redis_password, cluster_users
+from controller.config import ClusterConfig, ControllerConfig, cluster_redis_password, cluster_users
+from protocol.acl import ClusterUsers
 from protocol.settings import ConfigError, read_secret, secret_path
 
 log = structlog.get_logger("redwarden.controller")
@@ -118,9 +122,14 @@ def _assemble(config: ControllerConfig, tokens: OperatorTokens, clock: Callable[
     controller_ca = _read_ca(config.tls_ca_file)
     tags = {name: c.tag or f"redwarden-{name}" for name, c in config.clusters.items()}
 
+    acl_store = AclUsersStore(Path(config.state_path).parent / "acl-users")
+
+    def users_of(cluster: str, c: ClusterConfig) -> ClusterUsers | None:  # after a rotation: the controller's copy
+        return cluster_users(cluster, c, acl_store.users_path(cluster))
+
     def ops_for(cluster: str) -> RedisOps:
         c = config.clusters[cluster]
-        users = cluster_users(cluster, c)
+        users = users_of(cluster, c)
         if users is not None:  # ACL mode: the controller heals as `admin` on Redis and on Sentinel; until
             # `redwarden cluster secure` made that user, with the one password it had (`fallback_password`)
             return DirectRedisOps(users.admin, users.admin, username="admin",
@@ -162,10 +171,11 @@ def _assemble(config: ControllerConfig, tokens: OperatorTokens, clock: Callable[
         listen_host=config.listen_host,
         incidents=incidents,
         actions=heal_log,
-        enroller=Enroller(config.clusters, enrollments, credentials, audit=heal_log),
+        enroller=Enroller(config.clusters, enrollments, credentials, audit=heal_log, users=users_of),
         heal=healer,
-        securer=Securer(config.clusters, fleet, directives, credentials, heal_log, cluster_users,
-                        cluster_redis_password, clock=clock),
+        securer=Securer(config.clusters, fleet, directives, credentials, heal_log, users_of,
+                        cluster_redis_password, clock=clock, store=acl_store,
+                        rotations=start_rotation),
         on_vitals_changed=watcher.wake,
         problems=lambda: [p for p in (reports.problem(), outbox.problem()) if p] + watcher.problems(),
     ))
