@@ -304,8 +304,41 @@ def _container_cgroups(base: Path, name: str) -> list[Path]:
     return [c / "redwarden-nspawn" / f"{name}-{_tag(base, name)}" for c in _cgroup_dirs()]
 
 
+def _recorded_cgroups(base: Path, name: str) -> list[Path]:
+    """The cgroups `power_on` put the container in (recorded: the caller of `power_off` may sit in another
+    cgroup than the one that booted it), else those below the caller's own."""
+    with contextlib.suppress(NspawnError):
+        raw = _load(base, name).get("cgroups")
+        if isinstance(raw, list) and raw:
+            return [Path(str(c)) for c in raw]
+    return _container_cgroups(base, name)
+
+
+def _cgroup_pids(cgroups: Sequence[Path]) -> set[int]:
+    pids: set[int] = set()
+    for cg in cgroups:
+        if not cg.is_dir():
+            continue
+        for procs in cg.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError, ValueError):
+                pids.update(int(x) for x in procs.read_text().split())
+    return pids
+
+
+def _kill_cgroups(cgroups: Sequence[Path], timeout_s: float = 10.0) -> None:
+    """SIGKILL whatever is left in the container's cgroups (a container whose nspawn was killed keeps its
+    processes) until none is left."""
+    deadline = time.monotonic() + timeout_s
+    while (pids := _cgroup_pids(cgroups)) and time.monotonic() < deadline:
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+        time.sleep(0.05)
+
+
 def _remove_cgroups(base: Path, name: str) -> None:
-    for cg in _container_cgroups(base, name):
+    for cg in _recorded_cgroups(base, name):
         if cg.is_dir():
             for sub in sorted((p for p in cg.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
                 with contextlib.suppress(OSError):
@@ -419,6 +452,7 @@ def power_on(base: Path, name: str, nspawn: str) -> int:
             subprocess.run(["umount", str(d / "merged")], capture_output=True, timeout=30, check=False)
         raise e if isinstance(e, NspawnError) else NspawnError(f"starting {name}: {e}") from None
     data["pid"] = proc.pid
+    data["cgroups"] = [str(c) for c in cgroups]
     _save(base, name, data)
     return proc.pid
 
@@ -458,27 +492,43 @@ def system_state(base: Path, name: str) -> str:
     return out or "offline"
 
 
+def _procs_in(pid: int) -> Iterator[Path]:
+    """The /proc entries of every process in the PID namespace of process `pid`."""
+    try:
+        pidns = os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except OSError:
+        return
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.stat(proc / "ns/pid").st_ino == pidns:
+                    yield proc
+
+
+def host_pid(base: Path, name: str, inner: int) -> int | None:
+    """The pid this machine sees for the process that is pid `inner` inside the running container."""
+    pid = leader(base, name)
+    for proc in _procs_in(pid) if pid is not None else ():
+        with contextlib.suppress(OSError, ValueError):
+            for line in (proc / "status").read_text().splitlines():
+                if line.startswith("NSpid:"):
+                    if int(line.split()[-1]) == inner:
+                        return int(proc.name)
+                    break
+    return None
+
+
 def memory_kib(base: Path, name: str) -> int | None:
     """The container's processes' proportional set size (PSS) in KiB: what it costs this machine."""
     pid = leader(base, name)
     if pid is None:
         return None
-    try:
-        pidns = os.stat(f"/proc/{pid}/ns/pid").st_ino
-    except OSError:
-        return None
     total = 0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if os.stat(proc / "ns/pid").st_ino != pidns:
-                continue
+    for proc in _procs_in(pid):
+        with contextlib.suppress(OSError, ValueError):
             for line in (proc / "smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     total += int(line.split()[1])
-        except (OSError, ValueError):
-            continue
     return total
 
 
@@ -501,6 +551,7 @@ def power_off(base: Path, name: str, timeout_s: float = 60.0) -> None:
                 _reap(pid)
                 time.sleep(0.1)
         _reap(pid)
+    _kill_cgroups(_recorded_cgroups(base, name))
     merged = _dir(base, name) / "merged"
     if _is_mount(merged):
         _run(["umount", str(merged)], f"unmounting {name}'s overlay")
