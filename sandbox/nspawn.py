@@ -405,7 +405,8 @@ def _teardown_network(base: Path, spec: ContainerSpec) -> None:
 
 
 def _write_instance_files(merged: Path, spec: ContainerSpec) -> None:
-    (merged / "etc/hostname").write_text(spec.name + "\n")
+    if not (merged.parent / "upper/etc/hostname").exists():  # the first boot's; cloud-init may set another
+        (merged / "etc/hostname").write_text(spec.name + "\n")
     cfg = merged / "etc/cloud/cloud.cfg.d/91-redwarden-seed.cfg"
     cfg.parent.mkdir(parents=True, exist_ok=True)
     if spec.seed_url:

@@ -127,9 +127,7 @@ def fault(root: Path, d: dict[str, Any], service: str, action: str) -> str:
     if not running(root, d):
         raise SysDropletError(f"{node}'s container is not running")
     if action == "start":
-        done = nspawn.run_in(containers_dir(root), container_of(d), ["systemctl", "start", unit], timeout_s=60)
-        if done.returncode != 0:
-            raise SysDropletError(f"systemctl start {unit} on {node}: {done.stderr.strip()[-300:]}")
+        systemctl(root, d, "start", service)
         return f"{node} {unit} started (pid {unit_pids(root, d)[service]})"
     pid = unit_pids(root, d)[service]
     if pid is None:
@@ -142,6 +140,16 @@ def fault(root: Path, d: dict[str, Any], service: str, action: str) -> str:
     if action == "kill":
         _wait_gone(pid, 5.0)
     return f"{node} {unit} {action} done (pid {pid})"
+
+
+def systemctl(root: Path, d: dict[str, Any], verb: str, service: str) -> None:
+    """`systemctl <verb>` the service's unit in the droplet's container, as root."""
+    try:
+        done = nspawn.run_in(containers_dir(root), container_of(d), ["systemctl", verb, UNITS[service]], timeout_s=60)
+    except nspawn.NspawnError as e:
+        raise SysDropletError(str(e)) from None
+    if done.returncode != 0:
+        raise SysDropletError(f"systemctl {verb} {UNITS[service]} on {d['name']}: {done.stderr.strip()[-300:]}")
 
 
 def _wait_gone(pid: int, timeout_s: float) -> None:
