@@ -459,7 +459,7 @@ def status(root: Path) -> dict[str, Any]:
         elif services is not None:
             pids = {s: runner.pid_of(services.specs[s]) for s in SERVICES}
         rows.append({"id": d["id"], "name": d["name"], "status": d["status"], "address": d["address"],
-                     "root": d["root"], "pids": pids})
+                     "root": d["root"], "dir": d["dir"], "pids": pids})
     token_file = root / "secrets" / "do.token"
     admin_file, read_file = root / "secrets" / "admin.token", root / "secrets" / "read.token"
     return {

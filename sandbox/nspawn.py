@@ -40,7 +40,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -472,14 +472,17 @@ def leader(base: Path, name: str) -> int | None:
     return pid
 
 
-def run_in(base: Path, name: str, argv: Sequence[str], timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """Run a command inside the running container (all its namespaces), as root."""
+def run_in(base: Path, name: str, argv: Sequence[str], timeout_s: float = 60.0,
+           env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command inside the running container (all its namespaces), as root; `env`: added to this
+    process's environment (a secret for the command goes there, not into its argv)."""
     pid = leader(base, name)
     if pid is None:
         raise NspawnError(f"container {name!r} is not running")
     try:
         return subprocess.run(["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "--", *argv],
-                              capture_output=True, text=True, timeout=timeout_s, check=False)
+                              capture_output=True, text=True, timeout=timeout_s, check=False,
+                              env={**os.environ, **env} if env else None)
     except subprocess.TimeoutExpired as e:
         raise NspawnError(f"{' '.join(argv)} in {name}: timed out after {timeout_s} s") from e
 
