@@ -30,13 +30,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 import requests
 
 from sandbox import nspawn, sysdroplets
 from tests.helpers import wait_until
+from tests.test_drill_e2e import fully_redundant as redundant
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
@@ -131,15 +132,8 @@ class SysBox:
 
 
 def fully_redundant(sb: SysBox) -> dict[str, Any] | None:
-    c = sb.cluster()
-    roles = sorted(n["role"] or "-" for n in c["nodes"])
-    ok = (c["health"] == "healthy" and roles == ["master", "replica", "replica"]
-          and all(n["redis_up"] and n["sentinel_up"] for n in c["nodes"])
-          and all(n["link"] == "up" and n["master_of_replica"] == c["master"] for n in c["nodes"]
-                  if n["role"] == "replica")
-          and c["sentinels"]["reachable"] == 3 and c["sentinels"]["agree"]
-          and c["sentinels"]["votes"] == {c["master"]: 3})
-    return c if ok else None
+    """The process mode's definition (tests/test_drill_e2e.py), over this sandbox's controller."""
+    return redundant(cast(Any, sb))
 
 
 def at(result: dict[str, Any], step: str) -> float | None:
