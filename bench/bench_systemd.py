@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,13 +52,13 @@ def _step(result: dict[str, Any], name: str) -> float | None:
 def _fmt(values: list[float]) -> str:
     if not values:
         return "-"
-    return ", ".join(f"{v:.2f}" for v in values) + (f" (median {sorted(values)[len(values) // 2]:.2f})"
-                                                   if len(values) > 1 else "")
+    return ", ".join(f"{v:.2f}" for v in values) + (f" (median {statistics.median(values):.2f})"
+                                                   if len(values) > 2 else "")
 
 
 def bench_mode(mode: str, runs: int, deb: str | None) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix=f"bench-{mode}-"))
-    out: dict[str, Any] = {"mode": mode, "kill_master_unavailable_s": [], "replacement_s": []}
+    out: dict[str, Any] = {"mode": mode, "kill_master_unavailable_s": [], "replacement_s": [], "kill_master": []}
     extra = ["--agent-deb", deb] if deb else []
     try:
         t0 = time.monotonic()
@@ -78,6 +79,8 @@ def bench_mode(mode: str, runs: int, deb: str | None) -> dict[str, Any]:
             r = _drill(root, "kill-master")
             if r is not None:
                 out["kill_master_unavailable_s"].append(float(r["write_unavailable_s"]))
+                failover = "failover" if _step(r, "new_master") is not None else "no failover"
+                out["kill_master"].append(f"{failover}, {r['writes_lost']} lost")
             r = _drill(root, "destroy-replica")
             if r is not None:
                 created, in_sync = _step(r, "replacement_created"), _step(r, "replica_in_sync")
@@ -127,6 +130,7 @@ def main() -> int:
     rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
             ("sandbox up to healthy (s)", lambda r: f"{r['up_s']:.1f}" if "up_s" in r else "-"),
             ("kill-master write unavailability (s)", lambda r: _fmt(r["kill_master_unavailable_s"])),
+            ("kill-master: failover? acked writes lost", lambda r: "; ".join(r["kill_master"]) or "-"),
             ("replacement: create -> in-sync (s)", lambda r: _fmt(r["replacement_s"])),
             ("memory per droplet, PSS (MiB)", lambda r: ", ".join(f"{m / 1024:.0f}" for m in r["memory_kib"] if m)
              if r.get("memory_kib") else "-"),
