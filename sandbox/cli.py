@@ -15,7 +15,7 @@ from typing import Any
 
 from console.drill.targets import Endpoints, FaultTarget
 from sandbox import cluster as sb
-from sandbox import netns
+from sandbox import netns, nspawn
 
 
 def _netns_for_up(root: Path, wanted: bool) -> None:
@@ -33,6 +33,11 @@ def _netns_for_up(root: Path, wanted: bool) -> None:
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
     root = Path(args.dir).resolve()
+    if args.sandbox_command == "up" and args.droplets == "systemd":
+        try:
+            nspawn.preflight()  # before the namespace is made: root, debootstrap, ip, nsenter, mount
+        except nspawn.NspawnError as e:
+            raise sb.SandboxError(f"--droplets systemd: {e}") from None
     try:
         if args.sandbox_command == "up":
             # systemd droplets sit on a bridge inside the sandbox's own namespace
