@@ -15,6 +15,16 @@ and starts its agent. Layout of a sandbox dir:
     controller/                  controller.toml, state.db, controller.log, tls/ (its CA and certificate)
     doapi/                       the local DigitalOcean's state, TLS files and log
     droplets/<name>-<id>/root/   each droplet's filesystem (etc/redis, var/lib/redis, var/log/redwarden ...)
+
+With `--droplets systemd` (`sandbox.sysdroplets`) the sandbox runs in its own network namespace with a hub
+bridge (gateway 10.77.0.1), the controller listens on the gateway with the production droplet settings
+(`services = "systemd"`, the production user_data template, `agent_deb_url` and its SHA-256, `metadata_url`
+on the gateway), and each droplet is a systemd-nspawn container the local DigitalOcean boots:
+
+    containers/<name>-<id>/      the container: upper/ (its own disk), merged/ (its root while it runs),
+                                 console.log, container.json
+    files/redwarden-agent.deb    what the droplets download (served on the gateway)
+    droplets/<name>-<id>/        a destroyed container's console and cloud-init logs (moved to destroyed/)
 """
 
 from __future__ import annotations

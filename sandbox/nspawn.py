@@ -1,6 +1,7 @@
 """Droplets that are real machines: systemd-nspawn containers booted from a cached Debian 12 root (issue 14).
 
-Layer: sandbox. This module is the foundation of `sandbox up --droplets systemd`; nothing uses it by default.
+Layer: sandbox. The foundation of `sandbox up --droplets systemd` (`sandbox.doapi.containers` boots droplets
+with it, `sandbox.sysdroplets` acts on them); the default process droplets do not use it.
 
 - The root: `ensure_root` debootstraps a minimal Debian 12 (`--variant=minbase`, `PACKAGES`) into a cache
   dir keyed by a hash of everything that goes into it (suite, packages, image config), once; every later
