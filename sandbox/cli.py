@@ -15,7 +15,7 @@ from typing import Any
 
 from console.drill.targets import Endpoints, FaultTarget
 from sandbox import cluster as sb
-from sandbox import netns
+from sandbox import netns, nspawn
 
 
 def _netns_for_up(root: Path, wanted: bool) -> None:
@@ -33,9 +33,15 @@ def _netns_for_up(root: Path, wanted: bool) -> None:
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
     root = Path(args.dir).resolve()
+    if args.sandbox_command == "up" and args.droplets == "systemd":
+        try:
+            nspawn.preflight()  # before the namespace is made: root, debootstrap, ip, nsenter, mount
+        except nspawn.NspawnError as e:
+            raise sb.SandboxError(f"--droplets systemd: {e}") from None
     try:
         if args.sandbox_command == "up":
-            _netns_for_up(root, args.netns)
+            # systemd droplets sit on a bridge inside the sandbox's own namespace
+            _netns_for_up(root, args.netns or args.droplets == "systemd")
         else:
             netns.enter(root)  # a sandbox in its own namespace is started, signalled and stopped from inside it
     except netns.NetnsError as e:
@@ -57,6 +63,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             pagerduty_url=args.pagerduty_url,
             pagerduty_routing_key=args.pagerduty_routing_key,
             webhook_url=args.webhook_url,
+            droplets=args.droplets,
+            agent_deb=args.agent_deb,
         )
         state = sb.up(root, opts, timeout_s=args.timeout, progress=lambda m: print(f"  {m}", file=sys.stderr))
         print(state["controller_url"])
@@ -111,6 +119,14 @@ def add_commands(sub: Any) -> None:
     up.add_argument("--netns", action="store_true",
                     help="run the whole sandbox in a network namespace of its own (root, ip, nft), where the "
                          "drill's network faults can cut it; its data dirs are small real file systems")
+    up.add_argument("--droplets", choices=sb.DROPLET_MODES, default="process",
+                    help="process (default): each droplet is processes on a loopback address, booted from the "
+                         "sandbox's user_data; systemd: each droplet is a systemd-nspawn container (cached Debian 12 "
+                         "root) that runs the production user_data with cloud-init, installs the agent .deb and runs "
+                         "the packages' units (root, debootstrap; implies --netns)")
+    up.add_argument("--agent-deb", metavar="PATH",
+                    help="--droplets systemd: the agent package to install "
+                         "(default: the newest dist/redwarden-agent_*.deb)")
     sbs = sb_sub.add_parser("status", help="addresses and pids of the sandbox's processes")
     sbs.add_argument("--dir", required=True)
     sbs.add_argument("--json", action="store_true")

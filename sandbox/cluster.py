@@ -15,6 +15,16 @@ and starts its agent. Layout of a sandbox dir:
     controller/                  controller.toml, state.db, controller.log, tls/ (its CA and certificate)
     doapi/                       the local DigitalOcean's state, TLS files and log
     droplets/<name>-<id>/root/   each droplet's filesystem (etc/redis, var/lib/redis, var/log/redwarden ...)
+
+With `--droplets systemd` (`sandbox.sysdroplets`) the sandbox runs in its own network namespace with a hub
+bridge (gateway 10.77.0.1), the controller listens on the gateway with the production droplet settings
+(`services = "systemd"`, the production user_data template, `agent_deb_url` and its SHA-256, `metadata_url`
+on the gateway), and each droplet is a systemd-nspawn container the local DigitalOcean boots:
+
+    containers/<name>-<id>/      the container: upper/ (its own disk), merged/ (its root while it runs),
+                                 console.log, container.json
+    files/redwarden-agent.deb    what the droplets download (served on the gateway)
+    droplets/<name>-<id>/        a destroyed container's console and cloud-init logs (moved to destroyed/)
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ from agent.processes import ServiceSpec
 from agent.services import ProcessServices
 from controller.adapters.tls import ensure_tls
 from protocol.acl import ClusterUsers
-from sandbox import disks, netns
+from sandbox import disks, netns, sysdroplets
 from sandbox.addresses import claim_addresses, release_addresses
 
 CONTROLLER_PORT = 8787
@@ -48,6 +58,7 @@ REDIS_PORT = 6379
 SENTINEL_PORT = 26379
 SERVICES = ("redis", "sentinel", "agent")
 ACTIONS = ("kill", "freeze", "thaw", "start")
+DROPLET_MODES = ("process", "systemd")
 
 
 class SandboxError(Exception):
@@ -74,8 +85,14 @@ class SandboxOptions:
     pagerduty_url: str | None = None
     pagerduty_routing_key: str | None = None
     webhook_url: str | None = None
+    # "process": each droplet is processes on a loopback address (fast); "systemd": a systemd-nspawn container
+    # that runs the production user_data with cloud-init and the packages' units (issue 14)
+    droplets: str = "process"
+    agent_deb: str | None = None  # systemd: the agent package (default: the newest in dist/)
 
     def __post_init__(self) -> None:
+        if self.droplets not in DROPLET_MODES:
+            raise SandboxError(f"--droplets must be one of {', '.join(DROPLET_MODES)}")
         if not 1 <= self.nodes <= 50:
             raise SandboxError("--nodes must be between 1 and 50")
         if self.down_after_ms < 100:
@@ -122,11 +139,12 @@ def _write_secret(path: Path, value: str) -> None:
 
 # -- the control plane: local DigitalOcean and controller -------------------------------------------
 
-def doapi_spec(root: Path, address: str) -> ServiceSpec:
+def doapi_spec(root: Path, address: str, extra: tuple[str, ...] = ()) -> ServiceSpec:
     d = root / "doapi"
     token = root / "secrets" / "do.token"
     return ServiceSpec("doapi", (sys.executable, "-m", "sandbox.doapi", "--dir", str(root), "--host", address,
-                                 "--port", str(DOAPI_PORT), "--token-file", str(token), "--log-format", "json"),
+                                 "--port", str(DOAPI_PORT), "--token-file", str(token), "--log-format", "json",
+                                 *extra),
                        d / "doapi.pid", d / "doapi.log", str(token), cwd=root)
 
 
@@ -156,8 +174,24 @@ def notify_toml(root: Path, opts: SandboxOptions) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True, slots=True)
+class DropletBoot:
+    """How the controller's droplets boot: the sandbox's user_data (processes) or the production one."""
+
+    services: str = "sandbox"
+    metadata_url: str = ""
+    agent_deb_url: str | None = None
+    agent_deb_sha256: str | None = None
+
+    def toml_lines(self) -> list[str]:
+        lines = [f'services = "{self.services}"', f'metadata_url = "{self.metadata_url}"']
+        if self.agent_deb_url and self.agent_deb_sha256:
+            lines += [f'agent_deb_url = "{self.agent_deb_url}"', f'agent_deb_sha256 = "{self.agent_deb_sha256}"']
+        return lines
+
+
 def controller_toml(root: Path, address: str, do_api_url: str, opts: SandboxOptions,
-                    reserved_ip: str | None = None) -> str:
+                    reserved_ip: str | None = None, boot: DropletBoot = DropletBoot()) -> str:
     s = root / "secrets"
     return "\n".join([
         f'listen_host = "{address}"',
@@ -185,8 +219,7 @@ def controller_toml(root: Path, address: str, do_api_url: str, opts: SandboxOpti
         'region = "nyc3"',
         'size = "s-1vcpu-1gb"',
         'image = "debian-12-x64"',
-        'services = "sandbox"',
-        'metadata_url = ""',
+        *boot.toml_lines(),
         f'reserved_ip = "{reserved_ip}"' if reserved_ip else "",
         "",
         "[heal]",
@@ -235,11 +268,19 @@ def droplets(root: Path) -> list[dict[str, Any]]:
         state = json.loads((root / "doapi" / "state.json").read_text())
     except (OSError, ValueError):
         return []
+    containers = (root / "sandbox.json").exists() and load_state(root).get("droplets_mode") == "systemd"
     out = []
     for d in sorted(state.get("droplets", {}).values(), key=lambda d: d["id"]):
+        droot = (root / "containers" / Path(str(d["dir"])).name / "merged" if containers
+                 else root / str(d["dir"]) / "root")
         out.append({"id": d["id"], "name": d["name"], "status": d["status"], "address": d.get("address"),
-                    "root": str(root / str(d["dir"]) / "root")})
+                    "root": str(droot), "dir": str(d["dir"])})
     return out
+
+
+def systemd_mode(root: Path) -> bool:
+    """Whether the sandbox's droplets are systemd containers (`up --droplets systemd`)."""
+    return state_exists(root) and load_state(root).get("droplets_mode") == "systemd"
 
 
 def droplet_services(d: dict[str, Any]) -> ProcessServices:
@@ -263,13 +304,19 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
 
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
+    systemd = opts.droplets == "systemd"
+    if systemd and not netns.in_sandbox_netns():
+        raise SandboxError("--droplets systemd runs in the sandbox's own network namespace "
+                           "(`redwarden sandbox up --droplets systemd` makes it)")
     if _state_path(root).exists():
         old = load_state(root)
         if old.get("up") and any_running(root):
             raise SandboxError(f"a sandbox is already running in {root} (run `redwarden sandbox down` first)")
+        if old.get("droplets_mode") == "systemd":
+            sysdroplets.power_off_all(root)
         # a sandbox is throwaway: a new one starts from nothing (old droplet roots hold old secrets)
         disks.unmount_under(root)
-        for stale in ("droplets", "destroyed", "doapi", "controller", "secrets", "claims"):
+        for stale in ("droplets", "destroyed", "doapi", "controller", "secrets", "claims", "containers", "files"):
             shutil.rmtree(root / stale, ignore_errors=True)
         release_addresses(root)
     _save_state(root, {"up": True, "starting": True})  # our claims count as held from here on
@@ -285,11 +332,32 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
     admin_token = secrets.token_urlsafe(32)
     _write_secret(root / "secrets" / "admin.token", admin_token)
     _write_secret(root / "secrets" / "read.token", secrets.token_urlsafe(32))
-    controller_tls = ensure_tls(root / "controller" / "tls", [address], ca_label="redwarden sandbox controller CA")
-    controller_url = f"https://{address}:{CONTROLLER_PORT}"
+    listen, boot = address, DropletBoot()
+    doapi_extra: tuple[str, ...] = ()
+    if systemd:  # the controller on the hub's gateway, where the containers reach it
+        try:
+            containers = sysdroplets.settings(root, os.environ[netns.ENV])
+            deb = sysdroplets.find_agent_deb(opts.agent_deb)
+            sha = sysdroplets.prepare(root, containers, deb, progress)
+        except sysdroplets.SysDropletError as e:
+            _save_state(root, {"up": False})
+            release_addresses(root)
+            raise SandboxError(str(e)) from None
+        progress(f"hub bridge {containers.bridge} on {containers.gateway}; agent package {deb.name} "
+                 f"on {containers.file_url(sysdroplets.DEB_NAME)}")
+        listen = containers.gateway
+        boot = DropletBoot("systemd", containers.metadata_url, containers.file_url(sysdroplets.DEB_NAME), sha)
+        doapi_extra = ("--droplets", "systemd", "--hub-netns", containers.netns, "--bridge", containers.bridge,
+                       "--gateway", containers.gateway, "--prefix", str(containers.prefix),
+                       "--meta-port", str(containers.meta_port), "--nspawn-cache", str(containers.cache),
+                       "--files-dir", str(containers.files_dir))
+    controller_tls = ensure_tls(root / "controller" / "tls", [listen], ca_label="redwarden sandbox controller CA")
+    controller_url = f"https://{listen}:{CONTROLLER_PORT}"
     do_api_url = f"https://{address}:{DOAPI_PORT}"
     state: dict[str, Any] = {
         "up": True,
+        "droplets_mode": opts.droplets,
+        "controller_address": listen,
         "cluster": opts.cluster,
         "master_name": opts.master_name,
         "controller_url": controller_url,
@@ -303,7 +371,7 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
     }
     _save_state(root, state)
     try:
-        runner.start(doapi_spec(root, address))
+        runner.start(doapi_spec(root, address, doapi_extra))
         _wait_http(f"{do_api_url}/v2/regions", 30, "the local DigitalOcean API", ca=root / "doapi" / "tls" / "ca.pem")
         progress(f"local DigitalOcean API on {do_api_url}")
         reserved_ip = _create_reserved_ip(do_api_url, do_token, root) if opts.reserved_ip else None
@@ -313,7 +381,7 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
             progress(f"reserved IP {reserved_ip}")
         c = root / "controller"
         c.mkdir(parents=True, exist_ok=True)
-        (c / "controller.toml").write_text(controller_toml(root, address, do_api_url, opts, reserved_ip))
+        (c / "controller.toml").write_text(controller_toml(root, listen, do_api_url, opts, reserved_ip, boot))
         runner.start(controller_spec(root))
         _wait_http(f"{controller_url}/healthz", 30, f"the controller (log: {c / 'controller.log'})",
                    ca=controller_tls.ca_path)
@@ -358,6 +426,8 @@ def any_running(root: Path) -> bool:
         specs.append(doapi_spec(root, state["control_address"]))
     if any(runner.pid_of(s) is not None for s in specs):
         return True
+    if state.get("droplets_mode") == "systemd":
+        return sysdroplets.any_running(root)
     return any(droplet_services(d).running(s) for d in droplets(root) if d["address"] for s in SERVICES)
 
 
@@ -370,6 +440,11 @@ def down(root: Path) -> None:
     if state.get("control_address"):
         specs.append(doapi_spec(root, state["control_address"]))
     runner.stop_all(specs)  # first the controller, so nothing heals what we stop
+    if state.get("droplets_mode") == "systemd":
+        try:
+            sysdroplets.power_off_all(root)  # their processes, overlays, namespaces and cgroups
+        except sysdroplets.SysDropletError as e:
+            raise SandboxError(f"powering off the containers: {e}") from None
     for d in droplets(root):  # by pidfile, then whatever else carries a droplet's marker
         if d["address"]:
             runner.stop_all(list(droplet_services(d).specs.values()), timeout_s=5.0)
@@ -385,18 +460,22 @@ def status(root: Path) -> dict[str, Any]:
     root = root.resolve()
     state = load_state(root)
     rows = []
+    containers = state.get("droplets_mode") == "systemd"
     for d in droplets(root):
-        services = droplet_services(d) if d["address"] else None
+        services = droplet_services(d) if d["address"] and not containers else None
         pids: dict[str, int | None] = {s: None for s in SERVICES}
-        if services is not None:
+        if containers and d["address"]:
+            pids = sysdroplets.unit_pids(root, d)
+        elif services is not None:
             pids = {s: runner.pid_of(services.specs[s]) for s in SERVICES}
         rows.append({"id": d["id"], "name": d["name"], "status": d["status"], "address": d["address"],
-                     "root": d["root"], "pids": pids})
+                     "root": d["root"], "dir": d["dir"], "pids": pids})
     token_file = root / "secrets" / "do.token"
     admin_file, read_file = root / "secrets" / "admin.token", root / "secrets" / "read.token"
     return {
         "dir": str(root),
         "up": bool(state.get("up")),
+        "droplets_mode": state.get("droplets_mode") or "process",
         "cluster": state.get("cluster"),
         "controller_url": state.get("controller_url"),
         "controller_pid": runner.pid_of(controller_spec(root)),
@@ -431,6 +510,11 @@ def fault(root: Path, node: str, service: str, action: str) -> str:
         raise SandboxError(f"SERVICE must be one of {', '.join(SERVICES)}, not {service!r}")
     if action not in ACTIONS:
         raise SandboxError(f"ACTION must be one of {', '.join(ACTIONS)}, not {action!r}")
+    if systemd_mode(root):
+        try:
+            return sysdroplets.fault(root, found[node], service, action)
+        except sysdroplets.SysDropletError as e:
+            raise SandboxError(str(e)) from None
     spec = droplet_services(found[node]).specs[service]
     if action == "start":
         started = runner.start(spec)

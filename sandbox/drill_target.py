@@ -21,8 +21,14 @@ from console.drill.model import NETWORK_FAULTS, DrillError, DrillUsageError
 from console.drill.targets import Endpoints, FaultTarget, destroy_node
 from controller.adapters.cloud import PydoCloud
 from sandbox import cluster as sb
-from sandbox import disks, netns
+from sandbox import disks, netns, sysdroplets
 
+SYSTEMD_UNSUPPORTED = {
+    **{f: "a container's traffic crosses the hub bridge, where the namespace's output hook cannot tell its sender"
+       for f in NETWORK_FAULTS},
+    "empty-master": "not done to a container's disk yet",
+    "disk-full": "a container's data dir is not a file system of its own yet",
+}
 CLOUD_LATENCY_MS = 7000  # above the sandbox controller's do_timeout_s (5 s): every call times out
 
 
@@ -88,6 +94,9 @@ class SandboxTarget:
         return destroy_node(cloud, node, droplet_id)
 
     def inject(self, fault: str, node: NodeSnap) -> str:
+        if sb.systemd_mode(self.root) and fault in SYSTEMD_UNSUPPORTED:
+            raise DrillUsageError(f"--fault {fault} runs on process droplets only (`sandbox up --netns`): "
+                                  + SYSTEMD_UNSUPPORTED[fault])
         if fault in NETWORK_FAULTS and not netns.in_sandbox_netns():
             raise DrillUsageError(f"--fault {fault} cuts the network: it needs a sandbox in its own network namespace "
                                   f"(`redwarden sandbox up --netns --dir {self.root}`)")
@@ -110,6 +119,14 @@ class SandboxTarget:
             return self._cut(self._party([self._droplet(node.name)], node.name), self._controller())
         if fault == "blind-controller":
             return self._cut(self._party(self._droplets(), "every node"), self._controller())
+        if fault == "restart-sentinels" and sb.systemd_mode(self.root):
+            rows = self._droplets()
+            try:
+                for d in rows:
+                    sysdroplets.systemctl(self.root, d, "restart", "sentinel")
+            except sysdroplets.SysDropletError as e:
+                raise DrillError(str(e)) from None
+            return f"restarted all {len(rows)} Sentinels at once (systemctl restart redis-sentinel)"
         if fault == "restart-sentinels":
             rows = self._droplets()
             services = [sb.droplet_services(d) for d in rows]

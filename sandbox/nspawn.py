@@ -1,6 +1,7 @@
 """Droplets that are real machines: systemd-nspawn containers booted from a cached Debian 12 root (issue 14).
 
-Layer: sandbox. This module is the foundation of `sandbox up --droplets systemd`; nothing uses it by default.
+Layer: sandbox. The foundation of `sandbox up --droplets systemd` (`sandbox.doapi.containers` boots droplets
+with it, `sandbox.sysdroplets` acts on them); the default process droplets do not use it.
 
 - The root: `ensure_root` debootstraps a minimal Debian 12 (`--variant=minbase`, `PACKAGES`) into a cache
   dir keyed by a hash of everything that goes into it (suite, packages, image config), once; every later
@@ -40,7 +41,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -304,8 +305,41 @@ def _container_cgroups(base: Path, name: str) -> list[Path]:
     return [c / "redwarden-nspawn" / f"{name}-{_tag(base, name)}" for c in _cgroup_dirs()]
 
 
+def _recorded_cgroups(base: Path, name: str) -> list[Path]:
+    """The cgroups `power_on` put the container in (recorded: the caller of `power_off` may sit in another
+    cgroup than the one that booted it), else those below the caller's own."""
+    with contextlib.suppress(NspawnError):
+        raw = _load(base, name).get("cgroups")
+        if isinstance(raw, list) and raw:
+            return [Path(str(c)) for c in raw]
+    return _container_cgroups(base, name)
+
+
+def _cgroup_pids(cgroups: Sequence[Path]) -> set[int]:
+    pids: set[int] = set()
+    for cg in cgroups:
+        if not cg.is_dir():
+            continue
+        for procs in cg.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError, ValueError):
+                pids.update(int(x) for x in procs.read_text().split())
+    return pids
+
+
+def _kill_cgroups(cgroups: Sequence[Path], timeout_s: float = 10.0) -> None:
+    """SIGKILL whatever is left in the container's cgroups (a container whose nspawn was killed keeps its
+    processes) until none is left."""
+    deadline = time.monotonic() + timeout_s
+    while (pids := _cgroup_pids(cgroups)) and time.monotonic() < deadline:
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+        time.sleep(0.05)
+
+
 def _remove_cgroups(base: Path, name: str) -> None:
-    for cg in _container_cgroups(base, name):
+    for cg in _recorded_cgroups(base, name):
         if cg.is_dir():
             for sub in sorted((p for p in cg.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
                 with contextlib.suppress(OSError):
@@ -372,7 +406,8 @@ def _teardown_network(base: Path, spec: ContainerSpec) -> None:
 
 
 def _write_instance_files(merged: Path, spec: ContainerSpec) -> None:
-    (merged / "etc/hostname").write_text(spec.name + "\n")
+    if not (merged.parent / "upper/etc/hostname").exists():  # the first boot's; cloud-init may set another
+        (merged / "etc/hostname").write_text(spec.name + "\n")
     cfg = merged / "etc/cloud/cloud.cfg.d/91-redwarden-seed.cfg"
     cfg.parent.mkdir(parents=True, exist_ok=True)
     if spec.seed_url:
@@ -419,6 +454,7 @@ def power_on(base: Path, name: str, nspawn: str) -> int:
             subprocess.run(["umount", str(d / "merged")], capture_output=True, timeout=30, check=False)
         raise e if isinstance(e, NspawnError) else NspawnError(f"starting {name}: {e}") from None
     data["pid"] = proc.pid
+    data["cgroups"] = [str(c) for c in cgroups]
     _save(base, name, data)
     return proc.pid
 
@@ -437,14 +473,17 @@ def leader(base: Path, name: str) -> int | None:
     return pid
 
 
-def run_in(base: Path, name: str, argv: Sequence[str], timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """Run a command inside the running container (all its namespaces), as root."""
+def run_in(base: Path, name: str, argv: Sequence[str], timeout_s: float = 60.0,
+           env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command inside the running container (all its namespaces), as root; `env`: added to this
+    process's environment (a secret for the command goes there, not into its argv)."""
     pid = leader(base, name)
     if pid is None:
         raise NspawnError(f"container {name!r} is not running")
     try:
         return subprocess.run(["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "--", *argv],
-                              capture_output=True, text=True, timeout=timeout_s, check=False)
+                              capture_output=True, text=True, timeout=timeout_s, check=False,
+                              env={**os.environ, **env} if env else None)
     except subprocess.TimeoutExpired as e:
         raise NspawnError(f"{' '.join(argv)} in {name}: timed out after {timeout_s} s") from e
 
@@ -458,27 +497,43 @@ def system_state(base: Path, name: str) -> str:
     return out or "offline"
 
 
+def _procs_in(pid: int) -> Iterator[Path]:
+    """The /proc entries of every process in the PID namespace of process `pid`."""
+    try:
+        pidns = os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except OSError:
+        return
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.stat(proc / "ns/pid").st_ino == pidns:
+                    yield proc
+
+
+def host_pid(base: Path, name: str, inner: int) -> int | None:
+    """The pid this machine sees for the process that is pid `inner` inside the running container."""
+    pid = leader(base, name)
+    for proc in _procs_in(pid) if pid is not None else ():
+        with contextlib.suppress(OSError, ValueError):
+            for line in (proc / "status").read_text().splitlines():
+                if line.startswith("NSpid:"):
+                    if int(line.split()[-1]) == inner:
+                        return int(proc.name)
+                    break
+    return None
+
+
 def memory_kib(base: Path, name: str) -> int | None:
     """The container's processes' proportional set size (PSS) in KiB: what it costs this machine."""
     pid = leader(base, name)
     if pid is None:
         return None
-    try:
-        pidns = os.stat(f"/proc/{pid}/ns/pid").st_ino
-    except OSError:
-        return None
     total = 0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if os.stat(proc / "ns/pid").st_ino != pidns:
-                continue
+    for proc in _procs_in(pid):
+        with contextlib.suppress(OSError, ValueError):
             for line in (proc / "smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     total += int(line.split()[1])
-        except (OSError, ValueError):
-            continue
     return total
 
 
@@ -501,6 +556,7 @@ def power_off(base: Path, name: str, timeout_s: float = 60.0) -> None:
                 _reap(pid)
                 time.sleep(0.1)
         _reap(pid)
+    _kill_cgroups(_recorded_cgroups(base, name))
     merged = _dir(base, name) / "merged"
     if _is_mount(merged):
         _run(["umount", str(merged)], f"unmounting {name}'s overlay")

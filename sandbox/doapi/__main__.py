@@ -23,9 +23,10 @@ import structlog
 
 import sandbox.doapi
 from sandbox.doapi.api import DoApi
+from sandbox.doapi.metadata import MetadataServer
 from sandbox.doapi.ratelimit import RATELIMIT_LIMIT
 from sandbox.doapi.server import listen, make_server
-from sandbox.doapi.state import BOOT_TIMEOUT_S, SHUTDOWN_TIMEOUT_S, DoApiOptions
+from sandbox.doapi.state import BOOT_TIMEOUT_S, SHUTDOWN_TIMEOUT_S, ContainerSettings, DoApiOptions
 from sandbox.doapi.tls import ensure_tls
 
 log = structlog.get_logger("redwarden.doapi")
@@ -45,6 +46,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ratelimit-limit", type=int, default=RATELIMIT_LIMIT)
     parser.add_argument("--ratelimit-refill-per-s", type=float, default=RATELIMIT_LIMIT / 3600)
     parser.add_argument("--log-format", choices=("json", "console"), default="console")
+    parser.add_argument("--droplets", choices=("process", "systemd"), default="process",
+                        help="systemd: droplets are systemd-nspawn containers on a bridge (root; the options below)")
+    parser.add_argument("--hub-netns", help="systemd: the network namespace of the bridge (this process runs in it)")
+    parser.add_argument("--bridge", default="rwbr0", help="systemd: the bridge's name")
+    parser.add_argument("--gateway", help="systemd: the bridge's address (metadata, seed and files listen there)")
+    parser.add_argument("--prefix", type=int, default=24)
+    parser.add_argument("--meta-port", type=int, default=80)
+    parser.add_argument("--nspawn-cache", type=Path, help="systemd: the cache of the Debian root and nspawn")
+    parser.add_argument("--files-dir", type=Path, help="systemd: the files served under /files/ (the agent .deb)")
     args = parser.parse_args(argv)
     configure_logging(args.log_format)
     if not ipaddress.ip_address(args.host).is_loopback:
@@ -55,13 +65,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"cannot read --token-file: {e.strerror}")
     if not token:
         parser.error("--token-file is empty")
+    containers = None
+    if args.droplets == "systemd":
+        if not (args.hub_netns and args.gateway and args.nspawn_cache and args.files_dir):
+            parser.error("--droplets systemd needs --hub-netns, --gateway, --nspawn-cache and --files-dir")
+        containers = ContainerSettings(netns=args.hub_netns, bridge=args.bridge, gateway=args.gateway,
+                                       prefix=args.prefix, meta_port=args.meta_port, cache=args.nspawn_cache,
+                                       files_dir=args.files_dir)
     options = DoApiOptions(boot_timeout_s=args.boot_timeout_s, shutdown_timeout_s=args.shutdown_timeout_s,
-                           ratelimit_limit=args.ratelimit_limit, ratelimit_refill_per_s=args.ratelimit_refill_per_s)
+                           ratelimit_limit=args.ratelimit_limit, ratelimit_refill_per_s=args.ratelimit_refill_per_s,
+                           containers=containers)
     sock = listen(args.host, args.port)
     url = f"https://{args.host}:{sock.getsockname()[1]}"
     api = DoApi(args.dir, token, url, options)
     tls = ensure_tls(api.state_dir / "tls", args.host)
     server = make_server(api, tls)
+    metadata = MetadataServer(api.cloud, containers) if containers is not None else None
 
     def announce() -> None:
         while not server.started and not server.should_exit:
@@ -80,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, lambda _sig, _frame: None)
     server.run(sockets=[sock])  # SIGTERM/SIGINT: stop serving; the droplets' processes run on
     api.close()
+    if metadata is not None:
+        metadata.close()
     with contextlib.suppress(OSError):
         (api.state_dir / "endpoint.json").unlink()
     log.info("doapi.stopped", url=url)

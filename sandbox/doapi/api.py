@@ -20,6 +20,7 @@ import structlog
 from sandbox.doapi.actions import ActionsApi
 from sandbox.doapi.admin import SandboxApi
 from sandbox.doapi.catalog import CatalogApi
+from sandbox.doapi.containers import ContainerPower
 from sandbox.doapi.droplets import DropletsApi
 from sandbox.doapi.faults import FailRule
 from sandbox.doapi.firewalls import FirewallsApi
@@ -49,7 +50,8 @@ class DoApi:
         self.base_url = self.cloud.base_url
         self.options = self.cloud.options
         self._token = token.encode()
-        self.power = Power(self.cloud)
+        containers = self.options.containers
+        self.power = Power(self.cloud) if containers is None else ContainerPower(self.cloud, containers)
         self.runner = ActionRunner(self.cloud, self.power)
         self._routes = self._make_routes()
         sandbox = SandboxApi(self.cloud)

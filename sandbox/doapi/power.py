@@ -27,7 +27,7 @@ from sandbox.addresses import claim_addresses, release_addresses
 from sandbox.doapi.cloud_config import parse_user_data, rooted
 from sandbox.doapi.processes import droplet_env, kill_processes, owned_processes
 from sandbox.doapi.state import Cloud, Runtime
-from sandbox.doapi.wire import now_iso
+from sandbox.doapi.wire import Json, now_iso
 
 log = structlog.get_logger("redwarden.doapi")
 
@@ -46,6 +46,14 @@ class Power:
 
     def destroy(self, droplet_id: int) -> None:
         """Forget the droplet (404 if unknown), kill its processes, free its address, keep its dir in destroyed/."""
+        d, rt = self._forget(droplet_id)
+        rt.cancel.set()
+        self._discard(d, droplet_id, rt)
+        self._keep_dir(d)
+        log.info("droplet.destroyed", droplet_id=droplet_id, name=d["name"], address=d.get("address"))
+
+    def _forget(self, droplet_id: int) -> tuple[Json, Runtime]:
+        """Take the droplet out of the state (404 if unknown), with its reserved IPs and firewalls."""
         with self.cloud.lock:
             d = self.cloud.droplet(droplet_id)
             del self.cloud.state["droplets"][str(droplet_id)]
@@ -56,7 +64,10 @@ class Power:
                 fw["droplet_ids"] = [i for i in fw["droplet_ids"] if i != droplet_id]
             rt = self.cloud.runtimes.pop(droplet_id, None) or Runtime()
             self.cloud.save()
-        rt.cancel.set()
+        return d, rt
+
+    def _discard(self, d: Json, droplet_id: int, rt: Runtime) -> None:
+        """What a destroyed droplet ran and held: its processes, its address, its data dir's mount."""
         root = self.cloud.droplet_dir(d) / "root"
         kill_processes(lambda: owned_processes(root, droplet_id), None)
         if rt.thread is not None and rt.thread is not threading.current_thread():
@@ -65,15 +76,16 @@ class Power:
         self._reap(rt)
         if d.get("address"):
             release_addresses(self.cloud.sandbox_dir, [d["address"]], self.options.claims_dir)
+        disks.unmount_under(self.cloud.droplet_dir(d))  # a mounted data dir cannot be moved
+
+    def _keep_dir(self, d: Json) -> None:
         src = self.cloud.droplet_dir(d)
-        disks.unmount_under(src)  # a mounted data dir cannot be moved
         if src.exists():
             dst = self.cloud.sandbox_dir / "destroyed" / src.name
             dst.parent.mkdir(parents=True, exist_ok=True)
             if dst.exists():
                 dst = dst.with_name(f"{src.name}.{int(time.time() * 1000)}")
             shutil.move(str(src), str(dst))
-        log.info("droplet.destroyed", droplet_id=droplet_id, name=d["name"], address=d.get("address"))
 
     def stopped(self, rt: Runtime) -> bool:
         return rt.cancel.is_set() or self.cloud.closing.is_set()
@@ -101,13 +113,8 @@ class Power:
         timeout = self.options.shutdown_timeout_s if graceful else None
         n = kill_processes(lambda: owned_processes(root, droplet_id), timeout)
         self._reap(rt)
-        with self.cloud.lock:
-            d = self.cloud.state["droplets"].get(str(droplet_id))
-            if d is None:
-                return False
-            if d["status"] == "active":
-                d["status"] = "off"
-                self.cloud.save()
+        if not self._set_status(droplet_id, "off", only_from="active"):
+            return False
         log.info("droplet.stopped", droplet_id=droplet_id, processes=n, graceful=graceful)
         return True
 
@@ -115,8 +122,23 @@ class Power:
     def _reap(rt: Runtime) -> None:
         rt.children = [p for p in rt.children if p.poll() is None]
 
-    def boot(self, droplet_id: int, rt: Runtime) -> Outcome:
-        """Run the droplet's boot steps (cloud-init the first time, boot.d after); then it is active."""
+    def _set_status(self, droplet_id: int, status: str, only_from: str | None = None) -> bool:
+        """Set the droplet's status (if it is `only_from`, when given); False: the droplet is gone."""
+        with self.cloud.lock:
+            d = self.cloud.state["droplets"].get(str(droplet_id))
+            if d is None:
+                return False
+            if only_from is None or d["status"] == only_from:
+                d["status"] = status
+                self.cloud.save()
+        return True
+
+    def _new_address(self) -> str:
+        """An address for a droplet's first boot (RuntimeError: none left)."""
+        return claim_addresses(self.cloud.sandbox_dir, 1, DROPLET_PORTS, self.options.claims_dir)[0]
+
+    def _begin_boot(self, droplet_id: int, rt: Runtime) -> tuple[Json, bool] | Outcome:
+        """The boot delay fault, an address at the first boot; (a copy of the droplet, whether first boot)."""
         delay = self.cloud.faults.boot_delay_s
         if delay > 0 and self.sleep(rt, delay):
             return self.interrupted(rt)
@@ -126,15 +148,23 @@ class Power:
                 return "errored"
             if d["address"] is None:
                 try:
-                    d["address"] = claim_addresses(self.cloud.sandbox_dir, 1, DROPLET_PORTS, self.options.claims_dir)[0]
+                    d["address"] = self._new_address()
                 except RuntimeError as e:
                     log.warning("droplet.boot_failed", droplet_id=droplet_id, reason=str(e))
                     return "errored"
             first = not d["cloud_init_started"]
             d["cloud_init_started"] = True
             self.cloud.save()
-            ddir = self.cloud.droplet_dir(d)
-            name, address, user_data = d["name"], d["address"], d["user_data"]
+            return dict(d), first
+
+    def boot(self, droplet_id: int, rt: Runtime) -> Outcome:
+        """Run the droplet's boot steps (cloud-init the first time, boot.d after); then it is active."""
+        begun = self._begin_boot(droplet_id, rt)
+        if isinstance(begun, str):
+            return begun
+        d, first = begun
+        ddir = self.cloud.droplet_dir(d)
+        name, address, user_data = d["name"], d["address"], d["user_data"]
         root = ddir / "root"
         root.mkdir(parents=True, exist_ok=True)
         group = None
@@ -164,12 +194,8 @@ class Power:
                                                 else f"exit {rc}"))
             if self.stopped(rt):
                 return self.interrupted(rt)
-            with self.cloud.lock:
-                d = self.cloud.state["droplets"].get(str(droplet_id))
-                if d is None:
-                    return "errored"
-                d["status"] = "active"
-                self.cloud.save()
+            if not self._set_status(droplet_id, "active"):
+                return "errored"
             self._say(out, "droplet active")
         log.info("droplet.booted", droplet_id=droplet_id, name=name, address=address, first_boot=first)
         return "completed"

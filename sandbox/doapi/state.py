@@ -31,6 +31,33 @@ MAX_REQUEST_LOG = 10000
 
 
 @dataclass(frozen=True, slots=True)
+class ContainerSettings:
+    """Droplets as systemd-nspawn containers (`sandbox up --droplets systemd`): the hub bridge they join (in
+    the namespace `netns`, the sandbox's own), the cache of the Debian root and the nspawn binary, and the
+    plain-HTTP service on the gateway (`meta_port`) that gives them their metadata, their NoCloud seed and
+    the files under `files_dir` (the agent's .deb)."""
+
+    netns: str
+    bridge: str
+    gateway: str
+    cache: Path
+    files_dir: Path
+    prefix: int = 24
+    meta_port: int = 80
+    first_host: int = 11  # droplets get gateway's network + first_host, first_host + 1, ...
+
+    @property
+    def metadata_url(self) -> str:
+        return f"http://{self.gateway}:{self.meta_port}/metadata/v1"
+
+    def seed_url(self, droplet_id: int) -> str:
+        return f"http://{self.gateway}:{self.meta_port}/seed/{droplet_id}/"
+
+    def file_url(self, name: str) -> str:
+        return f"http://{self.gateway}:{self.meta_port}/files/{name}"
+
+
+@dataclass(frozen=True, slots=True)
 class DoApiOptions:
     boot_timeout_s: float = BOOT_TIMEOUT_S  # a droplet is active when runcmd is done, or after this long
     shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S  # shutdown/reboot: SIGTERM, then SIGKILL after this long
@@ -41,6 +68,7 @@ class DoApiOptions:
     # On stop, how long open connections may take to close: asyncio would wait up to 30 s for the TLS
     # close_notify of idle keep-alive clients, which often never send it.
     shutdown_grace_s: float = 1.0
+    containers: ContainerSettings | None = None  # None: droplets are processes (the default)
 
 
 @dataclass(slots=True)
