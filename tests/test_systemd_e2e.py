@@ -240,24 +240,16 @@ def test_kill_master_fails_over_fast_and_the_old_master_comes_back_as_a_replica(
     assert new_pid and new_pid != old_pid  # the old master's redis-server runs again, a new process
     by_unit = int(sysbox.run_in(old["name"], ["systemctl", "show", "-p", "NRestarts", "--value",
                                               "redis-server"])) > restarts
-    # Debian's redis-server unit (Restart=always, 100 ms) races the failover: the killed master is back as a
-    # master from its AOF within ~0.5 s. Whatever the race gave is checked; what it broke is an expected failure
-    # (issue 14) until the agent package gives redis-server.service a drop-in that leaves restarts to the agent.
-    broken = []
-    if at(result, "new_master") is None:
-        assert by_unit and after["master"] == old["address"]
-        broken.append("no failover: the unit brought the killed master back as a master before it was failed over")
-    else:
-        assert any(a["kind"] == "Failover" for a in result["actions"]), result["actions"]  # fast, not the timer
-        assert after["master"] != old["address"]
-        rejoined = next(n for n in after["nodes"] if n["name"] == old["name"])
-        assert rejoined["role"] == "replica" and rejoined["link"] == "up"
-    if result["writes_lost"]:
-        broken.append(f"{result['writes_lost']} acknowledged writes lost: a replica full-resynced from the "
-                      "restarted master before the failover")
-    if broken:
-        pytest.xfail("; ".join(broken) + f" (restarted by its unit: {by_unit}; issue 14: the agent package needs "
-                     "a redis-server.service drop-in)")
+    # Debian's redis-server unit (Restart=always, 100 ms) would race the failover, bringing the killed master back
+    # as a master from its AOF within ~0.5 s; the agent package's drop-in (Restart=no) leaves the restart to the
+    # agent, as a replica of the new master
+    assert not by_unit, "systemd restarted the killed master: the agent package's drop-in is not in effect"
+    assert at(result, "new_master") is not None, "no failover"
+    assert any(a["kind"] == "Failover" for a in result["actions"]), result["actions"]  # fast, not the timer
+    assert after["master"] != old["address"]
+    rejoined = next(n for n in after["nodes"] if n["name"] == old["name"])
+    assert rejoined["role"] == "replica" and rejoined["link"] == "up"
+    assert result["writes_lost"] == 0
 
 
 def test_a_replicas_redis_is_restarted_by_its_agent_through_polkit(sysbox: SysBox) -> None:
