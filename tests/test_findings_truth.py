@@ -188,7 +188,7 @@ NEEDS = re.compile(r"failover needs (\d+)")
 POSSIBLE = re.compile(r"a side of up to (\d+) is possible")
 FLAGGED = re.compile(r"(\d+) of (\d+) reachable Sentinels flag it")
 REPLICAS_UP = re.compile(r"(\d+) of (\d+) replicas up")
-X_OF_Y = re.compile(r"(\d+) of (?:the )?(\d+)")
+X_OF_Y = re.compile(r"(\d+) of (?:the )?(\d+)\b(?! bytes)")  # a count of a whole ("used of maxmemory bytes" may exceed)
 
 
 def assert_true_to(view: ClusterView, findings: tuple[Finding, ...]) -> None:
