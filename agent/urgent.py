@@ -1,0 +1,102 @@
+"""Reports that cannot wait for the schedule: a change of this node's role or of its Sentinel's view of the
+master is pushed at once (issue #12).
+
+Layer: domain (pure decision) with one small reader. Between the regular collections the agent reads a
+`Signal` (Redis `ROLE`, and `SENTINEL MASTER <name>` on its own Sentinel: two round trips, every
+`PROBE_INTERVAL_S`) and compares it with the one read just before its last report: `decide` says whether
+to push a report now. The controller's fence waits on exactly these changes (the promoted replica saying
+master, the Sentinel leader's failover in progress, the side flagging the old master down), so hearing
+them within a probe interval rather than a report interval shortens the write unavailability by up to a
+report interval.
+
+What counts: Redis's role (master / replica) and, for a replica, the master it follows; the Sentinel's
+address for the master, and its flags `s_down`, `o_down`, `failover_in_progress`. Not counted: offsets,
+link state, `disconnected` (they move all the time and the regular report carries them). Unknown (an
+unreachable Redis or Sentinel) is a value like any other: losing the Sentinel is news too. Rate limit:
+at most one extra report per `MIN_EXTRA_GAP_S`, so a flapping node cannot flood the controller; a change
+held back by it is pushed by the first probe after the gap (or by the regular report, whichever comes
+first).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.resp import RedisError, RespClient
+from protocol.report import RedisHealth, SentinelHealth
+
+__all__ = ["MIN_EXTRA_GAP_S", "PROBE_INTERVAL_S", "Signal", "decide", "read_signal", "role_of", "signal_of",
+           "view_of"]
+
+PROBE_INTERVAL_S = 0.25
+MIN_EXTRA_GAP_S = 0.5
+WATCHED_FLAGS = ("s_down", "o_down", "failover_in_progress")
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """What a push is owed for. `role`: "master", "replica" or None (no answer); `follows`: a replica's
+    master "host:port"; `master`: the Sentinel's "ip:port" for the master (None: no answer or unknown);
+    `flags`: the watched flags the Sentinel sets on it, sorted."""
+
+    role: str | None
+    follows: str | None
+    master: str | None
+    flags: tuple[str, ...]
+
+
+def role_of(reply: object) -> tuple[str | None, str | None]:
+    """(role, master followed) from a ROLE reply: ["master", ...] or ["slave", host, port, state, offset]."""
+    if not isinstance(reply, list) or not reply or not isinstance(reply[0], str):
+        return None, None
+    if reply[0] == "master":
+        return "master", None
+    if reply[0] in ("slave", "replica") and len(reply) >= 3:
+        return "replica", f"{reply[1]}:{reply[2]}"
+    return reply[0], None  # "sentinel" or something newer: its name is the signal
+
+
+def view_of(reply: object) -> tuple[str | None, tuple[str, ...]]:
+    """(master "ip:port", watched flags) from a SENTINEL MASTER reply (a flat field/value list)."""
+    if not isinstance(reply, list) or len(reply) % 2:
+        return None, ()
+    fields = {str(reply[i]): reply[i + 1] for i in range(0, len(reply), 2)}
+    ip, port, flags = fields.get("ip"), fields.get("port"), fields.get("flags")
+    address = f"{ip}:{port}" if isinstance(ip, str) and isinstance(port, str | int) else None
+    set_flags = set(str(flags).split(",")) if isinstance(flags, str) else set()
+    return address, tuple(f for f in WATCHED_FLAGS if f in set_flags)
+
+
+def read_signal(redis: RespClient, sentinel: RespClient, master_name: str) -> Signal:
+    """One probe: `ROLE` on Redis, `SENTINEL MASTER <name>` on the Sentinel; a failed one reads as None."""
+    try:
+        role, follows = role_of(redis.execute_command("ROLE"))
+    except (OSError, RedisError):
+        role, follows = None, None
+    try:
+        master, flags = view_of(sentinel.execute_command("SENTINEL", "MASTER", master_name))
+    except (OSError, RedisError):
+        master, flags = None, ()
+    return Signal(role, follows, master, flags)
+
+
+def decide(reported: Signal | None, now_signal: Signal, now: float, last_extra_at: float | None,
+           min_gap_s: float = MIN_EXTRA_GAP_S) -> bool:
+    """Whether to push a report now: the signal differs from the one read before the last report (None: no
+    report yet, the schedule sends the first), and no extra report went out in the last `min_gap_s`."""
+    if reported is None or now_signal == reported:
+        return False
+    return last_extra_at is None or now - last_extra_at >= min_gap_s
+
+
+def signal_of(redis: RedisHealth, sentinel: SentinelHealth, master_name: str) -> Signal:
+    """The same `Signal` read out of a report's collection (INFO and SENTINEL MASTER), for the comparison."""
+    role = redis.role if redis.reachable else None
+    follows = (f"{redis.master_host}:{redis.master_port}"
+               if role == "replica" and redis.master_host is not None and redis.master_port is not None else None)
+    view = sentinel.master(master_name) if sentinel.reachable else None
+    if view is None:
+        return Signal(role, follows, None, ())
+    flags = tuple(f for f, on in (("s_down", view.s_down), ("o_down", view.o_down),
+                                  ("failover_in_progress", view.failover_in_progress)) if on)
+    return Signal(role, follows, view.master_address, flags)

@@ -1,0 +1,139 @@
+"""Reports pushed at once when they matter (agent/urgent.py): the pure decision, and a real agent whose
+real redis-server is made a replica with REPLICAOF between two scheduled reports.
+
+Real parts: two redis-servers on 127.0.0.1 (free ports), the agent's real collectors and probe, real HTTP
+pushes to a local stand-in for the controller (tests/helpers.py `ReportSink`). Every process is killed in
+teardown, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.config import AgentConfig, AgentSecrets
+from agent.resp import RespClient
+from agent.runtime import Agent
+from agent.urgent import Signal, decide, role_of, signal_of, view_of
+from protocol.report import RedisHealth, SentinelHealth, SentinelMasterView
+from tests.helpers import ReportSink, free_port, wait_until
+
+PASSWORD = "urgent-test-pw-5e1b"
+
+MASTER = Signal("master", None, "10.0.0.1:6379", ())
+
+
+# -- the decision (pure) ------------------------------------------------------------------------------
+@pytest.mark.parametrize("now_signal", [
+    Signal("replica", "10.0.0.2:6379", "10.0.0.1:6379", ()),  # demoted
+    Signal("master", None, "10.0.0.2:6379", ()),  # the Sentinel names another master
+    Signal("master", None, "10.0.0.1:6379", ("s_down",)),  # flagged down
+    Signal("master", None, "10.0.0.1:6379", ("o_down", "failover_in_progress")),  # failover started
+    Signal(None, None, "10.0.0.1:6379", ()),  # Redis stopped answering
+    Signal("master", None, None, ()),  # the Sentinel stopped answering
+])
+def test_a_change_of_role_or_of_the_sentinels_view_is_pushed(now_signal: Signal) -> None:
+    assert decide(MASTER, now_signal, 100.0, None) is True
+    assert decide(MASTER, now_signal, 100.0, 99.0) is True  # the last extra one is older than the gap
+
+
+def test_no_change_no_first_report_and_a_flapping_node_are_not_pushed() -> None:
+    assert decide(MASTER, MASTER, 100.0, None) is False
+    changed = Signal("replica", "10.0.0.2:6379", "10.0.0.1:6379", ())
+    assert decide(None, changed, 100.0, None) is False  # the schedule sends the first report
+    assert decide(MASTER, changed, 100.0, 99.7) is False  # rate limit: one extra report per 0.5 s
+    assert decide(MASTER, changed, 100.0, 99.7, min_gap_s=0.2) is True
+    # a node flapping every probe (0.25 s) for 10 s gets at most one extra report per 0.5 s
+    reported, last, pushed = MASTER, None, 0
+    for i in range(40):
+        now = 100.0 + i * 0.25
+        signal = changed if i % 2 else MASTER
+        if decide(reported, signal, now, last):
+            reported, last, pushed = signal, now, pushed + 1
+    assert 0 < pushed <= 20
+
+
+def test_the_probe_reads_the_same_signal_as_the_report() -> None:
+    assert role_of(["master", 10, []]) == ("master", None)
+    assert role_of(["slave", "10.0.0.2", 6380, "connected", 5]) == ("replica", "10.0.0.2:6380")
+    assert role_of("garbage") == (None, None)
+    reply = ["name", "m", "ip", "10.0.0.1", "port", "6379", "flags", "master,s_down,o_down,disconnected"]
+    assert view_of(reply) == ("10.0.0.1:6379", ("s_down", "o_down"))
+    assert view_of(["name"]) == (None, ())
+    view = SentinelMasterView(name="m", master_address="10.0.0.1:6379", flags=("master", "s_down", "o_down"),
+                              s_down=True, o_down=True)
+    report_signal = signal_of(RedisHealth(reachable=True, role="replica", master_host="10.0.0.2", master_port=6380),
+                              SentinelHealth(reachable=True, masters=(view,)), "m")
+    assert report_signal == Signal("replica", "10.0.0.2:6380", "10.0.0.1:6379", ("s_down", "o_down"))
+    assert signal_of(RedisHealth(reachable=False), SentinelHealth(reachable=False), "m") == Signal(None, None, None, ())
+
+
+# -- a real agent, a real Redis -------------------------------------------------------------------------
+def _start(tmp_path: Path, name: str) -> tuple[subprocess.Popen[bytes], int, Path]:
+    port = free_port()
+    d = tmp_path / name
+    d.mkdir()
+    pidfile = d / "redis.pid"
+    (d / "redis.conf").write_text(f"bind 127.0.0.1\nport {port}\ndir {d}\nlogfile {d}/redis.log\npidfile {pidfile}\n"
+                                  f"save ''\nappendonly no\nrequirepass {PASSWORD}\nmasterauth {PASSWORD}\n")
+    return subprocess.Popen(["redis-server", str(d / "redis.conf")], cwd=d), port, pidfile
+
+
+@pytest.fixture
+def two_redis(tmp_path: Path) -> Iterator[tuple[tuple[int, Path], int]]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not on PATH (scripts/test installs it)")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        node, node_port, pidfile = _start(tmp_path, "node")
+        procs.append(node)
+        other, other_port, other_pid = _start(tmp_path, "other")
+        procs.append(other)
+        for p in (pidfile, other_pid):
+            wait_until(lambda p=p: p.exists() and p.read_text().strip(), 10, "redis-server's pidfile")  # type: ignore[misc]
+        yield (node_port, pidfile), other_port
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_a_role_change_is_pushed_before_the_next_scheduled_report(
+        two_redis: tuple[tuple[int, Path], int], tmp_path: Path) -> None:
+    (port, pidfile), other_port = two_redis
+    sink = ReportSink()
+    config = AgentConfig(cluster="c", node="n1", address="127.0.0.1", controller_url=sink.url,
+                         redis_port=port, sentinel_port=free_port(), redis_pidfile=str(pidfile),
+                         sentinel_pidfile=str(tmp_path / "no-sentinel.pid"), redis_data_dir=str(tmp_path),
+                         report_interval_s=3600)  # the next scheduled report is an hour away
+    agent = Agent(config, AgentSecrets(PASSWORD, None, b"k" * 32))
+    admin = RespClient("127.0.0.1", port, PASSWORD, 5.0)
+    try:
+        wait_until(lambda: "redis up" in agent.run_cycle(), 10, "a first report with redis up")
+        assert sink.reports[-1]["redis"]["role"] == "master"
+        count = len(sink.reports)
+        assert agent.probe() is None  # nothing changed: nothing pushed
+        assert len(sink.reports) == count
+
+        admin.execute_command("REPLICAOF", "127.0.0.1", other_port)
+        said = wait_until(agent.probe, 10, "the probe pushing the role change")
+        assert "pushed" in said
+        assert len(sink.reports) == count + 1
+        assert sink.reports[-1]["redis"]["role"] == "replica"
+        assert sink.reports[-1]["redis"]["master_port"] == other_port
+        assert agent.probe() is None  # said once: the change is now what was reported
+        assert len(sink.reports) == count + 1
+
+        admin.execute_command("REPLICAOF", "NO", "ONE")  # and back: pushed again, once the gap allows
+        wait_until(agent.probe, 10, "the probe pushing the promotion")
+        assert [r["redis"]["role"] for r in sink.reports[count:]] == ["replica", "master"]
+        assert [r["seq"] for r in sink.reports] == sorted(r["seq"] for r in sink.reports)
+    finally:
+        admin.close()
+        agent.close()
+        sink.close()
