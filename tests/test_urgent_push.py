@@ -20,7 +20,7 @@ from agent.resp import RespClient
 from agent.runtime import Agent
 from agent.urgent import Signal, decide, role_of, signal_of, view_of
 from protocol.report import RedisHealth, SentinelHealth, SentinelMasterView
-from tests.helpers import ReportSink, free_port, wait_until
+from tests.helpers import ReportSink, free_port, kill_all, wait_until
 
 PASSWORD = "urgent-test-pw-5e1b"
 
@@ -97,10 +97,7 @@ def two_redis(tmp_path: Path) -> Iterator[tuple[tuple[int, Path], int]]:
             wait_until(lambda p=p: p.exists() and p.read_text().strip(), 10, "redis-server's pidfile")  # type: ignore[misc]
         yield (node_port, pidfile), other_port
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=10)
+        kill_all(procs)
 
 
 def test_a_role_change_is_pushed_before_the_next_scheduled_report(
