@@ -10,7 +10,10 @@ them within a probe interval rather than a report interval shortens the write un
 report interval.
 
 What counts: Redis's role (master / replica) and, for a replica, the master it follows; the Sentinel's
-address for the master, and its flags `s_down`, `o_down`, `failover_in_progress`. Not counted: offsets,
+address for the master, its flags `s_down`, `o_down`, `failover_in_progress`, and while a failover is in
+progress the replica it has promoted (flagged `promoted` in `SENTINEL REPLICAS`, a third round trip asked
+only then: the leader picks it a second or so after its failover starts, and the controller's fence waits on
+that too). Not counted: offsets,
 link state, `disconnected` (they move all the time and the regular report carries them). Unknown (an
 unreachable Redis or Sentinel) is a value like any other: losing the Sentinel is news too. Rate limit:
 at most one extra report per `MIN_EXTRA_GAP_S`, so a flapping node cannot flood the controller; a change
@@ -25,8 +28,8 @@ from dataclasses import dataclass
 from agent.resp import RedisError, RespClient
 from protocol.report import RedisHealth, SentinelHealth
 
-__all__ = ["MIN_EXTRA_GAP_S", "PROBE_INTERVAL_S", "Signal", "decide", "read_signal", "role_of", "signal_of",
-           "view_of"]
+__all__ = ["MIN_EXTRA_GAP_S", "PROBE_INTERVAL_S", "Signal", "decide", "promoted_of", "read_signal", "role_of",
+           "signal_of", "view_of"]
 
 PROBE_INTERVAL_S = 0.25
 MIN_EXTRA_GAP_S = 0.5
@@ -37,12 +40,14 @@ WATCHED_FLAGS = ("s_down", "o_down", "failover_in_progress")
 class Signal:
     """What a push is owed for. `role`: "master", "replica" or None (no answer); `follows`: a replica's
     master "host:port"; `master`: the Sentinel's "ip:port" for the master (None: no answer or unknown);
-    `flags`: the watched flags the Sentinel sets on it, sorted."""
+    `flags`: the watched flags the Sentinel sets on it, in `WATCHED_FLAGS` order; `promoted`: the replicas it
+    flags promoted while its failover is in progress, sorted."""
 
     role: str | None
     follows: str | None
     master: str | None
     flags: tuple[str, ...]
+    promoted: tuple[str, ...] = ()
 
 
 def role_of(reply: object) -> tuple[str | None, str | None]:
@@ -67,8 +72,24 @@ def view_of(reply: object) -> tuple[str | None, tuple[str, ...]]:
     return address, tuple(f for f in WATCHED_FLAGS if f in set_flags)
 
 
+def promoted_of(reply: object) -> tuple[str, ...]:
+    """The "ip:port" of each replica flagged promoted in a SENTINEL REPLICAS reply (a list of field/value
+    lists), sorted."""
+    found: list[str] = []
+    for entry in reply if isinstance(reply, list) else ():
+        if not isinstance(entry, list) or len(entry) % 2:
+            continue
+        fields = {str(entry[i]): entry[i + 1] for i in range(0, len(entry), 2)}
+        ip, port, flags = fields.get("ip"), fields.get("port"), fields.get("flags")
+        if isinstance(flags, str) and "promoted" in flags.split(",") and isinstance(ip, str) \
+                and isinstance(port, str | int):
+            found.append(f"{ip}:{port}")
+    return tuple(sorted(found))
+
+
 def read_signal(redis: RespClient, sentinel: RespClient, master_name: str) -> Signal:
-    """One probe: `ROLE` on Redis, `SENTINEL MASTER <name>` on the Sentinel; a failed one reads as None."""
+    """One probe: `ROLE` on Redis, `SENTINEL MASTER <name>` on the Sentinel (and `SENTINEL REPLICAS <name>`
+    while its failover is in progress); a failed one reads as None."""
     try:
         role, follows = role_of(redis.execute_command("ROLE"))
     except (OSError, RedisError):
@@ -77,7 +98,13 @@ def read_signal(redis: RespClient, sentinel: RespClient, master_name: str) -> Si
         master, flags = view_of(sentinel.execute_command("SENTINEL", "MASTER", master_name))
     except (OSError, RedisError):
         master, flags = None, ()
-    return Signal(role, follows, master, flags)
+    promoted: tuple[str, ...] = ()
+    if "failover_in_progress" in flags:
+        try:
+            promoted = promoted_of(sentinel.execute_command("SENTINEL", "REPLICAS", master_name))
+        except (OSError, RedisError):
+            promoted = ()
+    return Signal(role, follows, master, flags, promoted)
 
 
 def decide(reported: Signal | None, now_signal: Signal, now: float, last_extra_at: float | None,
@@ -99,4 +126,6 @@ def signal_of(redis: RedisHealth, sentinel: SentinelHealth, master_name: str) ->
         return Signal(role, follows, None, ())
     flags = tuple(f for f, on in (("s_down", view.s_down), ("o_down", view.o_down),
                                   ("failover_in_progress", view.failover_in_progress)) if on)
-    return Signal(role, follows, view.master_address, flags)
+    promoted = tuple(sorted(p.address for p in view.replicas if "promoted" in p.flags)) \
+        if view.failover_in_progress else ()
+    return Signal(role, follows, view.master_address, flags, promoted)

@@ -8,6 +8,7 @@ teardown, also when a test fails.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -16,13 +17,14 @@ from pathlib import Path
 import pytest
 
 from agent.config import AgentConfig, AgentSecrets
-from agent.resp import RespClient
+from agent.resp import RedisError, RespClient
 from agent.runtime import Agent
-from agent.urgent import Signal, decide, role_of, signal_of, view_of
-from protocol.report import RedisHealth, SentinelHealth, SentinelMasterView
+from agent.urgent import Signal, decide, promoted_of, role_of, signal_of, view_of
+from protocol.report import RedisHealth, SentinelHealth, SentinelMasterView, SentinelPeer
 from tests.helpers import ReportSink, free_port, kill_all, wait_until
 
 PASSWORD = "urgent-test-pw-5e1b"
+MASTER_NAME = "mymaster"
 
 MASTER = Signal("master", None, "10.0.0.1:6379", ())
 
@@ -34,6 +36,7 @@ MASTER = Signal("master", None, "10.0.0.1:6379", ())
     Signal("master", None, "10.0.0.1:6379", ("s_down",)),  # flagged down
     Signal("master", None, "10.0.0.1:6379", ("o_down", "failover_in_progress")),  # failover started
     Signal(None, None, "10.0.0.1:6379", ()),  # Redis stopped answering
+    Signal("master", None, "10.0.0.1:6379", ("o_down", "failover_in_progress"), ("10.0.0.2:6379",)),  # promoted
     Signal("master", None, None, ()),  # the Sentinel stopped answering
 ])
 def test_a_change_of_role_or_of_the_sentinels_view_is_pushed(now_signal: Signal) -> None:
@@ -69,6 +72,17 @@ def test_the_probe_reads_the_same_signal_as_the_report() -> None:
     report_signal = signal_of(RedisHealth(reachable=True, role="replica", master_host="10.0.0.2", master_port=6380),
                               SentinelHealth(reachable=True, masters=(view,)), "m")
     assert report_signal == Signal("replica", "10.0.0.2:6380", "10.0.0.1:6379", ("s_down", "o_down"))
+    replicas = ["ip", "10.0.0.2", "port", "6379", "flags", "slave,promoted"], ["ip", "10.0.0.3", "port", "6379",
+                                                                                "flags", "slave"]
+    assert promoted_of(list(replicas)) == ("10.0.0.2:6379",)
+    assert promoted_of("garbage") == () and promoted_of([["ip"]]) == ()
+    leading = dataclasses.replace(view, failover_in_progress=True, replicas=(
+        SentinelPeer("10.0.0.2:6379", ("slave", "promoted")), SentinelPeer("10.0.0.3:6379", ("slave",))))
+    assert signal_of(RedisHealth(reachable=True, role="master"), SentinelHealth(reachable=True, masters=(leading,)),
+                     "m").promoted == ("10.0.0.2:6379",)
+    no_failover = dataclasses.replace(leading, failover_in_progress=False)  # a stale flag outside a failover
+    assert signal_of(RedisHealth(reachable=True, role="master"),
+                     SentinelHealth(reachable=True, masters=(no_failover,)), "m").promoted == ()
     assert signal_of(RedisHealth(reachable=False), SentinelHealth(reachable=False), "m") == Signal(None, None, None, ())
 
 
@@ -83,10 +97,18 @@ def _start(tmp_path: Path, name: str) -> tuple[subprocess.Popen[bytes], int, Pat
     return subprocess.Popen(["redis-server", str(d / "redis.conf")], cwd=d), port, pidfile
 
 
+@dataclasses.dataclass(frozen=True)
+class Nodes:
+    port: int  # the agent's Redis
+    pidfile: Path
+    other_port: int  # another master, the one its Sentinel monitors
+    sentinel_port: int
+
+
 @pytest.fixture
-def two_redis(tmp_path: Path) -> Iterator[tuple[tuple[int, Path], int]]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not on PATH (scripts/test installs it)")
+def nodes(tmp_path: Path) -> Iterator[Nodes]:
+    if shutil.which("redis-server") is None or shutil.which("redis-sentinel") is None:
+        pytest.skip("redis-server or redis-sentinel is not on PATH (scripts/test installs them)")
     procs: list[subprocess.Popen[bytes]] = []
     try:
         node, node_port, pidfile = _start(tmp_path, "node")
@@ -95,17 +117,33 @@ def two_redis(tmp_path: Path) -> Iterator[tuple[tuple[int, Path], int]]:
         procs.append(other)
         for p in (pidfile, other_pid):
             wait_until(lambda p=p: p.exists() and p.read_text().strip(), 10, "redis-server's pidfile")  # type: ignore[misc]
-        yield (node_port, pidfile), other_port
+        sentinel_port = free_port()
+        conf = tmp_path / "sentinel.conf"
+        conf.write_text(f"bind 127.0.0.1\nport {sentinel_port}\ndir {tmp_path}\nlogfile {tmp_path}/sentinel.log\n"
+                        f"sentinel monitor {MASTER_NAME} 127.0.0.1 {other_port} 1\n"
+                        f"sentinel auth-pass {MASTER_NAME} {PASSWORD}\n")
+        procs.append(subprocess.Popen(["redis-sentinel", str(conf)], cwd=tmp_path))
+        wait_until(lambda: _sentinel_sees(sentinel_port), 10, "the Sentinel connected to its master")
+        yield Nodes(node_port, pidfile, other_port, sentinel_port)
     finally:
         kill_all(procs)
 
 
-def test_a_role_change_is_pushed_before_the_next_scheduled_report(
-        two_redis: tuple[tuple[int, Path], int], tmp_path: Path) -> None:
-    (port, pidfile), other_port = two_redis
+def _sentinel_sees(port: int) -> bool:
+    """Its master is known, linked (not `disconnected`) and not flagged down."""
+    try:
+        with RespClient("127.0.0.1", port, None, 1.0) as c:
+            reply = c.execute_command("SENTINEL", "MASTER", MASTER_NAME)
+    except (OSError, RedisError):
+        return False
+    return view_of(reply)[0] is not None and view_of(reply)[1] == () and "disconnected" not in str(reply)
+
+
+def test_a_role_change_is_pushed_before_the_next_scheduled_report(nodes: Nodes, tmp_path: Path) -> None:
+    port, pidfile, other_port = nodes.port, nodes.pidfile, nodes.other_port
     sink = ReportSink()
     config = AgentConfig(cluster="c", node="n1", address="127.0.0.1", controller_url=sink.url,
-                         redis_port=port, sentinel_port=free_port(), redis_pidfile=str(pidfile),
+                         redis_port=port, sentinel_port=nodes.sentinel_port, redis_pidfile=str(pidfile),
                          sentinel_pidfile=str(tmp_path / "no-sentinel.pid"), redis_data_dir=str(tmp_path),
                          report_interval_s=3600)  # the next scheduled report is an hour away
     agent = Agent(config, AgentSecrets(PASSWORD, None, b"k" * 32))
@@ -113,8 +151,9 @@ def test_a_role_change_is_pushed_before_the_next_scheduled_report(
     try:
         wait_until(lambda: "redis up" in agent.run_cycle(), 10, "a first report with redis up")
         assert sink.reports[-1]["redis"]["role"] == "master"
+        assert [m["master_address"] for m in sink.reports[-1]["sentinel"]["masters"]] == [f"127.0.0.1:{other_port}"]
         count = len(sink.reports)
-        assert agent.probe() is None  # nothing changed: nothing pushed
+        assert agent.probe() is None  # nothing changed (the probe reads what the report read): nothing pushed
         assert len(sink.reports) == count
 
         admin.execute_command("REPLICAOF", "127.0.0.1", other_port)
