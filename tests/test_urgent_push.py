@@ -20,7 +20,9 @@ from agent.config import AgentConfig, AgentSecrets
 from agent.resp import RedisError, RespClient
 from agent.runtime import Agent
 from agent.urgent import Signal, decide, promoted_of, role_of, signal_of, view_of
+from controller.core.view import NodeState, vitals_changed
 from protocol.report import RedisHealth, SentinelHealth, SentinelMasterView, SentinelPeer
+from tests.factories import load_report
 from tests.helpers import ReportSink, free_port, kill_all, wait_until
 
 PASSWORD = "urgent-test-pw-5e1b"
@@ -173,3 +175,21 @@ def test_a_role_change_is_pushed_before_the_next_scheduled_report(nodes: Nodes, 
         admin.close()
         agent.close()
         sink.close()
+
+
+# -- the controller: such a report wakes its watch cycle (pure) ------------------------------------------
+def test_a_sentinels_failover_or_promotion_wakes_the_controllers_cycle() -> None:
+    report = load_report("healthy", "redis-3")
+    state = NodeState(report, report.collected_at)
+    (view,) = report.sentinel.masters
+    assert not vitals_changed(state, report)
+    for changed in (dataclasses.replace(view, failover_in_progress=True),
+                    dataclasses.replace(view, failover_in_progress=True, replicas=tuple(
+                        dataclasses.replace(p, flags=(*p.flags, "promoted")) for p in view.replicas[:1])),
+                    dataclasses.replace(view, s_down=True),
+                    dataclasses.replace(view, master_address="10.9.9.9:6379")):
+        after = dataclasses.replace(report, sentinel=dataclasses.replace(report.sentinel, masters=(changed,)))
+        assert vitals_changed(state, after)
+    busy = dataclasses.replace(view, replicas=tuple(dataclasses.replace(p, last_ok_ping_ms=999) for p in view.replicas))
+    assert not vitals_changed(state, dataclasses.replace(report, sentinel=dataclasses.replace(
+        report.sentinel, masters=(busy,))))  # what moves all the time does not
