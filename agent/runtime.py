@@ -29,7 +29,7 @@ from agent.log import get_logger
 from agent.push import Pusher
 from agent.resp import AuthenticationError, RedisError
 from agent.services import ServiceError, services_for
-from agent.urgent import PROBE_INTERVAL_S, Signal, decide, read_signal, signal_of
+from agent.urgent import PROBE_INTERVAL_S, Budget, Signal, decide, read_signal, signal_of
 from protocol.acl import NodeUsers
 from protocol.report import Identity, RedisHealth, Report, SentinelHealth, report_to_json
 from protocol.settings import secret_path, store_private
@@ -80,7 +80,7 @@ class Agent:
         self._cycle_lock = threading.Lock()  # the report job and the process watch never overlap
         self._watched_pid: int | None = None  # the redis-server seen running at the last report
         self._reported_signal: Signal | None = None  # role and Sentinel view at the last report (agent/urgent.py)
-        self._extra_at: float | None = None  # when the last report outside the schedule went (monotonic)
+        self._extra_budget: Budget | None = None  # the reports outside the schedule that may go (None: all)
 
     def _identity(self) -> Identity:
         if self.config.metadata_url and self._droplet_id is None:
@@ -207,15 +207,17 @@ class Agent:
 
     def probe(self) -> str | None:
         """Between reports: read this node's role and its Sentinel's view of the master (two round trips) and
-        report now if they changed since the last report, at most once per `MIN_EXTRA_GAP_S` (agent/urgent.py).
+        report now if they changed since the last report, within a budget of extra reports (agent/urgent.py).
         Returns the report's sentence, or None when there was nothing to say."""
         with self._cycle_lock:
             signal = read_signal(self._redis, self._sentinel, self.config.master_name)
             now = time.monotonic()
-            if not decide(self._reported_signal, signal, now, self._extra_at):
+            spent = decide(self._reported_signal, signal, now, self._extra_budget)
+            if spent is None:
                 return None
-            self._extra_at = now
-            log.info("report.urgent", role=signal.role, master=signal.master, flags=",".join(signal.flags))
+            self._extra_budget = spent
+            log.info("report.urgent", role=signal.role, master=signal.master, flags=",".join(signal.flags),
+                     promoted=",".join(signal.promoted))
             return self._report()
 
     @property

@@ -16,9 +16,11 @@ only then: the leader picks it a second or so after its failover starts, and the
 that too). Not counted: offsets,
 link state, `disconnected` (they move all the time and the regular report carries them). Unknown (an
 unreachable Redis or Sentinel) is a value like any other: losing the Sentinel is news too. Rate limit:
-at most one extra report per `MIN_EXTRA_GAP_S`, so a flapping node cannot flood the controller; a change
-held back by it is pushed by the first probe after the gap (or by the regular report, whichever comes
-first).
+a token bucket, `EXTRA_BURST` extra reports at once and then one per `1 / EXTRA_PER_S` s, so a flapping
+node cannot flood the controller (2 extra reports a second at the most, sustained) while the steps of one
+failover, a fraction of a second apart (the leader's failover starts, then it promotes a replica), each go
+at once: with one per 0.5 s the leader's promotion waited for its regular report, measured. A change held
+back is pushed by the first probe with a token (or by the regular report, whichever comes first).
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from dataclasses import dataclass
 from agent.resp import RedisError, RespClient
 from protocol.report import RedisHealth, SentinelHealth
 
-__all__ = ["MIN_EXTRA_GAP_S", "PROBE_INTERVAL_S", "Signal", "decide", "promoted_of", "read_signal", "role_of",
-           "signal_of", "view_of"]
+__all__ = ["EXTRA_BURST", "EXTRA_PER_S", "PROBE_INTERVAL_S", "Budget", "Signal", "decide", "promoted_of",
+           "read_signal", "role_of", "signal_of", "view_of"]
 
 PROBE_INTERVAL_S = 0.25
-MIN_EXTRA_GAP_S = 0.5
+EXTRA_PER_S = 2.0  # extra reports a second, sustained
+EXTRA_BURST = 3  # extra reports at once
 WATCHED_FLAGS = ("s_down", "o_down", "failover_in_progress")
 
 
@@ -107,13 +110,25 @@ def read_signal(redis: RespClient, sentinel: RespClient, master_name: str) -> Si
     return Signal(role, follows, master, flags, promoted)
 
 
-def decide(reported: Signal | None, now_signal: Signal, now: float, last_extra_at: float | None,
-           min_gap_s: float = MIN_EXTRA_GAP_S) -> bool:
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """The extra reports that may go now (`tokens`, as of `at`, monotonic seconds)."""
+
+    tokens: float
+    at: float
+
+
+def decide(reported: Signal | None, now_signal: Signal, now: float, budget: Budget | None,
+           per_s: float = EXTRA_PER_S, burst: int = EXTRA_BURST) -> Budget | None:
     """Whether to push a report now: the signal differs from the one read before the last report (None: no
-    report yet, the schedule sends the first), and no extra report went out in the last `min_gap_s`."""
+    report yet, the schedule sends the first) and the budget (None: full) has a token. Returns the budget
+    with that token spent, or None: do not push (the budget is then unchanged)."""
     if reported is None or now_signal == reported:
-        return False
-    return last_extra_at is None or now - last_extra_at >= min_gap_s
+        return None
+    tokens = float(burst) if budget is None else min(float(burst), budget.tokens + (now - budget.at) * per_s)
+    if tokens < 1.0:
+        return None
+    return Budget(tokens - 1.0, now)
 
 
 def signal_of(redis: RedisHealth, sentinel: SentinelHealth, master_name: str) -> Signal:

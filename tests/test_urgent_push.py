@@ -19,7 +19,7 @@ import pytest
 from agent.config import AgentConfig, AgentSecrets
 from agent.resp import RedisError, RespClient
 from agent.runtime import Agent
-from agent.urgent import Signal, decide, promoted_of, role_of, signal_of, view_of
+from agent.urgent import EXTRA_BURST, EXTRA_PER_S, Budget, Signal, decide, promoted_of, role_of, signal_of, view_of
 from controller.core.view import NodeState, vitals_changed
 from protocol.report import RedisHealth, SentinelHealth, SentinelMasterView, SentinelPeer
 from tests.factories import load_report
@@ -42,24 +42,31 @@ MASTER = Signal("master", None, "10.0.0.1:6379", ())
     Signal("master", None, None, ()),  # the Sentinel stopped answering
 ])
 def test_a_change_of_role_or_of_the_sentinels_view_is_pushed(now_signal: Signal) -> None:
-    assert decide(MASTER, now_signal, 100.0, None) is True
-    assert decide(MASTER, now_signal, 100.0, 99.0) is True  # the last extra one is older than the gap
+    assert decide(MASTER, now_signal, 100.0, None) == Budget(EXTRA_BURST - 1, 100.0)
+    assert decide(MASTER, now_signal, 100.0, Budget(0.0, 99.5)) == Budget(0.0, 100.0)  # refilled one in 0.5 s
 
 
 def test_no_change_no_first_report_and_a_flapping_node_are_not_pushed() -> None:
-    assert decide(MASTER, MASTER, 100.0, None) is False
     changed = Signal("replica", "10.0.0.2:6379", "10.0.0.1:6379", ())
-    assert decide(None, changed, 100.0, None) is False  # the schedule sends the first report
-    assert decide(MASTER, changed, 100.0, 99.7) is False  # rate limit: one extra report per 0.5 s
-    assert decide(MASTER, changed, 100.0, 99.7, min_gap_s=0.2) is True
-    # a node flapping every probe (0.25 s) for 10 s gets at most one extra report per 0.5 s
-    reported, last, pushed = MASTER, None, 0
+    assert decide(MASTER, MASTER, 100.0, None) is None
+    assert decide(None, changed, 100.0, None) is None  # the schedule sends the first report
+    assert decide(MASTER, changed, 100.0, Budget(0.0, 99.7)) is None  # spent: one more only 0.5 s after
+    # the steps of one failover, a fraction of a second apart, each go at once
+    budget = None
+    for i, step in enumerate((Signal("replica", "10.0.0.2:6379", "10.0.0.1:6379", ("s_down",)),
+                              Signal("replica", "10.0.0.2:6379", "10.0.0.1:6379", ("s_down", "failover_in_progress")),
+                              Signal("replica", "10.0.0.2:6379", "10.0.0.1:6379", ("s_down", "failover_in_progress"),
+                                     ("10.0.0.3:6379",)))):
+        budget = decide(MASTER, step, 100.0 + i * 0.1, budget)
+        assert budget is not None
+    # a node flapping at every probe (0.25 s) for 10 s: the burst, then one per 0.5 s
+    reported, budget, pushed = MASTER, None, 0
     for i in range(40):
         now = 100.0 + i * 0.25
-        signal = changed if i % 2 else MASTER
-        if decide(reported, signal, now, last):
-            reported, last, pushed = signal, now, pushed + 1
-    assert 0 < pushed <= 20
+        spent = decide(reported, changed if i % 2 else MASTER, now, budget)
+        if spent is not None:
+            reported, budget, pushed = (changed if i % 2 else MASTER), spent, pushed + 1
+    assert EXTRA_BURST < pushed <= EXTRA_BURST + 10 * EXTRA_PER_S
 
 
 def test_the_probe_reads_the_same_signal_as_the_report() -> None:
