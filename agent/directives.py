@@ -27,8 +27,11 @@ path for both service modes (systemd units, sandbox processes):
 
 A `set_redis_users` directive (the migration to ACL users) is unsealed with the node's key and handed to
 `set_users`, which checks the monitor password against the local Redis before it stores anything or
-switches; the users are never logged. Everything else the controller does itself (Sentinel and Redis
-commands over the network, droplets through DigitalOcean).
+switches; the users are never logged. A `fence` (issue #12: the controller cannot reach this node's Redis,
+this agent still reports) sends the local Redis `REPLICAOF <master>`, `CLIENT KILL TYPE normal` and `CONFIG
+REWRITE` as the agent's own (monitor) credential, refused like a `replicaof` while a Sentinel majority names
+this node; its ack says whether it was done, or what failed. Everything else the controller does itself
+(Sentinel and Redis commands over the network, droplets through DigitalOcean).
 """
 
 from __future__ import annotations
@@ -42,7 +45,13 @@ from agent.parse import parse_info
 from agent.resp import RedisError, RespClient
 from agent.services import ServiceError, Services
 from protocol.acl import NodeUsers
-from protocol.directives import KIND_SET_REDIS_USERS, SetRedisUsersDirective, parse_directive
+from protocol.directives import (
+    KIND_FENCE,
+    KIND_SET_REDIS_USERS,
+    FenceDirective,
+    SetRedisUsersDirective,
+    parse_directive,
+)
 from protocol.report import DirectiveAck
 from protocol.seal import unseal
 
@@ -69,6 +78,10 @@ class RedisControl(Protocol):
     def wait_settled(self, timeout_s: float) -> str | None:
         """Wait until Redis is linked to its master, not syncing, loading or rewriting its AOF (a restart then
         is clean and quick); None once it is, else why not when `timeout_s` is up."""
+        ...
+
+    def fence(self, host: str, port: int) -> str:
+        """`REPLICAOF host port`, `CLIENT KILL TYPE normal`, `CONFIG REWRITE`; what Redis answered."""
         ...
 
 
@@ -104,6 +117,19 @@ class RespRedisControl:
                 what = " ".join(map(str, argv))
                 raise ServiceError(f"{what} failed: {self._client.scrub(str(e))[:200]}") from None
 
+    def fence(self, host: str, port: int) -> str:
+        """The controller's fence (controller/adapters/redis_ops.py `fence`), sent from the node itself: REPLICAOF
+        first (writes refused from that moment), then the clients disconnected (this connection is spared:
+        SKIPME), then the file rewritten (a restart keeps it a replica). Raises ServiceError naming the step."""
+        replies: list[object] = []
+        for argv in (("REPLICAOF", host, port), ("CLIENT", "KILL", "TYPE", "normal"), ("CONFIG", "REWRITE")):
+            try:
+                replies.append(self._client.execute_command(*argv))
+            except (OSError, RedisError) as e:
+                what = " ".join(map(str, argv))
+                done = f" (after {len(replies)} of 3 steps)" if replies else ""
+                raise ServiceError(f"{what} failed{done}: {self._client.scrub(str(e))[:200]}") from None
+        return f"REPLICAOF {replies[0]}, {replies[1]} client(s) disconnected, CONFIG REWRITE {replies[2]}"
 
     def _unsettled(self) -> str | None:
         """Why a restart now would be refused or wasted, from INFO replication then persistence (in that order:
@@ -182,6 +208,9 @@ class DirectiveRunner:
             if isinstance(parsed, SetRedisUsersDirective):
                 self._pending_acks.append(self._run_set_users(parsed))
                 continue
+            if isinstance(parsed, FenceDirective):
+                self._pending_acks.append(self._run_fence(parsed))
+                continue
             try:
                 if parsed.replicaof is None:
                     self._services.restart(parsed.service)
@@ -216,6 +245,23 @@ class DirectiveRunner:
         self._redis.wait_ready(self._ready_timeout_s)
         if not changed:
             self._redis.replicaof(host, port)
+
+    def _run_fence(self, directive: FenceDirective) -> DirectiveAck:
+        error = None
+        try:
+            if self._redis is None:
+                raise ServiceError("this agent has no connection to its Redis to fence it")
+            if self._confirmed_master():
+                raise ServiceError("refused: this node is the master a Sentinel majority names; it is not fenced")
+            host, port = directive.master.rsplit(":", 1)
+            detail = self._redis.fence(host, int(port))
+        except (ServiceError, OSError) as e:
+            error = str(e)[:300]
+        if error is None:
+            log.warning("fence.directive_executed", id=directive.id, master=directive.master, detail=detail)
+        else:
+            log.warning("directive.failed", id=directive.id, kind=KIND_FENCE, error=error)
+        return DirectiveAck(directive.id, KIND_FENCE, error is None, error, self._clock())
 
     def _run_set_users(self, directive: SetRedisUsersDirective) -> DirectiveAck:
         text = unseal(self._key, directive.users_sealed)

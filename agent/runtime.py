@@ -29,6 +29,7 @@ from agent.log import get_logger
 from agent.push import Pusher
 from agent.resp import AuthenticationError, RedisError
 from agent.services import ServiceError, services_for
+from agent.urgent import PROBE_INTERVAL_S, Budget, Signal, decide, read_signal, signal_of
 from protocol.acl import NodeUsers
 from protocol.report import Identity, RedisHealth, Report, SentinelHealth, report_to_json
 from protocol.settings import secret_path, store_private
@@ -78,6 +79,8 @@ class Agent:
         self._last_push_ok: bool | None = None
         self._cycle_lock = threading.Lock()  # the report job and the process watch never overlap
         self._watched_pid: int | None = None  # the redis-server seen running at the last report
+        self._reported_signal: Signal | None = None  # role and Sentinel view at the last report (agent/urgent.py)
+        self._extra_budget: Budget | None = None  # the reports outside the schedule that may go (None: all)
 
     def _identity(self) -> Identity:
         if self.config.metadata_url and self._droplet_id is None:
@@ -207,6 +210,21 @@ class Agent:
         log.warning("redis.exited", pid=pid)
         return self.run_cycle()
 
+    def probe(self) -> str | None:
+        """Between reports: read this node's role and its Sentinel's view of the master (two round trips) and
+        report now if they changed since the last report, within a budget of extra reports (agent/urgent.py).
+        Returns the report's sentence, or None when there was nothing to say."""
+        with self._cycle_lock:
+            signal = read_signal(self._redis, self._sentinel, self.config.master_name)
+            now = time.monotonic()
+            spent = decide(self._reported_signal, signal, now, self._extra_budget)
+            if spent is None:
+                return None
+            self._extra_budget = spent
+            log.info("report.urgent", role=signal.role, master=signal.master, flags=",".join(signal.flags),
+                     promoted=",".join(signal.promoted))
+            return self._report()
+
     @property
     def watched_pid(self) -> int | None:
         return self._watched_pid
@@ -214,6 +232,7 @@ class Agent:
     def _report(self) -> str:
         report = self.collect()
         self._last_report = report
+        self._reported_signal = signal_of(report.redis, report.sentinel, self.config.master_name)
         proc = report.host.redis_process
         self._watched_pid = proc.pid if proc.alive else None
         if not self._pusher.due(self._clock()):
@@ -304,6 +323,14 @@ def run_forever(agent: Agent) -> None:
                 log.exception("watch.failed")
                 stop_watch.wait(WATCH_IDLE_S)
 
+    def probe() -> None:  # a role or Sentinel view change is reported at once (agent/urgent.py)
+        while not stop_watch.wait(PROBE_INTERVAL_S):
+            try:
+                agent.probe()
+            except Exception:
+                log.exception("probe.failed")
+
+    threading.Thread(target=probe, name="urgent-probe", daemon=True).start()
     if agent.config.watch_redis_exit:
         threading.Thread(target=watch, name="redis-exit-watch", daemon=True).start()
     log.info(

@@ -11,7 +11,9 @@ Today the whitelist is: restart redis-server or redis-sentinel; a redis restart 
 back as a replica of (`replicaof`: "ip:port"), so an old master restarted after a failover does not return
 as a second master; and hand the agent its node's ACL users (`set_redis_users`, during `redwarden cluster
 secure`): the JSON of `protocol.acl.NodeUsers`, sealed with the node's key (`protocol.seal`), which the agent
-checks against its own Redis, stores where bootstrap stores it, and then connects as `monitor`.
+checks against its own Redis, stores where bootstrap stores it, and then connects as `monitor`; and fence an
+old master the controller cannot reach itself (`fence`, issue #12): `REPLICAOF <master>`, `CLIENT KILL TYPE
+normal`, `CONFIG REWRITE` on the node's own Redis, what the controller's direct fence sends.
 """
 
 from __future__ import annotations
@@ -28,11 +30,14 @@ from protocol.signing import sign_directive, verify_directive
 ALLOWED_SERVICES = ("redis", "sentinel")
 KIND_RESTART_SERVICE = "restart_service"
 KIND_SET_REDIS_USERS = "set_redis_users"
+KIND_FENCE = "fence"
+FENCE_TTL_S = 30.0  # a fence is for now: one that waited longer than this is refused (the next plan decides)
 DIRECTIVE_TTL_S = 120.0  # how long a directive may wait for its agent (it is re-sent until acknowledged)
 _ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _PORT = re.compile(r"[0-9]{1,5}")
 _FIELDS = {"id", "kind", "node", "service", "replicaof", "expires_at", "sig"}
 _USERS_FIELDS = {"id", "kind", "node", "users_sealed", "expires_at", "sig"}
+_FENCE_FIELDS = {"id", "kind", "node", "master", "expires_at", "sig"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +81,24 @@ class SetRedisUsersDirective:
         return f"SetRedisUsersDirective(id={self.id!r}, node={self.node!r})"
 
 
-Directive = RestartServiceDirective | SetRedisUsersDirective  # the closed set
+@dataclass(frozen=True, slots=True)
+class FenceDirective:
+    """Fence this node's Redis, an old master a Sentinel side has replaced: make it a replica of `master`
+    (the side's confirmed new master), disconnect its clients, rewrite its file."""
+
+    id: str
+    node: str
+    master: str  # "ip:port"
+    expires_at: float = 0.0
+
+    kind = KIND_FENCE
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "node": self.node, "master": self.master,
+                "expires_at": self.expires_at}
+
+
+Directive = RestartServiceDirective | SetRedisUsersDirective | FenceDirective  # the closed set
 
 
 def signed_wire(directive: Directive, key: bytes) -> dict[str, Any]:
@@ -119,7 +141,8 @@ def parse_directive(raw: Any, now: float, node: str, key: bytes) -> Directive | 
         return _refuse(raw, now, "a directive must be an object")
     if not isinstance(raw.get("id"), str) or not _ID.fullmatch(raw["id"]):
         return _refuse(raw, now, "directive without a valid id")
-    allowed = _USERS_FIELDS if raw.get("kind") == KIND_SET_REDIS_USERS else _FIELDS
+    kind_named = raw.get("kind") if isinstance(raw.get("kind"), str) else None
+    allowed = {KIND_SET_REDIS_USERS: _USERS_FIELDS, KIND_FENCE: _FENCE_FIELDS}.get(kind_named or "", _FIELDS)
     unknown = sorted(str(k) for k in raw if k not in allowed)
     if unknown:
         return _refuse(raw, now, f"unknown field {unknown[0][:40]!r}")
@@ -137,6 +160,10 @@ def parse_directive(raw: Any, now: float, node: str, key: bytes) -> Directive | 
         if not isinstance(sealed, str) or not 0 < len(sealed) <= 8192:
             return _refuse(raw, now, "users_sealed must be a non-empty string")
         return SetRedisUsersDirective(raw["id"], node, sealed, float(expires_at))
+    if raw.get("kind") == KIND_FENCE:
+        if not valid_address(raw.get("master")):
+            return _refuse(raw, now, "master must be an IP literal and port")
+        return FenceDirective(raw["id"], node, raw["master"], float(expires_at))
     kind, service, replicaof = raw.get("kind"), raw.get("service"), raw.get("replicaof")
     if kind != KIND_RESTART_SERVICE or service not in ALLOWED_SERVICES:
         return _refuse(raw, now, "not in the agent's whitelist")

@@ -1,10 +1,11 @@
 """Test helpers: wait for a condition with a deadline (never a fixed sleep), a free loopback port, and a
-stand-in for the controller's report endpoint."""
+stand-in for the controller's report endpoint, and a fixture's teardown of the processes it started."""
 
 from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,14 @@ def wait_until(probe: Callable[[], T | None], timeout_s: float, what: str, inter
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout_s:.1f} s waiting for {what} (last: {last!r}, {error!r})")
         time.sleep(interval_s)
+
+
+def kill_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Kill every process still running and reap them all (a fixture's `finally`)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
 
 
 def free_port() -> int:

@@ -338,7 +338,8 @@ def failover_moments(draw: st.DrawFn) -> ClusterView:
     """A cluster of 3-5 whose master (the first node) is cut off from the others' Sentinels, caught at any
     moment of the failover that follows, each report from its own moment: any node may say master (the old
     and the new one most often), any majority Sentinel may name the old master, the new one or another,
-    flag it down or not, be mid-failover with any replica flagged promoted, list any replica healthy or down."""
+    flag it down or not, be mid-failover with any replica flagged promoted, list any replica healthy or down,
+    heard from (a run id) or not yet (a Sentinel just switched to the new master lists the old one unreached)."""
     n = draw(st.integers(3, 5))
     view = synthetic_view(n)
     names = [node.name for node in view.nodes]
@@ -360,7 +361,8 @@ def failover_moments(draw: st.DrawFn) -> ClusterView:
             view, name, master_address=named, s_down=down, o_down=down and draw(st.booleans()),
             failover_in_progress=draw(st.booleans()),
             replicas=tuple(SentinelPeer(a, ("slave", *(("promoted",) if a == promoted_address else ()),
-                                            *(("s_down", "disconnected") if draw(st.booleans()) else ())))
+                                            *(("s_down", "disconnected") if draw(st.booleans()) else ())),
+                                        run_id=("r" * 40) if draw(st.integers(0, 3)) > 0 else None)
                            for a in addresses if a != named and draw(st.integers(0, 3)) > 0))
     return view
 
@@ -387,4 +389,25 @@ def test_a_fence_never_hits_the_named_master_a_promoted_replica_or_one_the_side_
         address = target.report.identity.redis_address
         assert action.node != confirmed.node and address != confirmed.address
         assert not any(promoted_replica(v) == address for v in views.values())
-        assert not any(p.address == address and not p.down for m in confirmed.side for p in views[m].replicas)
+        assert not any(p.address == address and not p.down and p.run_id is not None
+                       for m in confirmed.side for p in views[m].replicas)
+
+
+def test_a_sides_switch_to_the_new_master_does_not_hold_the_fence_of_the_old_one() -> None:
+    """Right after its switch-master a Sentinel lists the old master as a replica of the new one, unreached
+    (no run id) and not yet flagged down: that is no word that the old master is a healthy replica. A
+    replica entry the Sentinel has heard from still holds the fence (the just-promoted race)."""
+    view = split()
+    old_as_replica = SentinelPeer(OLD, ("slave",), run_id=None, master_link_status="err")
+    for name in ("redis-2", "redis-3"):
+        sv = view.node(name).report.sentinel.masters[0]  # type: ignore[union-attr]
+        view = with_sentinel_master(view, name, replicas=(*[r for r in sv.replicas if r.address != NEW],
+                                                          old_as_replica))
+    assert any(isinstance(a, Fence) and a.node == "redis-1" for a in plan(view).actions)
+    heard = dataclasses.replace(old_as_replica, run_id="a" * 40, master_link_status="ok")
+    sv = view.node("redis-2").report.sentinel.masters[0]  # type: ignore[union-attr]
+    view = with_sentinel_master(view, "redis-2", replicas=tuple(heard if r.address == OLD else r
+                                                                for r in sv.replicas))
+    p = plan(view)
+    assert not any(isinstance(a, Fence) and a.node == "redis-1" for a in p.actions)
+    assert any("healthy replica" in h.reason for h in p.held if h.what == "fence redis-1")

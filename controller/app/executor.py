@@ -46,10 +46,21 @@ from controller.core.planner import (
     apply_result,
     describe,
 )
-from protocol.directives import DIRECTIVE_TTL_S, RestartServiceDirective
+from protocol.directives import DIRECTIVE_TTL_S, FENCE_TTL_S, FenceDirective, RestartServiceDirective
 from protocol.report import DirectiveAck
 
 log = structlog.get_logger("redwarden.controller")
+
+
+def agent_fence_refusal(agent_fresh: bool, reported_role: str | None) -> str | None:
+    """When the controller's own connection to a node it fences fails: why its agent cannot fence it instead,
+    or None to send the agent a `FenceDirective`. The agent must still report (its report fresh: it will
+    fetch the directive with its next push) and say its Redis is master (else there is nothing to fence)."""
+    if not agent_fresh:
+        return "its agent's last report is stale (the agent is cut off too)"
+    if reported_role != "master":
+        return f"its agent no longer reports it master (role {reported_role or 'unknown'})"
+    return None
 
 
 class UnrecordedAction(RuntimeError):
@@ -167,7 +178,18 @@ class Executor:
                     node = view.node(n)
                     if node is None:
                         return ActionResult(False, f"{n} is not known"), None
-                    return ActionResult(True, self.ops_for(cluster).fence(node.report.identity.redis_address, m)), None
+                    try:
+                        return ActionResult(True, self.ops_for(cluster).fence(node.report.identity.redis_address,
+                                                                              m)), None
+                    except OpsError as e:
+                        why_not = agent_fence_refusal(view.is_fresh(node), node.report.redis.role)
+                        if why_not is not None:
+                            return ActionResult(False, f"{e}; not through its agent: {why_not}"), None
+                        directive_id = f"{cluster}-{n}-fence-{uuid.uuid4().hex[:8]}"
+                        self.directives.send(cluster, n, FenceDirective(directive_id, n, m,
+                                                                        expires_at=self.clock() + FENCE_TTL_S))
+                        log.warning("fence.through_agent", cluster=cluster, node=n, new_master=m, error=str(e))
+                        return ActionResult(True, f"{e}; fence directive sent to its agent"), directive_id
                 case RepointSentinel(node=n, master=m):
                     detail = self.ops_for(cluster).repoint_sentinel(
                         self._sentinel(snapshot, n), view.master_name, m, action.quorum, action.down_after_ms,

@@ -172,7 +172,12 @@ def _newer_than_the_side(view: ClusterView, node: NodeState, confirmed: Confirme
     reports, a second old, still name the old master healthy. Fencing it then would make the new master a
     replica of the old one and undo the failover. So a node that a Sentinel's failover in progress has
     promoted is never fenced, nor one that a member of the side lists as a healthy replica: its word
-    "master" is newer than theirs; their next reports settle it."""
+    "master" is newer than theirs; their next reports settle it. A replica entry whose Sentinel has never
+    heard from it (no run id: a Sentinel that has just switched to the new master lists the old one as its
+    replica at once, unreached, and flags it down only down-after later) is not such a word: it would hold
+    every fence that comes after the side's switch-master, and the agents' urgent reports bring that
+    switch to the controller within a fraction of a second (a bench run held its fence to the end of the
+    partition, 23 s without an acknowledged write)."""
     address = node.report.identity.redis_address
     for other, sentinel_view in view.sentinel_views():
         if promoted_replica(sentinel_view) == address:
@@ -180,7 +185,7 @@ def _newer_than_the_side(view: ClusterView, node: NodeState, confirmed: Confirme
                     "never fenced")
     by_name = dict((n.name, v) for n, v in view.sentinel_views())
     listing = sorted(name for name in confirmed.side if name in by_name and any(
-        p.address == address and not p.down for p in by_name[name].replicas))
+        p.address == address and not p.down and p.run_id is not None for p in by_name[name].replicas))
     if listing:
         return (f"the Sentinels on {_side_label(tuple(listing))} last listed {node.name} as a healthy replica of "
                 f"{confirmed.address}: its role master is newer than their reports (a promotion they have not "

@@ -26,12 +26,21 @@ class NodeState:
         return self.report.identity.node
 
 
-def vitals(report: Report) -> tuple[bool, bool, str | None, bool, bool]:
+SentinelWord = tuple[str, str | None, bool, bool, bool, tuple[str, ...]]
+
+
+def vitals(report: Report) -> tuple[bool, bool, str | None, bool, bool, tuple[SentinelWord, ...]]:
     """What a node's report says about life and roles: redis reachable, its process alive, its role,
-    Sentinel reachable, its process alive. A change in these is worth a watch cycle at once."""
+    Sentinel reachable, its process alive, and its Sentinel's word on each master (the address it names,
+    s_down, o_down, failover in progress, the replicas it flags promoted). A change in these is worth a
+    watch cycle at once: a fence waits on the promoted replica's role and on the Sentinel leader's failover,
+    and the agent pushes either at once (agent/urgent.py)."""
     host = report.host
+    words = tuple((m.name, m.master_address, m.s_down, m.o_down, m.failover_in_progress,
+                   tuple(sorted(p.address for p in m.replicas if "promoted" in p.flags)))
+                  for m in report.sentinel.masters)
     return (report.redis.reachable, host.redis_process.alive, report.redis.role, report.sentinel.reachable,
-            host.sentinel_process.alive)
+            host.sentinel_process.alive, words)
 
 
 def vitals_changed(before: NodeState | None, after: Report) -> bool:
