@@ -13,6 +13,7 @@ from controller.core.expected import expect
 from controller.core.fencing import (
     Fence,
     FenceRecord,
+    FollowMaster,
     RepointSentinel,
     check_fences,
     confirmed_master,
@@ -244,6 +245,19 @@ def test_the_old_master_is_fenced_as_soon_as_the_leader_promotes_a_replica_that_
     # the promoted node may lead too: the same fence
     view = in_progress_split(leader="redis-3")
     assert [(a.node, a.new_master) for a in plan(view).actions if isinstance(a, Fence)] == [("redis-1", NEW)]
+
+
+def test_the_other_replica_follows_the_new_master_with_the_fence() -> None:
+    # mid-failover, redis-2 still follows the old master: REPLICAOF the new one in the same plan (Sentinel's
+    # leader would send it only after its next INFO of the promoted replica)
+    p = plan(in_progress_split())
+    follow = [a for a in p.actions if isinstance(a, FollowMaster)]
+    assert [(a.node, a.master) for a in follow] == [("redis-2", NEW)]
+    assert "still follows 127.0.0.3:6379, fenced now" in follow[0].reason
+    # the promoted node never; a replica that already follows the new master is left alone
+    assert not [a for a in plan(split()).actions if isinstance(a, FollowMaster)]
+    # no fence, no re-point: without the promoted node's confirmation nothing moves
+    assert not [a for a in plan(in_progress_split(confirmed=False)).actions if isinstance(a, (Fence, FollowMaster))]
 
 
 def test_no_fence_mid_failover_without_the_promoted_nodes_own_confirmation() -> None:

@@ -22,7 +22,7 @@ from controller.adapters.storage.heal_log import HealStore
 from controller.adapters.storage.reports import ReportStore
 from controller.app.provisioner import Provisioner
 from controller.core.down_after import SentinelDownAfter
-from controller.core.fencing import Fence, RepointSentinel
+from controller.core.fencing import Fence, FollowMaster, RepointSentinel
 from controller.core.info_period import SentinelInfoPeriod
 from controller.core.planner import (
     Action,
@@ -168,7 +168,7 @@ class Executor:
                 case SentinelInfoPeriod(node=n, info_period_ms=ms):
                     reply = self.ops_for(cluster).set_info_period(self._sentinel(snapshot, n), ms)
                     return ActionResult(True, f"SENTINEL DEBUG INFO-PERIOD {ms} answered {reply}"), None
-                case Replicaof(node=n, master=m):
+                case Replicaof(node=n, master=m) | FollowMaster(node=n, master=m):
                     node = view.node(n)
                     if node is None:
                         return ActionResult(False, f"{n} is not known"), None

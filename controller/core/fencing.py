@@ -42,6 +42,18 @@ class Fence:
 
 
 @dataclass(frozen=True, slots=True)
+class FollowMaster:
+    """Make replica `node` follow `master` (REPLICAOF + CONFIG REWRITE): what the Sentinel leader sends the other
+    replicas once its next INFO of the promoted one shows it master (up to a second after the promotion), sent
+    with the fence instead. Until a replica follows it, a new master with `min-replicas-to-write 1` refuses
+    writes and `WAIT 1` has no one to wait for."""
+
+    node: str
+    master: str  # "ip:port": the confirmed new master
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class RepointSentinel:
     """Make `node`'s Sentinel monitor `master` again from scratch (SENTINEL REMOVE + MONITOR + SET), with the
     settings of the side that named it."""
@@ -195,13 +207,13 @@ def _newer_than_the_side(view: ClusterView, node: NodeState, confirmed: Confirme
 
 def plan_fences(
     view: ClusterView, last_action_at: Mapping[str, float], paused_nodes: tuple[str, ...] = ()
-) -> tuple[tuple[Fence | RepointSentinel, ...], tuple[FenceHold, ...]]:
+) -> tuple[tuple[Fence | FollowMaster | RepointSentinel, ...], tuple[FenceHold, ...]]:
     """The fences and Sentinel re-points the view calls for, and what is held back. A node acted on is not
     acted on again until a report of it received after that action shows it still needs it."""
     confirmed = confirmed_master(view)
     if confirmed is None:
         return (), ()
-    actions: list[Fence | RepointSentinel] = []
+    actions: list[Fence | FollowMaster | RepointSentinel] = []
     held: list[FenceHold] = []
     side = _side_label(confirmed.side)
     names_it = "name" if confirmed.leader_promoting is None else \
@@ -241,6 +253,19 @@ def plan_fences(
                              f"{confirmed.node}'s own agent confirms it is master, while "
                              f"{node.name} ({node.report.identity.redis_address}) still says role master: "
                              "demoted to a replica, its clients disconnected"))
+    # the other replicas still following a node fenced now follow the new master at once (Sentinel's leader
+    # would send them the same REPLICAOF up to a second later; Redis answers a second one "already connected")
+    for node in view.fresh_nodes():
+        redis = node.report.redis
+        if (node.name == confirmed.node or not view.redis_up(node) or redis.role != "replica"
+                or redis.master_address not in fenced):
+            continue
+        what = f"REPLICAOF {confirmed.address} on {node.name}"
+        if waiting(node, what):
+            continue
+        actions.append(FollowMaster(node.name, confirmed.address,
+                                    f"{node.name} still follows {redis.master_address}, fenced now: made a replica "
+                                    f"of {confirmed.address} (what the Sentinels of {side} send it next)"))
     for node, sentinel_view in view.sentinel_views():
         named = sentinel_view.master_address
         if node.name in confirmed.side or named is None or named == confirmed.address:

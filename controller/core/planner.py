@@ -47,7 +47,7 @@ from controller.core.down_after import (
     plan_lowering,
     settle_owed,
 )
-from controller.core.fencing import Fence, FenceRecord, RepointSentinel, plan_fences
+from controller.core.fencing import Fence, FenceRecord, FollowMaster, RepointSentinel, plan_fences
 from controller.core.findings import Code, Finding, Severity
 from controller.core.info_period import (
     InfoPeriodOwed,
@@ -206,7 +206,7 @@ class FinishReprovision:
 Action = (
     RestartService | Replicaof | ResetSentinel | Failover | PowerCycle | Reboot | StartReprovision | CreateReplacement
     | DestroyDroplet | ForgetNode | FinishReprovision | MoveReservedIp | SentinelDownAfter | SentinelInfoPeriod
-    | Fence | RepointSentinel
+    | Fence | FollowMaster | RepointSentinel
 )
 # bookkeeping steps of a running reprovision, and a Sentinel's down-after lowered with a failover and set
 # back: not counted against cooldowns and budget (a restore held by a used budget would leave it lowered)
@@ -214,7 +214,7 @@ FREE_ACTIONS = (ForgetNode, FinishReprovision, CreateReplacement, DestroyDroplet
                 SentinelInfoPeriod)
 # fencing a replaced old master (controller.core.fencing): held by no budget or cooldown and counted in none,
 # but the node's last action is kept (a node is fenced again only on a report newer than the fence)
-FENCE_ACTIONS = (Fence, RepointSentinel)
+FENCE_ACTIONS = (Fence, FollowMaster, RepointSentinel)
 
 
 def describe(action: Action) -> str:
@@ -248,6 +248,8 @@ def describe(action: Action) -> str:
             return f"SENTINEL SET down-after-milliseconds {ms} on {n}"
         case Fence(node=n, new_master=m):
             return f"fence {n} (REPLICAOF {m}, clients disconnected)"
+        case FollowMaster(node=n, master=m):
+            return f"REPLICAOF {m} on {n} (with the fence)"
         case RepointSentinel(node=n, master=m):
             return f"re-point the Sentinel on {n} at {m}"
         case SentinelInfoPeriod(node=n, info_period_ms=ms):
