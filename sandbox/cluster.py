@@ -49,8 +49,9 @@ from agent.processes import ServiceSpec
 from agent.services import ProcessServices
 from controller.adapters.tls import ensure_tls
 from protocol.acl import ClusterUsers
-from sandbox import disks, netns, sysdroplets
+from sandbox import ctlcontainer, disks, netns, nspawn, sysdroplets
 from sandbox.addresses import claim_addresses, release_addresses
+from sandbox.doapi.containers import hub_of
 
 CONTROLLER_PORT = 8787
 DOAPI_PORT = 8443
@@ -140,6 +141,8 @@ def _write_secret(path: Path, value: str) -> None:
 # -- the control plane: local DigitalOcean and controller -------------------------------------------
 
 def doapi_spec(root: Path, address: str, extra: tuple[str, ...] = ()) -> ServiceSpec:
+    """`address`: where it listens (a loopback address; in systemd mode the hub's gateway, for the controller's
+    container)."""
     d = root / "doapi"
     token = root / "secrets" / "do.token"
     return ServiceSpec("doapi", (sys.executable, "-m", "sandbox.doapi", "--dir", str(root), "--host", address,
@@ -313,10 +316,12 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
         if old.get("up") and any_running(root):
             raise SandboxError(f"a sandbox is already running in {root} (run `redwarden sandbox down` first)")
         if old.get("droplets_mode") == "systemd":
+            ctlcontainer.power_off(root)
             sysdroplets.power_off_all(root)
         # a sandbox is throwaway: a new one starts from nothing (old droplet roots hold old secrets)
         disks.unmount_under(root)
-        for stale in ("droplets", "destroyed", "doapi", "controller", "secrets", "claims", "containers", "files"):
+        for stale in ("droplets", "destroyed", "doapi", "controller", "secrets", "claims", "containers", "files",
+                      "controlplane"):
             shutil.rmtree(root / stale, ignore_errors=True)
         release_addresses(root)
     _save_state(root, {"up": True, "starting": True})  # our claims count as held from here on
@@ -332,20 +337,21 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
     admin_token = secrets.token_urlsafe(32)
     _write_secret(root / "secrets" / "admin.token", admin_token)
     _write_secret(root / "secrets" / "read.token", secrets.token_urlsafe(32))
-    listen, boot = address, DropletBoot()
+    listen, boot, doapi_host = address, DropletBoot(), address
     doapi_extra: tuple[str, ...] = ()
-    if systemd:  # the controller on the hub's gateway, where the containers reach it
+    if systemd:  # the controller in a container of its own on the hub's bridge; the API on the gateway
         try:
             containers = sysdroplets.settings(root, os.environ[netns.ENV])
             deb = sysdroplets.find_agent_deb(opts.agent_deb)
+            controller_deb = ctlcontainer.find_deb()
             sha = sysdroplets.prepare(root, containers, deb, progress)
-        except sysdroplets.SysDropletError as e:
+        except (sysdroplets.SysDropletError, ctlcontainer.ControllerContainerError) as e:
             _save_state(root, {"up": False})
             release_addresses(root)
             raise SandboxError(str(e)) from None
         progress(f"hub bridge {containers.bridge} on {containers.gateway}; agent package {deb.name} "
                  f"on {containers.file_url(sysdroplets.DEB_NAME)}")
-        listen = containers.gateway
+        listen, doapi_host = ctlcontainer.address(hub_of(containers)), containers.gateway
         boot = DropletBoot("systemd", containers.metadata_url, containers.file_url(sysdroplets.DEB_NAME), sha)
         doapi_extra = ("--droplets", "systemd", "--hub-netns", containers.netns, "--bridge", containers.bridge,
                        "--gateway", containers.gateway, "--prefix", str(containers.prefix),
@@ -353,7 +359,7 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
                        "--files-dir", str(containers.files_dir))
     controller_tls = ensure_tls(root / "controller" / "tls", [listen], ca_label="redwarden sandbox controller CA")
     controller_url = f"https://{listen}:{CONTROLLER_PORT}"
-    do_api_url = f"https://{address}:{DOAPI_PORT}"
+    do_api_url = f"https://{doapi_host}:{DOAPI_PORT}"
     state: dict[str, Any] = {
         "up": True,
         "droplets_mode": opts.droplets,
@@ -362,6 +368,8 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
         "master_name": opts.master_name,
         "controller_url": controller_url,
         "control_address": address,
+        "doapi_address": doapi_host,
+        "controller_container": ctlcontainer.NAME if systemd else None,
         "netns": os.environ.get(netns.ENV) if netns.in_sandbox_netns() else None,
         "do_api_url": do_api_url,
         "do_ca_cert": str(root / "doapi" / "tls" / "ca.pem"),
@@ -371,7 +379,7 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
     }
     _save_state(root, state)
     try:
-        runner.start(doapi_spec(root, address, doapi_extra))
+        runner.start(doapi_spec(root, doapi_host, doapi_extra))
         _wait_http(f"{do_api_url}/v2/regions", 30, "the local DigitalOcean API", ca=root / "doapi" / "tls" / "ca.pem")
         progress(f"local DigitalOcean API on {do_api_url}")
         reserved_ip = _create_reserved_ip(do_api_url, do_token, root) if opts.reserved_ip else None
@@ -382,9 +390,17 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
         c = root / "controller"
         c.mkdir(parents=True, exist_ok=True)
         (c / "controller.toml").write_text(controller_toml(root, listen, do_api_url, opts, reserved_ip, boot))
-        runner.start(controller_spec(root))
-        _wait_http(f"{controller_url}/healthz", 30, f"the controller (log: {c / 'controller.log'})",
-                   ca=controller_tls.ca_path)
+        if systemd:  # the controller package's unit in its own container
+            try:
+                ctlcontainer.start(root, nspawn.ensure_root(containers.cache), nspawn.nspawn_binary(containers.cache),
+                                   hub_of(containers), controller_deb, (c / "controller.toml").read_text(), progress)
+            except (nspawn.NspawnError, ctlcontainer.ControllerContainerError) as e:
+                raise SandboxError(f"the controller's container: {e}") from None
+            where = f"journalctl -u {ctlcontainer.UNIT} in the container {ctlcontainer.NAME}"
+        else:
+            runner.start(controller_spec(root))
+            where = f"log: {c / 'controller.log'}"
+        _wait_http(f"{controller_url}/healthz", 60, f"the controller ({where})", ca=controller_tls.ca_path)
         progress(f"controller on {controller_url}")
         client = ControllerClient(controller_url, token=admin_token, ca_cert=str(controller_tls.ca_path))
         create_cluster(client, opts.cluster, opts.nodes, timeout_s=timeout_s, progress=progress)
@@ -427,7 +443,7 @@ def any_running(root: Path) -> bool:
     if any(runner.pid_of(s) is not None for s in specs):
         return True
     if state.get("droplets_mode") == "systemd":
-        return sysdroplets.any_running(root)
+        return ctlcontainer.running(root) or sysdroplets.any_running(root)
     return any(droplet_services(d).running(s) for d in droplets(root) if d["address"] for s in SERVICES)
 
 
@@ -439,6 +455,11 @@ def down(root: Path) -> None:
     specs = [controller_spec(root)]
     if state.get("control_address"):
         specs.append(doapi_spec(root, state["control_address"]))
+    if state.get("droplets_mode") == "systemd":  # first the controller, so nothing heals what we stop
+        try:
+            ctlcontainer.power_off(root)
+        except ctlcontainer.ControllerContainerError as e:
+            raise SandboxError(f"powering off the controller's container: {e}") from None
     runner.stop_all(specs)  # first the controller, so nothing heals what we stop
     if state.get("droplets_mode") == "systemd":
         try:
@@ -478,7 +499,9 @@ def status(root: Path) -> dict[str, Any]:
         "droplets_mode": state.get("droplets_mode") or "process",
         "cluster": state.get("cluster"),
         "controller_url": state.get("controller_url"),
-        "controller_pid": runner.pid_of(controller_spec(root)),
+        # systemd mode: the main process of redwarden-controller.service in its container (as this machine sees it)
+        "controller_pid": ctlcontainer.main_pid(root) if containers else runner.pid_of(controller_spec(root)),
+        "controller_container": state.get("controller_container"),
         "controller_ca_cert": state.get("controller_ca_cert"),
         "admin_token": admin_file.read_text().strip() if admin_file.exists() else None,
         "read_token": read_file.read_text().strip() if read_file.exists() else None,

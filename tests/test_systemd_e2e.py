@@ -2,7 +2,8 @@
 container booted from the cached Debian 12 root, given the production user_data (user-data-droplet.tmpl) by
 cloud-init's NoCloud datasource from the local DigitalOcean, installing the agent .deb from the gateway (its
 checksum checked) and running redis-server, redis-sentinel and redwarden-agent as the packages' units with
-their hardening; the controller a process of the sandbox on the hub's gateway.
+their hardening; the controller the controller package's unit (redwarden-controller.service, user redwarden) in
+a container of its own on the hub's bridge, the local DigitalOcean on the hub's gateway.
 
 - the cluster is created through cloud-init and is healthy;
 - SIGKILL of the master's redis-server: fast failover, the old master back as a replica (Debian's unit
@@ -35,7 +36,7 @@ from typing import Any, TypeVar, cast
 import pytest
 import requests
 
-from sandbox import nspawn, sysdroplets
+from sandbox import ctlcontainer, nspawn, sysdroplets
 from tests.helpers import wait_until
 from tests.test_drill_e2e import fully_redundant as redundant
 
@@ -119,9 +120,15 @@ class SysBox:
         assert result["fault"] == fault
         return result
 
+    def in_controller(self, argv: list[str]) -> str:
+        """A command in the controller's container, as root."""
+        done = nspawn.run_in(ctlcontainer.base(self.root), ctlcontainer.NAME, argv, timeout_s=60)
+        return done.stdout.strip()
+
     def controller_events(self, event: str) -> list[dict[str, Any]]:
         out = []
-        for line in (self.root / "controller" / "controller.log").read_text().splitlines():
+        journal = self.in_controller(["journalctl", "-u", ctlcontainer.UNIT, "-o", "cat", "--no-pager"])
+        for line in journal.splitlines():
             try:
                 e = json.loads(line)
             except ValueError:
@@ -155,13 +162,14 @@ def agent_deb(tmp: Path) -> Path:
 def leftovers(root: Path, netns_name: str | None) -> list[str]:
     """What of the sandbox is still there: containers running, mounts, namespaces, cgroups, processes."""
     found = []
-    base = root / "containers"
-    found += [f"container {n} running" for n in nspawn.names(base) if nspawn.nspawn_pid(base, n) is not None]
+    bases = [root / "containers", ctlcontainer.base(root)]
+    found += [f"container {n} running" for base in bases for n in nspawn.names(base)
+              if nspawn.nspawn_pid(base, n) is not None]
     mounts = Path("/proc/self/mounts").read_text()
     found += [f"mount {line.split()[1]}" for line in mounts.splitlines() if str(root) in line.split()[1]]
     netns_names = os.listdir("/run/netns") if Path("/run/netns").is_dir() else []
     found += [f"netns {n}" for n in netns_names if n == netns_name]
-    for n in nspawn.names(base):
+    for base, n in [(b, n) for b in bases for n in nspawn.names(b)]:
         found += [f"netns {nspawn.netns_of(base, n)}"] if nspawn.netns_of(base, n) in netns_names else []
         found += [f"cgroup {c}" for c in nspawn._recorded_cgroups(base, n) if c.exists()]
     for proc in Path("/proc").iterdir():
@@ -187,7 +195,7 @@ def sysbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SysBox]:
             else None
         if proc.returncode != 0:
             logs = "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-1500:]}"
-                             for p in sorted(root.glob("droplets/*/*.log")) + [root / "controller/controller.log"]
+                             for p in sorted(root.glob("droplets/*/*.log")) + sorted(root.glob("controlplane/*/*.log"))
                              if p.exists())
             raise AssertionError(f"sandbox up --droplets systemd failed: {proc.stderr[-3000:]}\n{logs}")
         yield SysBox(root)
@@ -224,6 +232,30 @@ def test_the_cluster_is_created_through_cloud_init_and_runs_the_packages_units(s
         assert all(d["pids"][s] for s in sysdroplets.UNITS), d["pids"]
     wait_until(lambda: fully_redundant(sysbox), 60, "a fully redundant cluster")
 
+
+def test_the_controller_runs_as_the_controller_packages_unit_in_its_own_container(sysbox: SysBox) -> None:
+    st = sysbox.status()
+    assert st["controller_container"] == ctlcontainer.NAME
+    host = st["controller_url"].split("//", 1)[1].rsplit(":", 1)[0]
+    assert host != sysdroplets.GATEWAY and host not in {d["address"] for d in st["droplets"]}, st["controller_url"]
+    assert sysbox.in_controller(["hostname", "-I"]).split() == [host]
+    assert sysbox.in_controller(["systemctl", "is-active", ctlcontainer.UNIT]) == "active"
+    assert sysbox.in_controller(["dpkg-query", "-W", "-f=${Status}", "redwarden-controller"]) == "install ok installed"
+    unit = sysbox.in_controller(["systemctl", "show", "-p", "User", "-p", "ProtectSystem", "-p", "NoNewPrivileges",
+                                 "-p", "PrivateUsers", ctlcontainer.UNIT])
+    assert set(unit.splitlines()) == {"User=redwarden", "ProtectSystem=strict", "NoNewPrivileges=yes",
+                                      "PrivateUsers=yes"}, unit
+    main = sysbox.in_controller(["systemctl", "show", "-p", "MainPID", "--value", ctlcontainer.UNIT])
+    assert main.isdigit() and int(main) > 0, main
+    uid = sysbox.in_controller(["awk", "/^Uid:/ {print $2}", f"/proc/{main}/status"]).split()
+    redwarden = sysbox.in_controller(["id", "-u", "redwarden"])
+    assert redwarden != "0" and uid == [redwarden] * 4, (uid, redwarden)
+    assert st["controller_pid"] is not None and Path(f"/proc/{st['controller_pid']}").exists()
+    # its state is in the container, in the unit's StateDirectory; no controller process of the sandbox's own
+    assert sysbox.in_controller(["stat", "-c", "%U", "/var/lib/redwarden/state.db"]) == "redwarden"
+    assert not (sysbox.root / "controller" / "state.db").exists()
+    assert not (sysbox.root / "controller" / "controller.pid").exists()
+    print(f"controller container: {ctlcontainer.memory_kib(sysbox.root)} KiB PSS")
 
 def test_kill_master_fails_over_fast_and_the_old_master_comes_back_as_a_replica(sysbox: SysBox) -> None:
     before = wait_until(lambda: fully_redundant(sysbox), 90, "a fully redundant cluster")

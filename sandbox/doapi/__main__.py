@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     description = (sandbox.doapi.__doc__ or "").splitlines()[0]  # the package's first line, as before the split
     parser = argparse.ArgumentParser(prog="python -m sandbox.doapi", description=description)
     parser.add_argument("--dir", required=True, type=Path, help="the sandbox dir (state under DIR/doapi/)")
-    parser.add_argument("--host", default="127.0.0.1", help="a loopback address to listen on")
+    parser.add_argument("--host", default="127.0.0.1", help="a loopback address to listen on (systemd: or the gateway)")
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
     parser.add_argument("--token-file", required=True, type=Path, help="file holding the bearer token")
     parser.add_argument("--boot-timeout-s", type=float, default=BOOT_TIMEOUT_S)
@@ -57,8 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--files-dir", type=Path, help="systemd: the files served under /files/ (the agent .deb)")
     args = parser.parse_args(argv)
     configure_logging(args.log_format)
-    if not ipaddress.ip_address(args.host).is_loopback:
-        parser.error("--host must be a loopback address (127.0.0.0/8): the sandbox never listens elsewhere")
+    on_gateway = args.droplets == "systemd" and args.host == args.gateway
+    if not ipaddress.ip_address(args.host).is_loopback and not on_gateway:
+        parser.error("--host must be a loopback address (127.0.0.0/8), or with --droplets systemd the --gateway "
+                     "(inside the sandbox's own network namespace): the sandbox never listens elsewhere")
     try:
         token = args.token_file.read_text().strip()
     except OSError as e:
