@@ -133,8 +133,22 @@ def running(root: Path) -> bool:
     return (b / NAME / nspawn.STATE).exists() and nspawn.nspawn_pid(b, NAME) is not None
 
 
+def save_journal(root: Path) -> Path | None:
+    """The unit's journal, kept as `controlplane/redwarden-controller/journal.log` (what `down` leaves to read)."""
+    if not running(root):
+        return None
+    target = base(root) / NAME / "journal.log"
+    try:
+        done = nspawn.run_in(base(root), NAME, ["journalctl", "-u", UNIT, "-o", "cat", "--no-pager"], timeout_s=30)
+    except nspawn.NspawnError:
+        return None
+    target.write_text(done.stdout)
+    return target
+
+
 def power_off(root: Path) -> None:
     b = base(root)
+    save_journal(root)
     if (b / NAME / nspawn.STATE).exists():
         try:
             nspawn.power_off(b, NAME, timeout_s=20.0)

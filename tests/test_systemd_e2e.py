@@ -247,7 +247,7 @@ def test_the_controller_runs_as_the_controller_packages_unit_in_its_own_containe
                                       "PrivateUsers=yes"}, unit
     main = sysbox.in_controller(["systemctl", "show", "-p", "MainPID", "--value", ctlcontainer.UNIT])
     assert main.isdigit() and int(main) > 0, main
-    uid = sysbox.in_controller(["awk", "/^Uid:/ {print $2}", f"/proc/{main}/status"]).split()
+    uid = sysbox.in_controller(["awk", "/^Uid:/ {print $2, $3, $4, $5}", f"/proc/{main}/status"]).split()
     redwarden = sysbox.in_controller(["id", "-u", "redwarden"])
     assert redwarden != "0" and uid == [redwarden] * 4, (uid, redwarden)
     assert st["controller_pid"] is not None and Path(f"/proc/{st['controller_pid']}").exists()
