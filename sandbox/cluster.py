@@ -17,13 +17,16 @@ and starts its agent. Layout of a sandbox dir:
     droplets/<name>-<id>/root/   each droplet's filesystem (etc/redis, var/lib/redis, var/log/redwarden ...)
 
 With `--droplets systemd` (`sandbox.sysdroplets`) the sandbox runs in its own network namespace with a hub
-bridge (gateway 10.77.0.1), the controller listens on the gateway with the production droplet settings
+bridge (gateway 10.77.0.1, where the local DigitalOcean's API listens), the controller is the controller
+package's unit in a container of its own on the bridge (`sandbox.ctlcontainer`, 10.77.0.2; controller/ then
+holds only controller.toml and tls/) with the production droplet settings
 (`services = "systemd"`, the production user_data template, `agent_deb_url` and its SHA-256, `metadata_url`
 on the gateway), and each droplet is a systemd-nspawn container the local DigitalOcean boots:
 
     containers/<name>-<id>/      the container: upper/ (its own disk), merged/ (its root while it runs),
                                  console.log, container.json
     files/redwarden-agent.deb    what the droplets download (served on the gateway)
+    controlplane/redwarden-controller/   the controller's container (its journal.log once powered off)
     droplets/<name>-<id>/        a destroyed container's console and cloud-init logs (moved to destroyed/)
 """
 
@@ -391,6 +394,7 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
         c.mkdir(parents=True, exist_ok=True)
         (c / "controller.toml").write_text(controller_toml(root, listen, do_api_url, opts, reserved_ip, boot))
         if systemd:  # the controller package's unit in its own container
+            started = time.monotonic()
             try:
                 ctlcontainer.start(root, nspawn.ensure_root(containers.cache), nspawn.nspawn_binary(containers.cache),
                                    hub_of(containers), controller_deb, (c / "controller.toml").read_text(), progress)
@@ -401,7 +405,8 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
             runner.start(controller_spec(root))
             where = f"log: {c / 'controller.log'}"
         _wait_http(f"{controller_url}/healthz", 60, f"the controller ({where})", ca=controller_tls.ca_path)
-        progress(f"controller on {controller_url}")
+        progress(f"controller on {controller_url}" + (f" (healthy {time.monotonic() - started:.1f} s after its "
+                                                        "container was created)" if systemd else ""))
         client = ControllerClient(controller_url, token=admin_token, ca_cert=str(controller_tls.ca_path))
         create_cluster(client, opts.cluster, opts.nodes, timeout_s=timeout_s, progress=progress)
     except ProvisionError as e:
