@@ -15,8 +15,8 @@ a container of its own on the hub's bridge, the local DigitalOcean on the hub's 
 - `sandbox down` leaves no container, mount, cgroup, network namespace or process behind.
 
 Needs root and debootstrap; the first run debootstraps the root into build/nspawn-cache (about 2 minutes;
-REDWARDEN_NSPAWN_CACHE moves it), later runs reuse it. The agent .deb: dist/ (or REDWARDEN_AGENT_DEB), else
-it is built first (packaging/build-debs agent).
+REDWARDEN_NSPAWN_CACHE moves it), later runs reuse it. The agent and controller .debs are built from this
+tree first (packaging/build-debs, about 40 s), unless REDWARDEN_AGENT_DEB and REDWARDEN_CONTROLLER_DEB name them.
 """
 
 from __future__ import annotations
@@ -148,15 +148,17 @@ def at(result: dict[str, Any], step: str) -> float | None:
     return value
 
 
-def agent_deb(tmp: Path) -> Path:
-    try:
-        return sysdroplets.find_agent_deb()
-    except sysdroplets.SysDropletError:
-        pass
-    proc = subprocess.run(["bash", str(REPO / "packaging" / "build-debs"), "agent"], capture_output=True, text=True,
+def packages(tmp: Path) -> tuple[Path, Path]:
+    """The agent and controller .debs of this source tree, built into `tmp` (about 40 s): a package left in
+    dist/ by an older build would test older code (an older controller refuses a newer config and its unit
+    fails). REDWARDEN_AGENT_DEB and REDWARDEN_CONTROLLER_DEB, when both set, are taken as they are."""
+    given = os.environ.get("REDWARDEN_AGENT_DEB"), os.environ.get(ctlcontainer.DEB_ENV)
+    if given[0] and given[1]:
+        return Path(given[0]), Path(given[1])
+    proc = subprocess.run(["bash", str(REPO / "packaging" / "build-debs")], capture_output=True, text=True,
                           timeout=900, env={**os.environ, "REDWARDEN_DIST": str(tmp)}, check=False)
-    assert proc.returncode == 0, f"packaging/build-debs agent failed: {proc.stderr[-2000:]}"
-    return next(tmp.glob("redwarden-agent_*.deb"))
+    assert proc.returncode == 0, f"packaging/build-debs failed: {proc.stderr[-2000:]}"
+    return next(tmp.glob("redwarden-agent_*.deb")), next(tmp.glob("redwarden-controller_*.deb"))
 
 
 def leftovers(root: Path, netns_name: str | None) -> list[str]:
@@ -186,7 +188,9 @@ def leftovers(root: Path, netns_name: str | None) -> list[str]:
 @pytest.fixture(scope="module")
 def sysbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SysBox]:
     root = tmp_path_factory.mktemp("sysmode")
-    deb = agent_deb(tmp_path_factory.mktemp("dist"))
+    deb, controller_deb = packages(tmp_path_factory.mktemp("dist"))
+    saved = os.environ.get(ctlcontainer.DEB_ENV)
+    os.environ[ctlcontainer.DEB_ENV] = str(controller_deb)  # for `sandbox up`, which the fixture runs
     netns_name = None
     try:
         proc = cli("sandbox", "up", "--droplets", "systemd", "--dir", str(root), "--agent-deb", str(deb),
@@ -201,6 +205,10 @@ def sysbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SysBox]:
         yield SysBox(root)
     finally:
         down = cli("sandbox", "down", "--dir", str(root), timeout=300)
+        if saved is None:
+            os.environ.pop(ctlcontainer.DEB_ENV, None)
+        else:
+            os.environ[ctlcontainer.DEB_ENV] = saved
         left = leftovers(root, netns_name)
         assert down.returncode == 0 and not left, f"sandbox down: {down.stderr[-2000:]}; left behind: {left}"
 
