@@ -47,9 +47,10 @@ class SentinelKeyStore:
         # default (10 retries with backoff) would make a destroyed droplet's Sentinel cost seconds per lookup
         sentinel_kwargs = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s,
                            "retry": Retry(NoBackoff(), 0)}
-        self._sentinel = Sentinel(list(sentinels), socket_timeout=timeout_s,  # type: ignore[no-untyped-call]
-                                  sentinel_kwargs=sentinel_kwargs)
-        self._client = self._sentinel.master_for(  # type: ignore[no-untyped-call]
+        # redis-py 8.2 annotates Sentinel; 8.1 (the lock's pin on Python 3.10, which 8.2 dropped) does not
+        self._sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
+            list(sentinels), socket_timeout=timeout_s, sentinel_kwargs=sentinel_kwargs)
+        self._client = self._sentinel.master_for(  # type: ignore[no-untyped-call,unused-ignore]
             master_name, username=username, password=password, socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s, retry_on_timeout=False, retry=Retry(NoBackoff(), 0))
         self._wait_timeout_ms = wait_timeout_ms
