@@ -65,7 +65,7 @@ def _resolved(name: str, env: dict[str, str]) -> dict[str, str]:
 
 
 def _pyproject_requirements() -> list[str]:
-    meta: dict[str, Any] = lock.tomllib.loads((ROOT / "pyproject.toml").read_text())
+    meta: dict[str, Any] = lock.load_pyproject(ROOT)
     extras = meta["project"]["optional-dependencies"]
     return [*meta["build-system"]["requires"], *meta["project"]["dependencies"], *extras["dev"], *extras["sandbox"]]
 
