@@ -13,11 +13,14 @@ controller (a new `Outbox` on the same file) carries on with what is pending; de
 `retention_s` and are never re-sent, and enqueuing an event again is a no-op (idempotent on event_id).
 
 The table (`alert_outbox`) lives in the controller's state file, the shared `Database` (defined in
-`controller.adapters.storage.migrations`); this module owns its rows and the delivery thread.
+`controller.adapters.storage.migrations`); this module owns its rows, the delivery thread, and the hourly
+purge of rows past `retention_s` (a job on the service's APScheduler scheduler, or on one of its own).
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
 import random
 import threading
@@ -28,13 +31,20 @@ from typing import Any
 
 import structlog
 
+# APScheduler 3 ships no type information: its objects are `Any` here, used through the few calls below
+from apscheduler.executors.pool import ThreadPoolExecutor  # type: ignore[import-untyped]
+from apscheduler.jobstores.base import JobLookupError  # type: ignore[import-untyped]
+from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
+from apscheduler.schedulers.base import STATE_RUNNING  # type: ignore[import-untyped]
+
 from controller.adapters.notify import DeliveryResult, Notifier, admits
-from controller.adapters.storage.db import Database
+from controller.adapters.storage.db import Database, error_text
 from controller.core.alerts import AlertEvent
 
 log = structlog.get_logger("redwarden.controller")
 
 _OPEN = "delivered_at IS NULL AND failed_at IS NULL"
+PURGE_EVERY_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +105,9 @@ class Outbox:
         max_retry_after_s: float = 600.0,
         retention_s: float = 7 * 86400.0,
         rng: random.Random | None = None,
+        scheduler: BackgroundScheduler | None = None,
     ) -> None:
+        """`scheduler`: the service's, on which `start` puts the purge (one of the outbox's own if none)."""
         names = [n.name for n in notifiers]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -114,7 +126,10 @@ class Outbox:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._last_purge_at = float("-inf")
+        self._own_scheduler = scheduler is None  # no thread until `start`
+        self._scheduler = BackgroundScheduler(timezone=datetime.timezone.utc) if scheduler is None else scheduler
+        self._purge_scheduled = False
+        self._purge_error: str | None = None  # why the last purge failed (logged once per streak), or None
         self._loop_error: str | None = None
         self._last_sent: dict[str, float] = self._load_last_sent()
         self._abandon_orphans()
@@ -227,24 +242,50 @@ class Outbox:
         context = _event_context(event) if event is not None else {"row_id": row_id}
         log.error("alert.delivery_failed", notifier=notifier.name, attempts=attempts, error=error, **context)
 
-    # -- the background thread ----------------------------------------------------------------------
+    # -- the background thread and the purge job --------------------------------------------------
+    # Delivery stays a thread rather than a job on the scheduler: it is a queue consumer, woken by
+    # `enqueue`, and the time to its next pass comes from the rows (the earliest retry or rate-limit slot,
+    # `next_due_at`, in the outbox's clock), not from a schedule; as a job, every pass and every enqueue
+    # would have to move its next run (and one that came during a pass be kept for after it), which
+    # `_wake.wait(wait_s)` says in one line. The purge has a schedule (hourly): it is a job.
 
     def start(self) -> None:
-        """Deliver in a daemon thread until `close()`: woken by `enqueue`, else every `poll_interval_s` at most."""
+        """Deliver in a daemon thread until `close()`: woken by `enqueue`, else every `poll_interval_s` at most;
+        purge rows past `retention_s` now and every hour."""
         if self._thread is not None:
             return
         self._thread = threading.Thread(target=self._run, name="alert-outbox", daemon=True)
         self._thread.start()
+        # an executor of its own: close() removing it waits for a purge under way, and only for that
+        self._scheduler.add_executor(ThreadPoolExecutor(1, pool_kwargs={"thread_name_prefix": "job-outbox-purge"}),
+                                     alias="outbox-purge")
+        self._scheduler.add_job(self.purge_expired, "interval", seconds=PURGE_EVERY_S, id="outbox-purge",
+                                name="alert outbox purge", executor="outbox-purge", max_instances=1,
+                                coalesce=True, misfire_grace_time=None,
+                                next_run_time=datetime.datetime.now(datetime.timezone.utc))
+        self._purge_scheduled = True
+        if self._own_scheduler:
+            self._scheduler.start()
+
+    def purge_expired(self) -> None:
+        """The purge job: forget deliveries done or given up more than `retention_s` ago. A failure is logged
+        once per streak and named by `problem()`; the next hour tries again."""
+        try:
+            self.purge(self._clock() - self._retention_s)
+        except Exception as e:
+            if self._purge_error is None:
+                log.error("outbox.purge_failed", error=error_text(e))
+            self._purge_error = error_text(e)
+        else:
+            if self._purge_error is not None:
+                log.info("outbox.purge_recovered", error=self._purge_error)
+                self._purge_error = None
 
     def _run(self) -> None:
         while not self._stop.is_set():
             wait_s = self._poll_interval_s
             try:
-                now = self._clock()
-                self.deliver_due(now)
-                if now - self._last_purge_at >= 3600:
-                    self.purge(now - self._retention_s)
-                    self._last_purge_at = now
+                self.deliver_due(self._clock())
                 next_at = self.next_due_at()
                 if next_at is not None:
                     wait_s = min(wait_s, max(0.01, next_at - self._clock()))
@@ -266,6 +307,11 @@ class Outbox:
             return f"alert outbox failing ({self._loop_error}): deliveries wait in the state file and are retried"
         if self._thread is not None and not self._thread.is_alive() and not self._stop.is_set():
             return "alert outbox thread is not running: alerts are not delivered"
+        if self._purge_error is not None:
+            return (f"alert outbox purge failing ({self._purge_error}): finished deliveries past their retention "
+                    "stay in the state file")
+        if self._purge_scheduled and not self._stop.is_set() and self._scheduler.state != STATE_RUNNING:
+            return "alert outbox purge is not running: its scheduler is not running"
         return None
 
     def close(self) -> None:
@@ -275,6 +321,12 @@ class Outbox:
             return
         self._stop.set()
         self._wake.set()
+        if self._purge_scheduled:
+            with contextlib.suppress(JobLookupError):  # gone already
+                self._scheduler.remove_job("outbox-purge")
+            self._scheduler.remove_executor("outbox-purge")  # waits for a purge under way
+            if self._own_scheduler and self._scheduler.running:
+                self._scheduler.shutdown(wait=True)
         if self._thread is not None:
             self._thread.join(timeout=30)
         with self._deliver_lock:  # a direct deliver_due() in another thread finishes its send first

@@ -1,8 +1,10 @@
 """The healing step of the watch cycle, per cluster: observe -> plan -> execute -> remember.
 
 Layer: application. Owns each cluster's `HealState` (persisted through `HealStore` after every action),
-the cloud view (a poller thread lists each cluster's droplets by tag), and the operator's switches
-(pause, resume, ack). The decisions are `controller.core.planner`'s; the effects are the executor's.
+the cloud view (a job on the service's scheduler lists each cluster's droplets by tag every `cloud_poll_s`),
+and the operator's switches (pause, resume, ack). The daily budget needs no job: it is counted per UTC day,
+and a state whose `budget_day` is not today reads as unused (`utc_day`), so nothing has to reset it. The
+decisions are `controller.core.planner`'s; the effects are the executor's.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from controller.adapters.cloud import Droplet as CloudDroplet
 from controller.adapters.storage.db import error_text
 from controller.adapters.storage.heal_log import HealStateUnreadable, HealStore
 from controller.app.executor import Executor, UnrecordedAction
+from controller.app.jobs import BackgroundScheduler, Periodic
 from controller.app.provisioner import Provisioner
 from controller.core.fencing import check_fences
 from controller.core.findings import Finding
@@ -52,7 +55,9 @@ class Healer:
         provisioner: Provisioner | None = None,
         bindings: Callable[[str], tuple[tuple[str, int], ...]] = lambda _: (),
         sentinel_timings: dict[str, tuple[int, int]] | None = None,
+        scheduler: BackgroundScheduler | None = None,
     ) -> None:
+        """`scheduler`: the service's, on which `start` puts the cloud poll (a scheduler of its own if none)."""
         self.policy = policy
         self.store = store
         self.executor = executor
@@ -77,8 +82,8 @@ class Healer:
         self.reserved_ips = reserved_ips or {}
         self._reserved: dict[str, tuple[str, int | None]] = {}
         self.latest: dict[str, Plan] = {}
-        self._stop = threading.Event()
-        self._poller: threading.Thread | None = None
+        self._poll_job = Periodic(scheduler, "cloud-poll", self.poll_cloud, what="cloud poll",
+                                  failed_event="cloud.poll_crashed", recovered_event="cloud.poll_recovered")
 
     # -- the cycle's step -------------------------------------------------------------------------
     def step(self, view: ClusterView, findings: Sequence[Finding], now: float) -> str:
@@ -253,30 +258,31 @@ class Healer:
                     self._reserved[cluster] = reserved
 
     def start(self, interval_s: float) -> None:
+        """Poll the cloud now (the first heal step needs the droplet list), then every `interval_s`."""
         if self.cloud is None:
             return
         self.poll_cloud()
+        self._poll_job.start(interval_s)
 
-        def loop() -> None:
-            while not self._stop.wait(interval_s):
-                try:
-                    self.poll_cloud()
-                except Exception:
-                    log.exception("cloud.poll_crashed")
-
-        self._poller = threading.Thread(target=loop, name="cloud-poller", daemon=True)
-        self._poller.start()
+    def problem(self) -> str | None:
+        """Why the cloud view is not kept current (for `GET /healthz`), or None. A DigitalOcean error is not
+        one: it is logged (`cloud.poll_failed`) and the last list is kept."""
+        return self._poll_job.problem()
 
     def close(self) -> None:
-        self._stop.set()
-        if self._poller is not None:
-            self._poller.join(timeout=5)
+        """No more polls; returns once a poll under way has ended."""
+        self._poll_job.close()
 
 
 class HealWorker:
     """Runs the healer on its own thread, so that a slow DigitalOcean call delays healing but never the
     findings and alerts of any cluster. It keeps only the latest (view, confirmed findings) per cluster:
-    after a slow call the healer acts on what the cluster looks like now, not on the backlog."""
+    after a slow call the healer acts on what the cluster looks like now, not on the backlog.
+
+    A thread, not a job on the scheduler: it has no schedule. It is a queue consumer woken by each watch
+    cycle's `submit` and idle otherwise, and a step lasts as long as its DigitalOcean and Redis calls (each
+    up to its timeout); as a job it would be an interval that never fires plus a run brought forward per
+    submit, where one Event says "work is waiting" and survives a submit during a step."""
 
     def __init__(self, healer: Healer) -> None:
         self.healer = healer

@@ -1,8 +1,10 @@
 """Runs the controller: the state file and its stores, the watch loop, the healer, the alert outbox and the HTTP API.
 
 Layer: app (wiring). `assemble` builds every part and connects each to exactly what it uses (no object
-that every part holds); `run_controller` starts their threads, serves the API with uvicorn, and closes
-them in order on the way out.
+that every part holds); the periodic work (the watch cycle, the cloud poll, the outbox's purge) runs as jobs
+on one APScheduler scheduler owned here and handed to the parts that have such work. `run_controller`
+starts the parts and the scheduler (`Parts.start`), serves the API with uvicorn, and closes them in order
+on the way out (`Parts.close`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from controller.app.enrollment import Enroller
 from controller.app.executor import Executor
 from controller.app.fleet import Fleet
 from controller.app.healer import Healer
+from controller.app.jobs import BackgroundScheduler, new_scheduler
 from controller.app.provisioner import Provisioner, Provisioning
 from controller.app.rotate import start_rotation
 from controller.app.secure import Securer
@@ -71,6 +74,29 @@ class Parts:
     healer: Healer
     watcher: Watcher
     app: FastAPI
+    scheduler: BackgroundScheduler  # the periodic jobs of the watcher, the healer and the outbox
+
+    def start(self) -> None:
+        """The threads (state writer, alert delivery, heal worker) and the jobs, then the scheduler."""
+        self.reports.start()
+        self.outbox.start()
+        self.healer.start(self.config.cloud_poll_s)  # its first poll now: the first heal step needs the list
+        self.watcher.start(self.config.cycle_interval_s)
+        self.scheduler.start()
+
+    def close(self) -> None:
+        """Each part stops its jobs and threads, waiting for a cycle, poll or pass under way, in this order:
+        the watch cycle (no new alert, no new heal), the healer, the outbox; then the scheduler, the
+        notifiers, the state writer's last flush, and the state file."""
+        self.watcher.close()
+        self.healer.close()
+        self.outbox.close()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        for n in self.notifiers:
+            n.close()  # type: ignore[attr-defined]
+        self.reports.close()  # its last flush
+        self.db.close()
 
 
 def _read_ca(path: str | None) -> str | None:
@@ -115,7 +141,8 @@ def _assemble(config: ControllerConfig, tokens: OperatorTokens, clock: Callable[
     heal_log = HealStore(db)
     enrollments = Enrollments(db)
     credentials = NodeCredentials(db)
-    outbox = Outbox(db, notifiers)
+    scheduler = new_scheduler()
+    outbox = Outbox(db, notifiers, scheduler=scheduler)
     directives = DirectiveQueue(credentials)
     scheme = "https" if config.tls else "http"
     public_url = config.public_url or f"{scheme}://{config.listen_host}:{config.listen_port}"
@@ -156,9 +183,10 @@ def _assemble(config: ControllerConfig, tokens: OperatorTokens, clock: Callable[
     healer = Healer(config.heal, heal_log, executor, cloud, tags, clock, reserved_ips=reserved,
                     provisioner=provisioner if cloud is not None else None, bindings=credentials.bindings,
                     sentinel_timings={name: (c.down_after_ms, c.failover_timeout_ms)
-                                      for name, c in config.clusters.items()})
+                                      for name, c in config.clusters.items()},
+                    scheduler=scheduler)
     fleet = Fleet(config.clusters, reports, heal_status=healer.status)
-    watcher = Watcher(fleet, incidents, outbox, clock=clock, healer=healer)
+    watcher = Watcher(fleet, incidents, outbox, clock=clock, healer=healer, scheduler=scheduler)
     app = create_app(ApiDeps(
         clusters=config.clusters,
         reports=reports,
@@ -177,18 +205,16 @@ def _assemble(config: ControllerConfig, tokens: OperatorTokens, clock: Callable[
                         cluster_redis_password, clock=clock, store=acl_store,
                         rotations=start_rotation),
         on_vitals_changed=watcher.wake,
-        problems=lambda: [p for p in (reports.problem(), outbox.problem()) if p] + watcher.problems(),
+        problems=lambda: [p for p in (reports.problem(), outbox.problem(), healer.problem()) if p]
+        + watcher.problems(),
     ))
     return Parts(config, db, reports, incidents, heal_log, enrollments, credentials, outbox, notifiers, healer,
-                 watcher, app)
+                 watcher, app, scheduler)
 
 
 def run_controller(config: ControllerConfig) -> None:
     parts = assemble(config)
-    parts.reports.start()
-    parts.outbox.start()
-    parts.healer.start(config.cloud_poll_s)
-    parts.watcher.start(config.cycle_interval_s)
+    parts.start()
     server = uvicorn.Server(
         uvicorn.Config(
             parts.app,
@@ -213,11 +239,5 @@ def run_controller(config: ControllerConfig) -> None:
     try:
         server.run()
     finally:
-        parts.watcher.close()
-        parts.healer.close()
-        parts.outbox.close()
-        for n in parts.notifiers:
-            n.close()  # type: ignore[attr-defined]
-        parts.reports.close()  # its last flush
-        parts.db.close()
+        parts.close()
         log.info("controller.stopped")

@@ -2,16 +2,15 @@
 
 Layer: application. One `run_cycle` reads like a paragraph and returns its sentence; the decisions are
 the pure core's (`check`; `expect`, which holds what the controller's own plan in flight causes below a
-page; `track`), the effects are the adapters' (incident log, outbox). A background thread runs it every
-`cycle_interval_s`, and at once when a report changes a node's vitals (a process died, a role moved); one
-bad cycle is logged once and the next one runs. Healing runs on its own thread
-(`HealWorker`), handed the latest view and confirmed findings: a slow cloud call never holds up an alert.
+page; `track`), the effects are the adapters' (incident log, outbox). A job on the service's scheduler
+(`controller.app.jobs.Periodic`) runs it every `cycle_interval_s`, and at once when a report changes a
+node's vitals (a process died, a role moved), never two cycles closer than a fifth of the interval; one bad
+cycle is logged once and the next one runs. Healing runs on its own thread (`HealWorker`), handed the
+latest view and confirmed findings: a slow cloud call never holds up an alert.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -21,6 +20,7 @@ from controller.adapters.storage.db import error_text
 from controller.adapters.storage.incidents import IncidentLog
 from controller.app.fleet import Fleet
 from controller.app.healer import Healer, HealWorker
+from controller.app.jobs import BackgroundScheduler, Periodic
 from controller.core.alerts import AlertEvent
 from controller.core.checks import check, cluster_health
 from controller.core.expected import expect
@@ -45,7 +45,9 @@ class Watcher:
         alerts: AlertSink,
         clock: Callable[[], float],
         healer: Healer | None = None,
+        scheduler: BackgroundScheduler | None = None,
     ) -> None:
+        """`scheduler`: the service's, on which `start` puts the cycle (a scheduler of its own if none)."""
         self.fleet = fleet
         self.incidents = incidents
         self.alerts = alerts
@@ -59,12 +61,10 @@ class Watcher:
         self._failing: dict[str, str] = {}  # clusters whose last cycle failed -> why (logged once per streak)
         # incidents changed but not yet written (a failed write): written with the next cycle's changes
         self._unsaved: dict[str, dict[str, Incident]] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.healer = healer
         self._heal_worker = HealWorker(healer) if healer is not None else None
-        # set when a report changes a node's vitals (`wake`): the cycle runs before its interval
-        self._changed = threading.Event()
+        self._job = Periodic(scheduler, "watch-cycle", lambda: self.run_cycle(self.clock()), what="watch cycle",
+                             failed_event="cycle.failed", recovered_event="cycle.recovered")
 
     def run_cycle(self, now: float) -> str:
         """Every cluster, each on its own: one cluster's failure (bad data that trips a bug, a store error)
@@ -118,6 +118,8 @@ class Watcher:
     def problems(self) -> list[str]:
         """What keeps a cluster from being watched or healed fully (for `GET /healthz`), one sentence each."""
         out = [f"watch cycle failing for cluster {name} ({why})" for name, why in sorted(self._failing.items())]
+        if (job_problem := self._job.problem()) is not None:
+            out.append(job_problem)
         if self._heal_worker is not None:
             out += self._heal_worker.problems()
         return out
@@ -159,38 +161,21 @@ class Watcher:
                 summary=e.summary,
             )
 
-    # -- the thread ----------------------------------------------------------------------------
+    # -- the schedule ---------------------------------------------------------------------------
     def wake(self) -> None:
-        """A report changed a node's vitals (a process died, a role moved): run the next cycle now."""
-        self._changed.set()
+        """A report changed a node's vitals (a process died, a role moved): run the next cycle now (or once
+        the cycle under way has ended)."""
+        self._job.wake()
 
     def start(self, interval_s: float) -> None:
-        """Run a cycle every `interval_s`, or at once when a report changed a node's vitals."""
-        wake = self._changed
-        min_gap_s = interval_s / 5  # a storm of changes still leaves the API most of the time
-
-        def loop() -> None:
-            last = 0.0
-            while True:
-                wake.wait(interval_s)
-                wake.clear()
-                if self._stop.wait(max(0.0, last + min_gap_s - time.monotonic())):
-                    return
-                last = time.monotonic()
-                try:
-                    self.run_cycle(self.clock())
-                except Exception:
-                    log.exception("cycle.failed")
-
+        """Run a cycle every `interval_s`, and at once when a report changed a node's vitals."""
         if self._heal_worker is not None:
             self._heal_worker.start()
-        self._thread = threading.Thread(target=loop, name="watch-cycle", daemon=True)
-        self._thread.start()
+        # a storm of changes still leaves the API most of the time
+        self._job.start(interval_s, min_gap_s=interval_s / 5)
 
     def close(self) -> None:
-        self._stop.set()
-        self._changed.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        """No more cycles; returns once the cycle under way has ended, then stops the heal worker."""
+        self._job.close()
         if self._heal_worker is not None:
             self._heal_worker.close()

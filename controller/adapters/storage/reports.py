@@ -35,6 +35,12 @@ log = structlog.get_logger("redwarden.controller")
 
 
 class ReportStore:
+    """The latest report per node, and the writer thread that keeps the state file current.
+
+    The writer stays a thread rather than a job on the service's scheduler: its wait is not an interval
+    but `next_wait_s()`, recomputed after every flush from the failure streak (the backoff); a job would
+    have to reschedule itself after each flush to say what `self._stop.wait(self.next_wait_s())` says."""
+
     def __init__(self, db: Database, flush_interval_s: float = 2.0, max_backoff_s: float = 30.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._db = db
