@@ -25,17 +25,19 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import requests
+import structlog
+
 from agent.config import DEFAULT_STATE_DIR, USERS_STATE_FILE, AgentConfig, load_users, ssl_context
-from agent.httpclient import HttpError, post_json
 from agent.layout import NodeLayout, render_redis_conf, render_sentinel_conf
-from agent.log import get_logger
 from agent.resp import RedisError, RespClient
 from agent.services import PROCESS_SERVICES, Services, services_for
+from agent.session import agent_session
 from protocol.acl import NodeUsers, parse_version
 from protocol.directives import valid_address
 from protocol.settings import ConfigError, read_secret
 
-log = get_logger("redwarden.bootstrap")
+log = structlog.get_logger("redwarden.bootstrap")
 
 
 class BootstrapError(Exception):
@@ -84,31 +86,31 @@ def enroll(config: AgentConfig, token: str, timeout_s: float = 300.0,
     The controller may be restarting while this droplet boots: unreachable and 5xx answers are retried
     with backoff for `timeout_s`; a refusal (403, 404, 422) is final."""
     url = config.controller_url.rstrip("/") + "/v1/enroll"
-    context = ssl_context(config)
     deadline = time.monotonic() + timeout_s
     delay = 0.5
-    while True:
-        try:
-            resp = post_json(url, {"cluster": config.cluster, "node": config.node, "token": token},
-                             config.push_timeout_s, ssl_context=context)
-            if resp.status == 200:
-                body = resp.json()
-                if isinstance(body.get("redis_users"), dict):
-                    try:
-                        return NodeUsers.from_json(json.dumps(body["redis_users"])), str(body["node_key"])
-                    except ValueError as e:
-                        raise BootstrapError(f"enrollment answer unusable: {e}") from None
-                return str(body["redis_password"]), str(body["node_key"])
-            if resp.status < 500:
-                raise BootstrapError(f"enrollment refused: HTTP {resp.status} {resp.text[:200]}")
-            problem = f"HTTP {resp.status}"
-        except HttpError as e:
-            problem = f"controller unreachable ({e.reason})"
-        if time.monotonic() + delay > deadline:
-            raise BootstrapError(f"enrollment failed for {timeout_s:.0f} s: {problem}")
-        log.warning("bootstrap.enroll_retrying", problem=problem, retry_in_s=delay)
-        sleep(delay)
-        delay = min(delay * 2, 10.0)
+    with agent_session(ssl_context(config)) as session:
+        while True:
+            try:
+                resp = session.post(url, json={"cluster": config.cluster, "node": config.node, "token": token},
+                                    timeout=(config.push_timeout_s, config.push_timeout_s), allow_redirects=False)
+                if resp.status_code == 200:
+                    body = resp.json()
+                    if isinstance(body.get("redis_users"), dict):
+                        try:
+                            return NodeUsers.from_json(json.dumps(body["redis_users"])), str(body["node_key"])
+                        except ValueError as e:
+                            raise BootstrapError(f"enrollment answer unusable: {e}") from None
+                    return str(body["redis_password"]), str(body["node_key"])
+                if resp.status_code < 500:
+                    raise BootstrapError(f"enrollment refused: HTTP {resp.status_code} {resp.text[:200]}")
+                problem = f"HTTP {resp.status_code}"
+            except requests.RequestException as e:
+                problem = f"controller unreachable ({type(e).__name__})"
+            if time.monotonic() + delay > deadline:
+                raise BootstrapError(f"enrollment failed for {timeout_s:.0f} s: {problem}")
+            log.warning("bootstrap.enroll_retrying", problem=problem, retry_in_s=delay)
+            sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -11,8 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-from agent import __version__, log
+from agent import __version__
 from agent.config import AgentConfig, load_config, load_secrets
+from protocol.logs import configure_logging
 from protocol.report import report_to_dict
 from protocol.settings import ConfigError
 
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"redwarden-agent: configuration error: {e}", file=sys.stderr)
         return 2
-    log.configure(config.log_format, config.log_level)
+    _configure_logging(config)
 
     from agent.runtime import Agent, run_forever  # the rest of the agent once the config is known good
 
@@ -58,7 +59,7 @@ def _setup(command: str, config: AgentConfig, config_path: Path) -> int:
     from agent.bootstrap import BootstrapError, bootstrap, start_services
     from agent.services import ServiceError
 
-    log.configure(config.log_format, config.log_level)
+    _configure_logging(config)
     try:
         sentence = bootstrap(config, config_path) if command == "bootstrap" else start_services(config, config_path)
     except (BootstrapError, ServiceError) as e:
@@ -66,6 +67,13 @@ def _setup(command: str, config: AgentConfig, config_path: Path) -> int:
         return 1
     print(sentence)
     return 0
+
+
+def _configure_logging(config: AgentConfig) -> None:
+    # APScheduler says at warning level each time it skips a run because the last one is still going (the
+    # point of its settings: agent/runtime.py), urllib3 each time it drops a pooled connection: the
+    # libraries' own records only from errors on, as JSON lines like the agent's
+    configure_logging(config.log_format, config.log_level, libraries_level="error")
 
 
 if __name__ == "__main__":

@@ -213,13 +213,16 @@ def _identify(config: AgentConfig, env: Mapping[str, str]) -> AgentConfig:
 
 
 def _metadata(base_url: str, path: str, timeout_s: float) -> str | None:
-    from agent.httpclient import HttpError, request  # only where the droplet's address must be asked for
+    import requests  # only where the droplet's address must be asked for
+
+    from agent.session import agent_session
 
     try:
-        resp = request("GET", base_url.rstrip("/") + path, timeout_s)
-    except HttpError:
+        with agent_session() as session:
+            resp = session.get(base_url.rstrip("/") + path, timeout=(timeout_s, timeout_s), allow_redirects=False)
+    except requests.RequestException:
         return None
-    return (resp.text.strip() or None) if resp.status < 400 else None
+    return (resp.text.strip() or None) if resp.status_code < 400 else None
 
 
 def load_secrets(config: AgentConfig, environ: dict[str, str]) -> AgentSecrets:

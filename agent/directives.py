@@ -40,7 +40,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from agent.log import get_logger
+from structlog import get_logger
+
 from agent.parse import parse_info
 from agent.resp import RedisError, RespClient
 from agent.services import ServiceError, Services

@@ -2,7 +2,10 @@
 with backoff and jitter.
 
 Layer: adapter. Health is a level, not a log: when the controller is away the agent keeps only the
-latest report and sends that one when its backoff allows, never a backlog.
+latest report and sends that one when its backoff allows, never a backlog. The transport is one requests
+session (agent/session.py: the controller's CA only, no retries); every way of getting no HTTP answer
+(refused, timed out, TLS refused, reset) is a result whose error names requests' exception type, and any
+HTTP status is an answer.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.httpclient import HttpConnection, HttpError, split_url
+import requests
+
+from agent.session import agent_session
 from protocol.signing import HEADER_CLUSTER, HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign_report
 
 
@@ -39,17 +44,19 @@ class Pusher:
         max_backoff_s: float,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
-        connection: HttpConnection | None = None,
+        session: requests.Session | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        origin, self._target = split_url(url.rstrip("/") + "/v1/reports")
+        self._url = url.rstrip("/") + "/v1/reports"
         self._cluster = cluster
         self._node = node
         self._key = key
         self._max_backoff_s = max_backoff_s
         self._clock = clock
         self._rng = rng or random.Random()
-        self._connection = connection or HttpConnection(origin, min(timeout_s, 1.0), timeout_s, ssl_context)
+        # (connect, read): a controller that is there accepts a connection at once; reading gets the full time
+        self._timeouts_s = (min(timeout_s, 1.0), timeout_s)
+        self._session = session or agent_session(ssl_context)
         self._last_ts = 0.0
         self._failures = 0
         self.next_attempt_at = 0.0
@@ -70,19 +77,20 @@ class Pusher:
             HEADER_SIGNATURE: sign_report(self._key, ts, self._cluster, self._node, body),
         }
         try:
-            resp = self._connection.request("POST", self._target, body, headers)
-        except HttpError as e:
-            return self._failed(None, f"{e.reason}: controller unreachable")
-        if resp.status >= 300:
+            resp = self._session.post(self._url, data=body, headers=headers, timeout=self._timeouts_s,
+                                      allow_redirects=False)
+        except requests.RequestException as e:
+            return self._failed(None, f"{type(e).__name__}: controller unreachable")
+        if resp.status_code >= 300:
             detail = resp.text[:300].replace("\n", " ")
-            return self._failed(resp.status, f"HTTP {resp.status}: {detail}")
+            return self._failed(resp.status_code, f"HTTP {resp.status_code}: {detail}")
         self._failures = 0
         self.next_attempt_at = 0.0
         try:
             parsed = resp.json()
-        except ValueError:
+        except ValueError:  # requests' JSONDecodeError is one
             parsed = None
-        return PushResult(True, resp.status, None, parsed if isinstance(parsed, dict) else None)
+        return PushResult(True, resp.status_code, None, parsed if isinstance(parsed, dict) else None)
 
     def _failed(self, status: int | None, error: str) -> PushResult:
         self._failures += 1
@@ -93,4 +101,4 @@ class Pusher:
         return PushResult(False, status, error)
 
     def close(self) -> None:
-        self._connection.close()
+        self._session.close()

@@ -1,9 +1,10 @@
 """The agent's cycle: collect Redis, Sentinel and host health, build one report, push the latest.
 
-Layer: application. One `run_cycle` reads like a paragraph and returns a sentence for the log;
-`run_every` calls it every `report_interval_s`, never two at once, skipping (not queueing) the runs a slow
-cycle overlapped. Its imports are the agent's steady memory, so they are few (issue #9): no asyncio, no
-redis-py, requests, structlog or APScheduler; `tests/test_agent_footprint.py` keeps it so.
+Layer: application. One `run_cycle` reads like a paragraph and returns a sentence for the log. `run_forever`
+schedules it (APScheduler) every `report_interval_s`, and the urgent probe every `PROBE_INTERVAL_S`, each
+never two at once and skipping (not queueing) the runs a slow cycle overlapped. Its imports are the agent's
+steady memory; `tests/test_agent_footprint.py` keeps the controller's, the console's and the sandbox's
+code and libraries out of it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
+
+import requests
+import structlog
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from agent import __version__
 from agent.collect_host import collect_host, wait_exit
@@ -23,18 +30,16 @@ from agent.collect_redis import collect_redis, collect_sentinel, raw_client
 from agent.config import AgentConfig, AgentSecrets, ssl_context, users_state_path
 from agent.directives import DirectiveRunner, RespRedisControl
 from agent.fence import LocalFence, silence_ms
-from agent.httpclient import HttpError
-from agent.httpclient import request as http_request
-from agent.log import get_logger
 from agent.push import Pusher
 from agent.resp import AuthenticationError, RedisError
 from agent.services import ServiceError, services_for
+from agent.session import agent_session
 from agent.urgent import PROBE_INTERVAL_S, Budget, Signal, decide, read_signal, signal_of
 from protocol.acl import NodeUsers
 from protocol.report import Identity, RedisHealth, Report, SentinelHealth, report_to_json
 from protocol.settings import secret_path, store_private
 
-log = get_logger("redwarden.agent")
+log = structlog.get_logger("redwarden.agent")
 
 METADATA_RETRY_S = 60.0
 WATCH_IDLE_S = 0.5  # the exit watch re-reads which pid to watch at least this often
@@ -263,91 +268,84 @@ class Agent:
 def fetch_droplet_id(metadata_url: str, timeout_s: float) -> int | None:
     """The droplet id from DigitalOcean's metadata service (`GET {url}/id`), or None."""
     try:
-        resp = http_request("GET", metadata_url.rstrip("/") + "/id", timeout_s)
-        if resp.status >= 400:
-            log.warning("metadata.failed", error=f"HTTP {resp.status}")
+        with agent_session() as session:
+            resp = session.get(metadata_url.rstrip("/") + "/id", timeout=(timeout_s, timeout_s),
+                               allow_redirects=False)
+        if resp.status_code >= 400:
+            log.warning("metadata.failed", error=f"HTTP {resp.status_code}")
             return None
         return int(resp.text.strip())
-    except HttpError as e:
-        log.warning("metadata.failed", error=e.reason)
+    except requests.RequestException as e:
+        log.warning("metadata.failed", error=type(e).__name__)
         return None
     except ValueError as e:
         log.warning("metadata.failed", error=type(e).__name__)
         return None
 
 
-def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(0)
+def new_scheduler() -> BackgroundScheduler:
+    """The agent's scheduler: on UTC (a droplet's local zone, through tzlocal, decides nothing here), its jobs
+    in a pool of two threads (the report and the probe; they take turns on the cycle's lock anyway)."""
+    return BackgroundScheduler(timezone=timezone.utc, executors={"default": ThreadPoolExecutor(max_workers=2)})
 
 
-def run_every(
-    interval_s: float,
-    job: Callable[[], None],
-    wait: Callable[[float], bool],
-    clock: Callable[[], float] = time.monotonic,
-) -> None:
-    """Call `job` now and then at every point of a grid `interval_s` apart (on `clock`, monotonic), until
-    `wait(timeout_s)` returns True (asked to stop). One call at a time, in this thread: a call that runs
-    past grid points skips them and the next call is at the first point after it ends, so a slow cycle
-    (a server timing out) never causes a burst of catch-up cycles."""
-    start = clock()
-    while True:
-        job()
-        now = clock()
-        next_at = start + (math.floor((now - start) / interval_s) + 1) * interval_s
-        if wait(max(0.0, next_at - now)):
-            return
+def add_every(scheduler: BackgroundScheduler, name: str, interval_s: float, job: Callable[[], object],
+              failed_event: str) -> None:
+    """Run `job` now and then every `interval_s`, one run at a time: a run due while the last one is still
+    going is skipped (`max_instances=1`), runs due together are one (`coalesce`), and one that starts later
+    than its grace is dropped, so a slow cycle (a server timing out) never causes a burst of catch-up cycles.
+    A failing run is logged (`failed_event`, with the traceback) and the next one runs."""
+
+    def run() -> None:
+        try:
+            job()
+        except Exception:
+            log.exception(failed_event)
+
+    scheduler.add_job(run, "interval", seconds=interval_s, id=name, name=name,
+                      next_run_time=datetime.now(timezone.utc), max_instances=1, coalesce=True,
+                      misfire_grace_time=max(1, math.ceil(interval_s)))  # whole seconds (APScheduler 3)
+
+
+def _watch_redis_exit(agent: Agent, stop: threading.Event) -> None:
+    """Report the moment the watched redis-server exits. A thread of its own, not a scheduled job: it blocks
+    in a wait on that process (`wait_exit`) and wakes when it ends, where a job would only look at its next
+    tick."""
+    while not stop.is_set():
+        try:
+            if agent.watched_pid is None:
+                stop.wait(WATCH_IDLE_S)
+            else:
+                agent.watch(WATCH_IDLE_S)
+        except Exception:
+            log.exception("watch.failed")
+            stop.wait(WATCH_IDLE_S)
 
 
 def run_forever(agent: Agent) -> None:
-    """Run `run_cycle` every interval until SIGTERM or SIGINT; a failing cycle is logged once and the next
-    one runs."""
-    interval = agent.config.report_interval_s
-
-    def job() -> None:
-        try:
-            agent.run_cycle()
-        except Exception:
-            log.exception("cycle.failed")
-
-    stop_watch = threading.Event()
-
-    def watch() -> None:
-        while not stop_watch.is_set():
-            try:
-                if agent.watched_pid is None:
-                    stop_watch.wait(WATCH_IDLE_S)
-                else:
-                    agent.watch(WATCH_IDLE_S)
-            except Exception:
-                log.exception("watch.failed")
-                stop_watch.wait(WATCH_IDLE_S)
-
-    def probe() -> None:  # a role or Sentinel view change is reported at once (agent/urgent.py)
-        while not stop_watch.wait(PROBE_INTERVAL_S):
-            try:
-                agent.probe()
-            except Exception:
-                log.exception("probe.failed")
-
-    threading.Thread(target=probe, name="urgent-probe", daemon=True).start()
+    """Run `run_cycle` every interval, and the urgent probe (a role or Sentinel view change is reported at
+    once: agent/urgent.py) between, until SIGTERM or SIGINT; then let a cycle under way finish, and close."""
+    stop = threading.Event()
+    scheduler = new_scheduler()
+    add_every(scheduler, "report", agent.config.report_interval_s, agent.run_cycle, "cycle.failed")
+    add_every(scheduler, "urgent-probe", PROBE_INTERVAL_S, agent.probe, "probe.failed")
     if agent.config.watch_redis_exit:
-        threading.Thread(target=watch, name="redis-exit-watch", daemon=True).start()
+        threading.Thread(target=_watch_redis_exit, args=(agent, stop), name="redis-exit-watch", daemon=True).start()
     log.info(
         "agent.started",
         cluster=agent.config.cluster,
         node=agent.config.node,
-        interval_s=interval,
+        interval_s=agent.config.report_interval_s,
         pid=os.getpid(),
         version=__version__,
     )
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    stop = threading.Event()  # never set: the loop ends by SIGTERM (SystemExit) or SIGINT, in its wait
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, frame: stop.set())
+    scheduler.start()
     try:
-        run_every(interval, job, stop.wait)
-    except (KeyboardInterrupt, SystemExit):
-        pass
+        stop.wait()
     finally:
-        stop_watch.set()
+        scheduler.shutdown(wait=True)
+        stop.set()
         agent.close()
         log.info("agent.stopped")

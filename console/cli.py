@@ -36,7 +36,7 @@ def _client(args: argparse.Namespace) -> ControllerClient:
 def cmd_controller_run(args: argparse.Namespace) -> int:
     from controller.app.service import run_controller
     from controller.config import load_config
-    from controller.logs import configure_logging
+    from protocol.logs import configure_logging
 
     config = load_config(args.config)
     configure_logging(config.log_format, config.log_level)

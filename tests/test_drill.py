@@ -572,7 +572,7 @@ def test_a_wrong_cluster_name_is_a_usage_error(capsys: pytest.CaptureFixture[str
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Over real HTTP: the controller answers 404, the drill exits 2 at once, saying so."""
     # main configures structlog for the process, onto the stderr pytest captures here: not for the tests after
-    monkeypatch.setattr("controller.logs.configure_logging", lambda *_: None)
+    monkeypatch.setattr("protocol.logs.configure_logging", lambda *_: None)
     import argparse
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

@@ -1,16 +1,21 @@
-"""Unit tests of the agent's pusher against a real local HTTP server: signing, backoff with jitter, keep-alive."""
+"""Unit tests of the agent's pusher against a real local HTTP(S) server: signing, backoff with jitter,
+keep-alive, and HTTPS verified against the controller's CA alone."""
 
 from __future__ import annotations
 
 import http.server
 import json
 import random
+import ssl
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from agent.config import AgentConfig, ssl_context
 from agent.push import Pusher
+from controller.adapters.tls import ensure_tls
 from protocol.signing import HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign_report, verify_report
 from tests.helpers import wait_until
 
@@ -145,3 +150,51 @@ def test_pushes_keep_one_connection_and_survive_its_loss(
             assert len(set(handler.peers)) == 1  # one keep-alive connection for all
     finally:
         pusher.close()
+
+
+@pytest.fixture
+def https_server(tmp_path: Path) -> Iterator[tuple[str, type[_Handler]]]:
+    """The controller's side: a server certificate for 127.0.0.1 signed by a CA of its own (tmp_path/ca)."""
+    tls = ensure_tls(tmp_path / "ca", ["127.0.0.1"])
+    handler = type("S", (_Handler,), {"seen": [], "nodes": [], "status": 200})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls.cert_path, tls.key_path)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{httpd.server_address[1]}", handler
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _verifying(url: str, ca_file: Path) -> ssl.SSLContext:
+    context = ssl_context(AgentConfig(cluster="shop", node="redis-1", address="127.0.0.1", controller_url=url,
+                                      controller_ca_file=str(ca_file)))
+    assert context is not None
+    return context
+
+
+def test_https_is_verified_against_the_controllers_ca_and_no_other(
+        https_server: tuple[str, type[_Handler]], tmp_path: Path) -> None:
+    url, handler = https_server
+    pinned = _verifying(url, tmp_path / "ca" / "ca.pem")
+    pusher = Pusher(url, "shop", "redis-1", b"k", timeout_s=2, max_backoff_s=1, ssl_context=pinned)
+    try:
+        assert pusher.push(b"{}").ok and len(handler.seen) == 1
+    finally:
+        pusher.close()
+    # requests' own CA bundle (certifi) was not added to the context: it trusts the one CA it was given
+    assert len(pinned.get_ca_certs()) == 1
+
+    other = _verifying(url, ensure_tls(tmp_path / "other", ["127.0.0.1"]).ca_path)
+    stranger = Pusher(url, "shop", "redis-1", b"k", timeout_s=2, max_backoff_s=1, ssl_context=other)
+    try:
+        result = stranger.push(b"{}")
+    finally:
+        stranger.close()
+    assert not result.ok and result.status is None
+    assert result.error == "SSLError: controller unreachable"
+    assert len(handler.seen) == 1  # nothing reached the server's handler

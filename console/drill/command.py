@@ -74,7 +74,7 @@ def _campaign(args: argparse.Namespace, api: ControllerApi, target: FaultTarget,
 def main(args: argparse.Namespace, sandbox_target: TargetResolver | None = None) -> int:
     """`redwarden drill CLUSTER --fault F ...`: 0 when every run ended healthy, 1 on a timeout or error,
     2 on a usage error."""
-    from controller.logs import configure_logging
+    from protocol.logs import configure_logging
 
     configure_logging("console", "warning")  # adapters' log lines go to stderr; stdout stays the result
     try:

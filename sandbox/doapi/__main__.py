@@ -33,7 +33,7 @@ log = structlog.get_logger("redwarden.doapi")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from controller.logs import configure_logging
+    from protocol.logs import configure_logging
 
     description = (sandbox.doapi.__doc__ or "").splitlines()[0]  # the package's first line, as before the split
     parser = argparse.ArgumentParser(prog="python -m sandbox.doapi", description=description)
