@@ -128,12 +128,39 @@ def _configure_image(root: Path) -> None:
         deb.unlink()
 
 
-# debootstrap's own stages (`I: Retrieving adduser ...`, `I: Unpacking ...`): what its progress reports
-STAGES = {"Retrieving": "retrieving packages", "Validating": "validating packages",
+# debootstrap's own stages (`I: Retrieving adduser 3.134`, then `I: Validating adduser 3.134`, ...)
+STAGES = {"Retrieving": "downloading packages", "Validating": "downloading packages",
           "Extracting": "extracting packages", "Installing": "installing the core packages",
           "Unpacking": "unpacking packages", "Configuring": "configuring packages",
           "Base": "base system installed"}
-PROGRESS_EVERY_S = 15.0  # within one long stage (retrieving ~120 packages), a line this often
+PROGRESS_EVERY_S = 15.0  # within one long stage (downloading ~200 packages), a line this often
+
+
+@dataclass(slots=True)
+class DebootstrapProgress:
+    """debootstrap's output, line by line, as a few progress lines: one as a stage begins, one every
+    PROGRESS_EVERY_S within it with how many packages it has done (pure: the clock is passed in)."""
+
+    started: float
+    stage: str = ""
+    done: int = 0
+    said: float = 0.0
+
+    def feed(self, line: str, now: float) -> str | None:
+        words = line.split()
+        if len(words) < 2 or words[0] != "I:" or words[1] not in STAGES:
+            return None
+        label, begun = STAGES[words[1]], False
+        if label != self.stage:
+            self.stage, self.done, self.said, begun = label, 0, now, True
+        if words[1] != "Validating":  # each package is retrieved, then validated: counted once
+            self.done += 1
+        if begun:
+            return f"debootstrap: {label} ({now - self.started:.0f} s)"
+        if now - self.said < PROGRESS_EVERY_S:
+            return None
+        self.said = now
+        return f"debootstrap: {label}, {self.done} so far ({now - self.started:.0f} s)"
 
 
 def _debootstrap(tmp: Path, mirror: str, log: Path, progress: Callable[[str], None],
@@ -141,8 +168,7 @@ def _debootstrap(tmp: Path, mirror: str, log: Path, progress: Callable[[str], No
     """debootstrap into `tmp`, its output into `log`, a progress line at each of its stages (and every
     PROGRESS_EVERY_S within one): it takes about 2 minutes and prints a line per package."""
     argv = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(tmp), mirror]
-    started = time.monotonic()
-    stage, count, said = "", 0, started
+    reporter = DebootstrapProgress(time.monotonic())
     with log.open("w") as out:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -155,17 +181,8 @@ def _debootstrap(tmp: Path, mirror: str, log: Path, progress: Callable[[str], No
             assert proc.stdout is not None
             for line in proc.stdout:
                 out.write(line)
-                words = line.split()
-                if len(words) < 2 or words[0] != "I:" or words[1] not in STAGES:
-                    continue
-                now = time.monotonic()
-                if words[1] != stage:
-                    stage, count, said = words[1], 0, now
-                    progress(f"debootstrap: {STAGES[stage]} ({now - started:.0f} s)")
-                count += 1
-                if now - said >= PROGRESS_EVERY_S:
-                    said = now
-                    progress(f"debootstrap: {STAGES[stage]}, {count} so far ({now - started:.0f} s)")
+                if (message := reporter.feed(line, time.monotonic())) is not None:
+                    progress(message)
             code = proc.wait()
         finally:
             watchdog.cancel()

@@ -21,6 +21,23 @@ from sandbox import ctlcontainer, netns, nspawn, prefetch, sysdroplets
 REPO = Path(__file__).resolve().parents[1]
 
 
+def test_debootstraps_output_becomes_a_few_progress_lines_one_per_stage() -> None:
+    """Over a recorded run (886 lines: a retrieve and a validate line per package), at 0.2 s a line."""
+    lines = (REPO / "tests/fixtures/debootstrap/bookworm-minbase.log").read_text().splitlines()
+    reporter = nspawn.DebootstrapProgress(started=0.0)
+    said = [m for i, line in enumerate(lines) if (m := reporter.feed(line, i * 0.2)) is not None]
+    stages = [m.split(" (")[0] for m in said if "so far" not in m]
+    assert stages == ["debootstrap: downloading packages", "debootstrap: extracting packages",
+                      "debootstrap: installing the core packages", "debootstrap: unpacking packages",
+                      "debootstrap: configuring packages", "debootstrap: unpacking packages",
+                      "debootstrap: configuring packages", "debootstrap: base system installed"], said
+    assert len(said) <= len(stages) + len(lines) * 0.2 / nspawn.PROGRESS_EVERY_S + 1, said
+    # each package is retrieved, then validated: counted once (at 15 s, line 75)
+    retrieved = sum(line.startswith("I: Retrieving") for line in lines[:76])
+    assert said[1] == f"debootstrap: downloading packages, {retrieved} so far (15 s)", said
+    assert said[-1] == f"debootstrap: base system installed ({(len(lines) - 1) * 0.2:.0f} s)"
+
+
 def test_inside_a_namespace_an_uncached_root_is_an_error_not_a_debootstrap(tmp_path: Path) -> None:
     with pytest.raises(nspawn.NspawnError, match="network namespace with no route out") as e:
         nspawn.ensure_root(tmp_path / "cache", fetch=False)
