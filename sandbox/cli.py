@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from console.drill.targets import Endpoints, FaultTarget
 from sandbox import cluster as sb
-from sandbox import netns, nspawn
+from sandbox import ctlcontainer, netns, nspawn, prefetch, sysdroplets
+
+
+def _refuse_if_running(root: Path) -> None:
+    if sb.state_exists(root) and sb.load_state(root).get("up") and sb.any_running(root):
+        raise sb.SandboxError(f"a sandbox is already running in {root} (run `redwarden sandbox down` first)")
 
 
 def _netns_for_up(root: Path, wanted: bool) -> None:
@@ -23,21 +30,44 @@ def _netns_for_up(root: Path, wanted: bool) -> None:
     if netns.in_sandbox_netns():
         return
     root.mkdir(parents=True, exist_ok=True)
-    if sb.state_exists(root) and sb.load_state(root).get("up") and sb.any_running(root):
-        raise sb.SandboxError(f"a sandbox is already running in {root} (run `redwarden sandbox down` first)")
+    _refuse_if_running(root)
     netns.delete(root)
     if wanted:
         netns.create(root)
         netns.enter(root)  # does not return
 
 
+def _prefetch_for_systemd(root: Path, agent_deb: str | None, progress: Callable[[str], None]) -> None:
+    """On the host, before the namespace (no route, no DNS) is made: root, tools, and everything from the
+    network (the Debian root, systemd-nspawn, the packages); the packages found are named to the command
+    re-executed inside it, so it takes these and no others."""
+    if netns.in_sandbox_netns():  # the re-executed command: done before it was entered
+        return
+    try:
+        nspawn.preflight()
+        netns.preflight()
+    except (nspawn.NspawnError, netns.NetnsError) as e:
+        raise sb.SandboxError(f"--droplets systemd: {e}") from None
+    root.mkdir(parents=True, exist_ok=True)
+    _refuse_if_running(root)  # before minutes of debootstrap, not after
+    try:
+        got = prefetch.ensure_all(sysdroplets.default_cache(), agent_deb, progress)
+    except prefetch.PrefetchError as e:
+        raise sb.SandboxError(f"--droplets systemd, on the host before entering the sandbox's network "
+                              f"namespace: {e}") from None
+    os.environ[sysdroplets.DEB_ENV] = str(got.agent_deb.resolve())
+    os.environ[ctlcontainer.DEB_ENV] = str(got.controller_deb.resolve())
+
+
+def _progress(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     root = Path(args.dir).resolve()
+    progress = _progress
     if args.sandbox_command == "up" and args.droplets == "systemd":
-        try:
-            nspawn.preflight()  # before the namespace is made: root, debootstrap, ip, nsenter, mount
-        except nspawn.NspawnError as e:
-            raise sb.SandboxError(f"--droplets systemd: {e}") from None
+        _prefetch_for_systemd(root, args.agent_deb, progress)
     try:
         if args.sandbox_command == "up":
             # systemd droplets sit on a bridge inside the sandbox's own namespace
@@ -66,7 +96,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             droplets=args.droplets,
             agent_deb=args.agent_deb,
         )
-        state = sb.up(root, opts, timeout_s=args.timeout, progress=lambda m: print(f"  {m}", file=sys.stderr))
+        state = sb.up(root, opts, timeout_s=args.timeout, progress=progress)
         print(state["controller_url"])
         return 0
     if args.sandbox_command == "status":
@@ -126,7 +156,7 @@ def add_commands(sub: Any) -> None:
                          "the packages' units (root, debootstrap; implies --netns)")
     up.add_argument("--agent-deb", metavar="PATH",
                     help="--droplets systemd: the agent package to install "
-                         "(default: the newest dist/redwarden-agent_*.deb)")
+                         "(default: the newest dist/redwarden-agent_*.deb, built first if there is none)")
     sbs = sb_sub.add_parser("status", help="addresses and pids of the sandbox's processes")
     sbs.add_argument("--dir", required=True)
     sbs.add_argument("--json", action="store_true")

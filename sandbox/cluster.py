@@ -396,7 +396,8 @@ def up(root: Path, opts: SandboxOptions, timeout_s: float = 180.0,
         if systemd:  # the controller package's unit in its own container
             started = time.monotonic()
             try:
-                ctlcontainer.start(root, nspawn.ensure_root(containers.cache), nspawn.nspawn_binary(containers.cache),
+                ctlcontainer.start(root, nspawn.ensure_root(containers.cache, fetch=False),
+                                   nspawn.nspawn_binary(containers.cache, fetch=False),
                                    hub_of(containers), controller_deb, (c / "controller.toml").read_text(), progress)
             except (nspawn.NspawnError, ctlcontainer.ControllerContainerError) as e:
                 raise SandboxError(f"the controller's container: {e}") from None

@@ -8,6 +8,9 @@ with it, `sandbox.sysdroplets` acts on them); the default process droplets do no
   run reuses it. Like a DigitalOcean image, it has cloud-init; unlike one, it already holds what the agent
   package depends on (redis-server, redis-sentinel, polkitd), because a container reaches no mirror.
   redis-server and redis-sentinel are disabled in it, as in the snapshot images the README describes.
+  It and systemd-nspawn (`nspawn_binary`) come from the network: a caller inside a namespace with no way out
+  passes `fetch=False` and gets an error saying so instead of a failed download (`sandbox.prefetch` gets
+  both on the host before `sandbox up` enters the sandbox's namespace).
 - The network: `create_hub` makes a bridge inside a network namespace of ours (never the host's); every
   container gets a namespace of its own with one veth into that bridge, its address on it and no default
   route (so anything bound for the outside fails at once instead of timing out). Whatever runs in the hub
@@ -39,6 +42,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -79,13 +83,13 @@ def _run(argv: Sequence[str], what: str, timeout_s: float = 60.0) -> str:
 
 
 def preflight() -> None:
-    """What containers need here: root, debootstrap, ip, nsenter, mount."""
+    """What containers need here: root, ip, nsenter, mount (debootstrap only to make the root: `ensure_root`)."""
     if os.geteuid() != 0:
         raise NspawnError("systemd droplets need root (debootstrap, network namespaces, mounts)")
-    missing = [t for t in ("debootstrap", "ip", "nsenter", "mount") if shutil.which(t) is None]
+    missing = [t for t in ("ip", "nsenter", "mount") if shutil.which(t) is None]
     if missing:
         raise NspawnError(f"systemd droplets need {' and '.join(missing)} "
-                          "(apt-get install debootstrap iproute2 util-linux mount)")
+                          "(apt-get install iproute2 util-linux mount)")
 
 
 # ---- the root ------------------------------------------------------------------------------------------
@@ -124,60 +128,144 @@ def _configure_image(root: Path) -> None:
         deb.unlink()
 
 
+# debootstrap's own stages (`I: Retrieving adduser 3.134`, then `I: Validating adduser 3.134`, ...)
+STAGES = {"Retrieving": "downloading packages", "Validating": "downloading packages",
+          "Extracting": "extracting packages", "Installing": "installing the core packages",
+          "Unpacking": "unpacking packages", "Configuring": "configuring packages",
+          "Base": "base system installed"}
+PROGRESS_EVERY_S = 15.0  # within one long stage (downloading ~200 packages), a line this often
+
+
+@dataclass(slots=True)
+class DebootstrapProgress:
+    """debootstrap's output, line by line, as a few progress lines: one as a stage begins, one every
+    PROGRESS_EVERY_S within it with how many packages it has done (pure: the clock is passed in)."""
+
+    started: float
+    stage: str = ""
+    done: int = 0
+    said: float = 0.0
+
+    def feed(self, line: str, now: float) -> str | None:
+        words = line.split()
+        if len(words) < 2 or words[0] != "I:" or words[1] not in STAGES:
+            return None
+        label, begun = STAGES[words[1]], False
+        if label != self.stage:
+            self.stage, self.done, self.said, begun = label, 0, now, True
+        if words[1] != "Validating":  # each package is retrieved, then validated: counted once
+            self.done += 1
+        if begun:
+            return f"debootstrap: {label} ({now - self.started:.0f} s)"
+        if now - self.said < PROGRESS_EVERY_S:
+            return None
+        self.said = now
+        return f"debootstrap: {label}, {self.done} so far ({now - self.started:.0f} s)"
+
+
+def _debootstrap(tmp: Path, mirror: str, log: Path, progress: Callable[[str], None],
+                 timeout_s: float = 1800.0) -> None:
+    """debootstrap into `tmp`, its output into `log`, a progress line at each of its stages (and every
+    PROGRESS_EVERY_S within one): it takes about 2 minutes and prints a line per package."""
+    argv = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(tmp), mirror]
+    reporter = DebootstrapProgress(time.monotonic())
+    with log.open("w") as out:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, errors="replace")
+        except OSError as e:
+            raise NspawnError(f"debootstrap: {e}") from None
+        watchdog = threading.Timer(timeout_s, proc.kill)  # a stalled mirror must not hang `up` for ever
+        watchdog.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                out.write(line)
+                if (message := reporter.feed(line, time.monotonic())) is not None:
+                    progress(message)
+            code = proc.wait()
+        finally:
+            watchdog.cancel()
+    if code != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        why = f"killed after {timeout_s:.0f} s" if code == -signal.SIGKILL else f"exit {code}"
+        raise NspawnError(f"debootstrap of Debian {SUITE} from {mirror} failed ({why}; log {log}): "
+                          + " | ".join(tail))
+
+
 def ensure_root(cache: Path, progress: Callable[[str], None] = lambda _m: None,
-                mirror: str | None = None) -> Path:
-    """The cached root for the current `root_key()`, debootstrapped first if it is not there yet."""
-    preflight()
+                mirror: str | None = None, fetch: bool = True) -> Path:
+    """The cached root for the current `root_key()`, debootstrapped first if it is not there yet.
+    `fetch=False` (a caller in a network namespace with no way out): a root not there is an error."""
     key = root_key()
     root = cache.resolve() / f"root-{key}"
     if (root / COMPLETE).exists():
         return root
+    if not fetch:
+        raise NspawnError(f"no Debian root {root.name} in {cache.resolve()}, and it cannot be debootstrapped from "
+                          "inside a network namespace with no route out (`redwarden sandbox up --droplets "
+                          "systemd` makes it on the host first)")
+    preflight()
+    if shutil.which("debootstrap") is None:
+        raise NspawnError("making the containers' root needs debootstrap (apt-get install debootstrap)")
     with _locked(cache.resolve() / ".lock"):
         if (root / COMPLETE).exists():  # another process made it while this one waited
             return root
         tmp = root.with_name(root.name + ".tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
-        progress(f"debootstrap {SUITE} into {root} (a few minutes, once)")
-        log = cache.resolve() / f"debootstrap-{key}.log"
-        with log.open("w") as out:
-            done = subprocess.run(
-                ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(tmp),
-                 mirror or os.environ.get(MIRROR_ENV, DEFAULT_MIRROR)],
-                stdout=out, stderr=subprocess.STDOUT, timeout=1800, check=False)
-        if done.returncode != 0:
-            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-            raise NspawnError(f"debootstrap failed (exit {done.returncode}; {log}): " + " | ".join(tail))
+        url = mirror or os.environ.get(MIRROR_ENV, DEFAULT_MIRROR)
+        progress(f"debootstrap {SUITE} from {url} into {root} (about 2 minutes, once; log "
+                 f"{cache.resolve() / f'debootstrap-{key}.log'})")
+        _debootstrap(tmp, url, cache.resolve() / f"debootstrap-{key}.log", progress)
         _configure_image(tmp)
         (tmp / COMPLETE).write_text(key + "\n")
         tmp.rename(root)
     return root
 
 
-def nspawn_binary(cache: Path) -> str:
+def _apt_download(package: str, into: Path) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(["apt-get", "download", "-qq", package], cwd=into, capture_output=True, text=True,
+                              timeout=300, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise NspawnError(f"apt-get download {package}: {e}") from None
+
+
+def nspawn_binary(cache: Path, progress: Callable[[str], None] = lambda _m: None, fetch: bool = True) -> str:
     """systemd-nspawn: the installed one, else Debian's systemd-container package's binary unpacked into
-    the cache (its version may differ from this machine's systemd, which installing it would upgrade)."""
+    the cache (its version may differ from this machine's systemd, which installing it would upgrade).
+    `fetch=False` (a caller with no network): a binary not there is an error."""
     found = shutil.which("systemd-nspawn")
     if found:
         return found
     unpacked = cache.resolve() / "systemd-container" / "usr/bin/systemd-nspawn"
     if unpacked.exists():
         return str(unpacked)
+    if not fetch:
+        raise NspawnError(f"no systemd-nspawn installed or unpacked in {unpacked.parents[2]}, and systemd-container "
+                          "cannot be downloaded from inside a network namespace with no route out "
+                          "(`redwarden sandbox up --droplets systemd` gets it on the host first)")
     with _locked(cache.resolve() / ".lock"):
         if unpacked.exists():
             return str(unpacked)
         dl = cache.resolve() / "systemd-container.download"
         shutil.rmtree(dl, ignore_errors=True)
         dl.mkdir(parents=True)
-        try:
-            done = subprocess.run(["apt-get", "download", "-qq", "systemd-container"], cwd=dl,
-                                  capture_output=True, text=True, timeout=300)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise NspawnError(f"apt-get download systemd-container: {e}") from None
+        progress(f"systemd-nspawn: downloading systemd-container (apt-get download) to unpack it into "
+                 f"{unpacked.parents[2]}")
+        done = _apt_download("systemd-container", dl)
+        if done.returncode != 0:  # a fresh machine may have no package lists yet
+            progress("systemd-nspawn: apt-get download failed, running apt-get update and trying again")
+            update = subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True, timeout=600,
+                                    check=False)
+            if update.returncode != 0:
+                raise NspawnError(f"apt-get download systemd-container: {done.stderr.strip()[-300:]}; then "
+                                  f"apt-get update: {update.stderr.strip()[-300:]}")
+            done = _apt_download("systemd-container", dl)
         debs = list(dl.glob("systemd-container_*.deb"))
         if done.returncode != 0 or not debs:
-            raise NspawnError(f"apt-get download systemd-container: {done.stderr.strip()[-300:]} "
-                              "(run apt-get update first)")
+            raise NspawnError(f"apt-get download systemd-container: {done.stderr.strip()[-300:]}")
         _run(["dpkg-deb", "-x", str(debs[0]), str(unpacked.parents[2])], "unpacking systemd-container")
         shutil.rmtree(dl, ignore_errors=True)
     return str(unpacked)

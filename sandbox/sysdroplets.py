@@ -62,10 +62,12 @@ def settings(root: Path, netns_name: str, cache: Path | None = None) -> Containe
 
 
 def prepare(root: Path, s: ContainerSettings, deb: Path, progress: Callable[[str], None]) -> str:
-    """The Debian root and nspawn (cached), the hub's bridge, the agent's .deb served under /files/; its SHA-256."""
+    """The Debian root and nspawn (already in the cache: this runs in the sandbox's namespace, which has no
+    network; `sandbox.prefetch` put them there), the hub's bridge, the agent's .deb served under /files/; its
+    SHA-256."""
     try:
-        nspawn.ensure_root(s.cache, progress=progress)
-        nspawn.nspawn_binary(s.cache)
+        nspawn.ensure_root(s.cache, fetch=False)
+        nspawn.nspawn_binary(s.cache, fetch=False)
         nspawn.create_hub(hub_of(s))
     except nspawn.NspawnError as e:
         raise SysDropletError(str(e)) from None

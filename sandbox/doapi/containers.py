@@ -63,8 +63,9 @@ class ContainerPower(Power):
         self.settings = settings
         self.hub = hub_of(settings)
         self.base = containers_dir(cloud.sandbox_dir)
-        self.root = nspawn.ensure_root(settings.cache)
-        self.binary = nspawn.nspawn_binary(settings.cache)
+        # in the sandbox's namespace, which has no network: `sandbox up` put both in the cache beforehand
+        self.root = nspawn.ensure_root(settings.cache, fetch=False)
+        self.binary = nspawn.nspawn_binary(settings.cache, fetch=False)
         self._boot_lock = threading.Lock()  # one container's network and overlay set up at a time
 
     def _new_address(self) -> str:  # called with the lock held
