@@ -39,7 +39,8 @@ def cmd_controller_run(args: argparse.Namespace) -> int:
     from protocol.logs import configure_logging
 
     config = load_config(args.config)
-    configure_logging(config.log_format, config.log_level)
+    # the libraries' own warnings (APScheduler skipping a run that is still going) as the same JSON lines
+    configure_logging(config.log_format, config.log_level, libraries_level="warning")
     run_controller(config)
     return 0
 

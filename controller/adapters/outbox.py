@@ -32,10 +32,10 @@ from typing import Any
 import structlog
 
 # APScheduler 3 ships no type information: its objects are `Any` here, used through the few calls below
-from apscheduler.executors.pool import ThreadPoolExecutor  # type: ignore[import-untyped]
-from apscheduler.jobstores.base import JobLookupError  # type: ignore[import-untyped]
-from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
-from apscheduler.schedulers.base import STATE_RUNNING  # type: ignore[import-untyped]
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_RUNNING
 
 from controller.adapters.notify import DeliveryResult, Notifier, admits
 from controller.adapters.storage.db import Database, error_text
