@@ -24,8 +24,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.collect_redis import collect_redis, collect_sentinel, raw_client  # noqa: E402
-from tests.helpers import free_port, kill_all, wait_until  # noqa: E402
+from agent.collect_redis import collect_redis, collect_sentinel, raw_client
+from tests.helpers import free_port, kill_all, wait_until
 
 MIB = 2**20
 PASSWORD = "bench-redis-pw-1e9c"
