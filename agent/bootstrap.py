@@ -27,10 +27,11 @@ from pathlib import Path
 
 import requests
 import structlog
+from redis.exceptions import RedisError
 
 from agent.config import DEFAULT_STATE_DIR, USERS_STATE_FILE, AgentConfig, load_users, ssl_context
 from agent.layout import NodeLayout, render_redis_conf, render_sentinel_conf
-from agent.resp import RedisError, RespClient
+from agent.redis_client import command, raw_client
 from agent.services import PROCESS_SERVICES, Services, services_for
 from agent.session import agent_session
 from protocol.acl import NodeUsers, parse_version
@@ -60,9 +61,9 @@ def ask_sentinels(
     answers: list[str | None] = []
     for peer in sentinels:
         host, port = peer.rsplit(":", 1)
-        with RespClient(host, int(port), password, timeout_s) as client:
+        with raw_client(host, int(port), password, timeout_s) as client:
             try:
-                reply = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", master_name)
+                reply = command(client, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", master_name)
             except (RedisError, OSError):
                 reply = None
         answers.append(_address(reply))

@@ -40,10 +40,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import redis
+from redis.exceptions import RedisError
 from structlog import get_logger
 
 from agent.parse import parse_info
-from agent.resp import RedisError, RespClient
+from agent.redis_client import command, error_message
 from agent.services import ServiceError, Services
 from protocol.acl import NodeUsers
 from protocol.directives import (
@@ -86,18 +88,21 @@ class RedisControl(Protocol):
         ...
 
 
-class RespRedisControl:
-    """`RedisControl` over the agent's own RESP client (the local Redis, with the node's password)."""
+class LocalRedisControl:
+    """`RedisControl` over the agent's redis-py client of the local Redis (with the node's credential).
 
-    def __init__(self, client: RespClient, clock: Callable[[], float] = time.monotonic,
+    `client` is replaced when the agent changes its Redis user (`Agent.set_users`); every call uses the
+    current one."""
+
+    def __init__(self, client: redis.Redis, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self._client = client
+        self.client = client
         self._clock = clock
         self._sleep = sleep
 
     def answers(self) -> bool:
         try:
-            return self._client.execute_command("PING") == "PONG"
+            return command(self.client, "PING") == "PONG"
         except (OSError, RedisError):
             return False
 
@@ -113,10 +118,10 @@ class RespRedisControl:
     def replicaof(self, host: str, port: int) -> None:
         for argv in (("REPLICAOF", host, port), ("CONFIG", "REWRITE")):
             try:
-                self._client.execute_command(*argv)
+                command(self.client, *argv)
             except (OSError, RedisError) as e:
                 what = " ".join(map(str, argv))
-                raise ServiceError(f"{what} failed: {self._client.scrub(str(e))[:200]}") from None
+                raise ServiceError(f"{what} failed: {error_message(e, self.client)[:200]}") from None
 
     def fence(self, host: str, port: int) -> str:
         """The controller's fence (controller/adapters/redis_ops.py `fence`), sent from the node itself: REPLICAOF
@@ -125,21 +130,21 @@ class RespRedisControl:
         replies: list[object] = []
         for argv in (("REPLICAOF", host, port), ("CLIENT", "KILL", "TYPE", "normal"), ("CONFIG", "REWRITE")):
             try:
-                replies.append(self._client.execute_command(*argv))
+                replies.append(command(self.client, *argv))
             except (OSError, RedisError) as e:
                 what = " ".join(map(str, argv))
                 done = f" (after {len(replies)} of 3 steps)" if replies else ""
-                raise ServiceError(f"{what} failed{done}: {self._client.scrub(str(e))[:200]}") from None
+                raise ServiceError(f"{what} failed{done}: {error_message(e, self.client)[:200]}") from None
         return f"REPLICAOF {replies[0]}, {replies[1]} client(s) disconnected, CONFIG REWRITE {replies[2]}"
 
     def _unsettled(self) -> str | None:
         """Why a restart now would be refused or wasted, from INFO replication then persistence (in that order:
         a finished sync starts its AOF rewrite in the same event, so a link seen up is seen with it)."""
         try:
-            repl = parse_info(str(self._client.execute_command("INFO", "replication")))
-            pers = parse_info(str(self._client.execute_command("INFO", "persistence")))
+            repl = parse_info(str(command(self.client, "INFO", "replication")))
+            pers = parse_info(str(command(self.client, "INFO", "persistence")))
         except (OSError, RedisError) as e:
-            return f"INFO failed: {self._client.scrub(str(e))[:200]}"
+            return f"INFO failed: {error_message(e, self.client)[:200]}"
         if repl.get("master_link_status") != "up" or repl.get("master_sync_in_progress") == "1":
             return f"its link to the master is not up (master_link_status: {repl.get('master_link_status')})"
         for field in ("loading", "aof_rewrite_in_progress", "aof_rewrite_scheduled"):
@@ -160,20 +165,20 @@ class RespRedisControl:
         with `disconnect`, then `CLIENT KILL TYPE normal` (not this connection: SKIPME is the default) so
         clients reconnect and ask Sentinel again."""
         try:
-            self._client.execute_command("CLIENT", "PAUSE", pause_ms, "WRITE")
+            command(self.client, "CLIENT", "PAUSE", pause_ms, "WRITE")
         except (OSError, RedisError) as e:
-            raise ServiceError(f"CLIENT PAUSE failed: {self._client.scrub(str(e))[:200]}") from None
+            raise ServiceError(f"CLIENT PAUSE failed: {error_message(e, self.client)[:200]}") from None
         if disconnect:
             try:
-                self._client.execute_command("CLIENT", "KILL", "TYPE", "normal")
+                command(self.client, "CLIENT", "KILL", "TYPE", "normal")
             except (OSError, RedisError) as e:  # paused all the same: a waiting client times out, reconnects
-                log.warning("fence.disconnect_failed", error=self._client.scrub(str(e))[:200])
+                log.warning("fence.disconnect_failed", error=error_message(e, self.client)[:200])
 
     def unpause(self) -> None:
         try:
-            self._client.execute_command("CLIENT", "UNPAUSE")
+            command(self.client, "CLIENT", "UNPAUSE")
         except (OSError, RedisError) as e:
-            raise ServiceError(f"CLIENT UNPAUSE failed: {self._client.scrub(str(e))[:200]}") from None
+            raise ServiceError(f"CLIENT UNPAUSE failed: {error_message(e, self.client)[:200]}") from None
 
 
 class DirectiveRunner:

@@ -2,9 +2,10 @@
 
 Layer: application. One `run_cycle` reads like a paragraph and returns a sentence for the log. `run_forever`
 schedules it (APScheduler) every `report_interval_s`, and the urgent probe every `PROBE_INTERVAL_S`, each
-never two at once and skipping (not queueing) the runs a slow cycle overlapped. Its imports are the agent's
-steady memory; `tests/test_agent_footprint.py` keeps the controller's, the console's and the sandbox's
-code and libraries out of it.
+never two at once and skipping (not queueing) the runs a slow cycle overlapped. It speaks to Redis and
+Sentinel through redis-py (`agent.redis_client`). Its imports are the agent's steady memory;
+`tests/test_agent_footprint.py` keeps the controller's, the console's and the sandbox's code and libraries out
+of it.
 """
 
 from __future__ import annotations
@@ -23,15 +24,16 @@ import requests
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from redis.exceptions import AuthenticationError, RedisError
 
 from agent import __version__
 from agent.collect_host import collect_host, wait_exit
-from agent.collect_redis import collect_redis, collect_sentinel, raw_client
+from agent.collect_redis import collect_redis, collect_sentinel
 from agent.config import AgentConfig, AgentSecrets, ssl_context, users_state_path
-from agent.directives import DirectiveRunner, RespRedisControl
+from agent.directives import DirectiveRunner, LocalRedisControl
 from agent.fence import LocalFence, silence_ms
 from agent.push import Pusher
-from agent.resp import AuthenticationError, RedisError
+from agent.redis_client import command, error_message, raw_client
 from agent.services import ServiceError, services_for
 from agent.session import agent_session
 from agent.urgent import PROBE_INTERVAL_S, Budget, Signal, decide, read_signal, signal_of
@@ -63,17 +65,18 @@ class Agent:
             config.connect_host, config.sentinel_port, secrets.sentinel_password, config.timeout_s
         )
         self._secrets = secrets
+        # one control of the local Redis for the directives and the local fence: set_users swaps its client
+        self._control = LocalRedisControl(self._redis)
         self._pusher = Pusher(
             config.controller_url, config.cluster, config.node, secrets.node_key, config.push_timeout_s,
             config.max_backoff_s, clock=clock, ssl_context=ssl_context(config),
         )
         self._directives = (
             DirectiveRunner(services_for(config, config_path), config.node, secrets.node_key,
-                            redis=RespRedisControl(self._redis), confirmed_master=self.confirmed_master, clock=clock,
+                            redis=self._control, confirmed_master=self.confirmed_master, clock=clock,
                             set_users=self.set_users)
             if config_path else None
         )
-        self._control = RespRedisControl(self._redis)
         self._fence = LocalFence(config.down_after_ms) if config.local_fence else None
         self._fence_clock: Callable[[], float] = time.monotonic
         self._fence_error: str | None = None
@@ -174,14 +177,14 @@ class Agent:
         probe = raw_client(self.config.connect_host, self.config.redis_port, users.monitor, self.config.timeout_s,
                            username="monitor")
         try:
-            if probe.execute_command("PING") != "PONG":
+            if command(probe, "PING") != "PONG":
                 raise ServiceError("this node's Redis did not answer PING as the monitor user")
         except AuthenticationError:
             raise ServiceError("this node's Redis refuses the monitor user's password: its users are not set") from None
         except (OSError, RedisError) as e:
-            raise ServiceError(f"cannot reach this node's Redis as monitor: {probe.scrub(str(e))[:200]}") from None
+            raise ServiceError(f"cannot reach this node's Redis as monitor: {error_message(e, probe)[:200]}") from None
         finally:
-            probe.close()
+            probe.close()  # a closed redis-py client connects again at its next command
         state = users_state_path(self.config)
         if state is not None:  # systemd: the agent's own StateDirectory (/etc/redwarden is not writable to it)
             places: tuple[tuple[Path, str], ...] = ((state, users.to_json()),)
@@ -196,8 +199,10 @@ class Agent:
             except OSError as e:
                 raise ServiceError(f"cannot store the users in {path}: {e.strerror or type(e).__name__} (under "
                                    "systemd the unit's StateDirectory is the agent's state_dir)") from None
-        # directives run inside the report cycle (its lock held): the next collection uses the new user
-        self._redis.set_credentials("monitor", users.monitor)
+        # directives run inside the report cycle (its lock held): the next collection uses the checked client
+        old, self._redis = self._redis, probe
+        self._control.client = probe
+        old.close()
         self._secrets = dataclasses.replace(self._secrets, redis_password=users.monitor, redis_username="monitor")
         log.info("agent.redis_user_changed", user="monitor")
 

@@ -27,7 +27,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.resp import RedisError, RespClient
+import redis
+from redis.exceptions import RedisError
+
+from agent.redis_client import command
 from protocol.report import RedisHealth, SentinelHealth
 
 __all__ = ["EXTRA_BURST", "EXTRA_PER_S", "PROBE_INTERVAL_S", "Budget", "Signal", "decide", "promoted_of",
@@ -90,21 +93,21 @@ def promoted_of(reply: object) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-def read_signal(redis: RespClient, sentinel: RespClient, master_name: str) -> Signal:
+def read_signal(redis_client: redis.Redis, sentinel: redis.Redis, master_name: str) -> Signal:
     """One probe: `ROLE` on Redis, `SENTINEL MASTER <name>` on the Sentinel (and `SENTINEL REPLICAS <name>`
     while its failover is in progress); a failed one reads as None."""
     try:
-        role, follows = role_of(redis.execute_command("ROLE"))
+        role, follows = role_of(command(redis_client, "ROLE"))
     except (OSError, RedisError):
         role, follows = None, None
     try:
-        master, flags = view_of(sentinel.execute_command("SENTINEL", "MASTER", master_name))
+        master, flags = view_of(command(sentinel, "SENTINEL", "MASTER", master_name))
     except (OSError, RedisError):
         master, flags = None, ()
     promoted: tuple[str, ...] = ()
     if "failover_in_progress" in flags:
         try:
-            promoted = promoted_of(sentinel.execute_command("SENTINEL", "REPLICAS", master_name))
+            promoted = promoted_of(command(sentinel, "SENTINEL", "REPLICAS", master_name))
         except (OSError, RedisError):
             promoted = ()
     return Signal(role, follows, master, flags, promoted)

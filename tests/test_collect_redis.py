@@ -4,7 +4,8 @@ Layer: tests of an adapter. A module-scoped fixture starts, on loopback addresse
 tests, a password-protected master (127.0.0.210:6379), one replica (127.0.0.211:6379) and one Sentinel
 with its own password (127.0.0.212:26379, quorum 1), each in a temporary directory; it waits by polling
 with a deadline and kills every process it started in teardown, also when startup or a test fails.
-Nothing listens on 127.0.0.212:6379, which serves as the closed port. Skipped without redis-server.
+Nothing listens on 127.0.0.212:6379, which serves as the closed port. Skipped without redis-server. The
+client itself (raw replies, no retries, a restarted server) is tested in tests/test_redis_client.py.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+import redis
+from redis.exceptions import RedisError, ResponseError
 
 from agent.collect_redis import collect_redis, collect_sentinel, raw_client
 from agent.parse import parse_info
-from agent.resp import RedisError, RespClient, ResponseError
+from agent.redis_client import command
 from tests.helpers import wait_until
 
 if shutil.which("redis-server") is None:
@@ -62,15 +65,11 @@ def wait_for(
     raise TimeoutError(f"gave up waiting for {what} after {timeout_s} s (last error: {last_error})")
 
 
-def command(client: RespClient, *args: str) -> object:
-    return client.execute_command(*args)
-
-
 @dataclass(frozen=True)
 class Cluster:
-    master: RespClient
-    replica: RespClient
-    sentinel: RespClient
+    master: redis.Redis
+    replica: redis.Redis
+    sentinel: redis.Redis
 
 
 def _start_redis(root: Path, ip: str, extra: str) -> subprocess.Popen[bytes]:
@@ -135,50 +134,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=10)
-
-
-def test_raw_client_hands_back_replies_untouched(cluster: Cluster) -> None:
-    assert command(cluster.master, "PING") == "PONG"  # as the server said it (redis-py's callback: True)
-    assert command(cluster.master, "CONFIG", "GET", "maxmemory-policy") == ["maxmemory-policy", "noeviction"]
-    info = command(cluster.master, "INFO")
-    assert isinstance(info, str)
-    assert "# Replication\r\n" in info
-    masters = command(cluster.sentinel, "SENTINEL", "MASTERS")
-    assert isinstance(masters, list)
-    assert isinstance(masters[0], list)
-    assert masters[0][:2] == ["name", MASTER_NAME]
-
-
-def test_raw_client_reply_types_and_pipelined_error_replies(cluster: Cluster) -> None:
-    client = raw_client(MASTER_IP, REDIS_PORT, REDIS_PASSWORD, TIMEOUT_S)
-    try:
-        assert isinstance(command(client, "DBSIZE"), int)
-        assert command(client, "GET", "no-such-key-3a9f") is None  # nil bulk
-        assert command(client, "EVAL", "return '\\255ok'", "0") == "\ufffdok"  # undecodable byte replaced
-        assert command(cluster.sentinel, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", "no-such-master") is None  # nil array
-        with pytest.raises(ResponseError):
-            command(client, "NO-SUCH-COMMAND")
-        assert command(client, "PING") == "PONG"  # an error reply leaves the connection usable
-        replies = client.pipeline([("PING",), ("NO-SUCH-COMMAND",), ("CONFIG", "GET", "maxmemory-policy")])
-        assert replies[0] == "PONG"
-        assert isinstance(replies[1], ResponseError)
-        assert replies[2] == ["maxmemory-policy", "noeviction"]
-    finally:
-        client.close()
-
-
-def test_raw_client_replaces_a_connection_the_server_closed(cluster: Cluster) -> None:
-    """A restarted Redis closes the agent's connection while it is idle: the next command must not fail."""
-    client = raw_client(MASTER_IP, REDIS_PORT, REDIS_PASSWORD, TIMEOUT_S)
-    try:
-        client_id = command(client, "CLIENT", "ID")
-        assert command(cluster.master, "CLIENT", "KILL", "ID", str(client_id)) == 1
-        wait_until(lambda: f"id={client_id} " not in str(command(cluster.master, "CLIENT", "LIST")), 10,
-                   "the server to drop the killed connection")
-        assert command(client, "PING") == "PONG"
-        assert command(client, "CLIENT", "ID") != client_id
-    finally:
-        client.close()
 
 
 def test_collect_redis_on_the_master(cluster: Cluster) -> None:

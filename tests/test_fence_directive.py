@@ -4,7 +4,7 @@ connection to the old master fails while the node's agent still reports.
 
 Real parts: two redis-servers on 127.0.0.1 (free ports; the "old master" with the `monitor` ACL user that
 bootstrap creates, protocol/acl.py, and a config file Redis may rewrite), the agent's directive runner and
-RESP client, the controller's executor with its real directive queue and audit log (SQLite). The
+redis-py client, the controller's executor with its real directive queue and audit log (SQLite). The
 controller's direct connection is a stand-in that fails as an unreachable node does. Every process is
 killed in teardown, also when a test fails.
 """
@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from redis.exceptions import RedisError
 
-from agent.directives import DirectiveRunner, RespRedisControl
-from agent.resp import RespClient
+from agent.directives import DirectiveRunner, LocalRedisControl
+from agent.redis_client import raw_client
 from controller.adapters.directives import DirectiveQueue
 from controller.adapters.redis_ops import OpsError
 from controller.adapters.storage.db import Database
@@ -116,10 +118,10 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
         for port in (new_port, old_port):
             pw = ADMIN_PW if port == new_port else None
             wait_until(lambda port=port, pw=pw: _ping(port, pw), 10, "redis-server answering")  # type: ignore[misc]
-        with RespClient("127.0.0.1", old_port, None, 5.0) as c:  # bootstrap's users: monitor, default off
+        with raw_client("127.0.0.1", old_port, None, 5.0) as c:  # bootstrap's users: monitor, default off
             c.execute_command("ACL", "SETUSER", "admin", "on", f">{ADMIN_PW}", "~*", "+@all")
             c.execute_command("ACL", "SETUSER", "monitor", "on", f">{MONITOR_PW}", *MONITOR_ON_REDIS.split())
-        with RespClient("127.0.0.1", old_port, ADMIN_PW, 5.0, username="admin") as c:
+        with raw_client("127.0.0.1", old_port, ADMIN_PW, 5.0, username="admin") as c:
             c.execute_command("ACL", "SETUSER", "default", "off")
         yield Pair(old_port, new_port, old_conf)
     finally:
@@ -128,18 +130,18 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
 
 def _ping(port: int, password: str | None) -> bool:
     try:
-        with RespClient("127.0.0.1", port, password, 1.0) as c:
+        with raw_client("127.0.0.1", port, password, 1.0) as c:
             return c.execute_command("PING") == "PONG"
-    except OSError:
+    except (OSError, RedisError):
         return False
 
 
-def _admin(port: int) -> RespClient:
-    return RespClient("127.0.0.1", port, ADMIN_PW, 5.0, username="admin")
+def _admin(port: int) -> redis.Redis:
+    return raw_client("127.0.0.1", port, ADMIN_PW, 5.0, username="admin")
 
 
-def _monitor(port: int) -> RespClient:
-    return RespClient("127.0.0.1", port, MONITOR_PW, 5.0, username="monitor")
+def _monitor(port: int) -> redis.Redis:
+    return raw_client("127.0.0.1", port, MONITOR_PW, 5.0, username="monitor")
 
 
 class NoServices:
@@ -159,7 +161,7 @@ def test_the_agent_fences_its_redis_as_the_monitor_user(pair: Pair) -> None:
             got += chunk
         assert got == b"+OK\r\n+OK\r\n"
         assert admin.execute_command("PING") == "PONG"
-        runner = DirectiveRunner(NoServices(), "redis-1", KEY, redis=RespRedisControl(monitor),  # type: ignore[arg-type]
+        runner = DirectiveRunner(NoServices(), "redis-1", KEY, redis=LocalRedisControl(monitor),  # type: ignore[arg-type]
                                  clock=lambda: NOW)
         runner.run([signed_wire(FenceDirective("f-1", "redis-1", f"127.0.0.1:{pair.new_port}", NOW + 30), KEY)])
         (ack,) = runner.acks()
@@ -178,7 +180,7 @@ def test_the_agent_fences_its_redis_as_the_monitor_user(pair: Pair) -> None:
 def test_the_agent_refuses_to_fence_the_master_a_majority_names(pair: Pair) -> None:
     monitor, admin = _monitor(pair.old_port), _admin(pair.old_port)
     try:
-        runner = DirectiveRunner(NoServices(), "redis-1", KEY, redis=RespRedisControl(monitor),  # type: ignore[arg-type]
+        runner = DirectiveRunner(NoServices(), "redis-1", KEY, redis=LocalRedisControl(monitor),  # type: ignore[arg-type]
                                  confirmed_master=lambda: True, clock=lambda: NOW)
         runner.run([signed_wire(FenceDirective("f-9", "redis-1", f"127.0.0.1:{pair.new_port}", NOW + 30), KEY)])
         (ack,) = runner.acks()
@@ -238,7 +240,7 @@ def test_the_executor_falls_back_to_the_agent_and_audits_its_ack(pair: Pair, tmp
         (sent,) = wire
         assert sent["kind"] == "fence" and sent["master"] == new_master
         # the agent: what its next push's response carries, against its own Redis
-        runner = DirectiveRunner(NoServices(), "redis-1", KEY, redis=RespRedisControl(monitor),  # type: ignore[arg-type]
+        runner = DirectiveRunner(NoServices(), "redis-1", KEY, redis=LocalRedisControl(monitor),  # type: ignore[arg-type]
                                  clock=lambda: snap.view.now)
         runner.run(wire)
         queue.acknowledge(snap.view.name, "redis-1", runner.acks())

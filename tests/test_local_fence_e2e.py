@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from agent.config import AgentConfig, AgentSecrets
 from agent.fence import silence_ms
-from agent.resp import RespClient
+from agent.redis_client import raw_client
 from agent.runtime import Agent
 from tests.helpers import ReportSink, wait_until
 
@@ -98,7 +99,7 @@ def pushes() -> Iterator[ReportSink]:
 
 
 def _write(timeout_s: float = 0.5) -> object:
-    with RespClient(MASTER_IP, PORT, PASSWORD, timeout_s) as client:
+    with raw_client(MASTER_IP, PORT, PASSWORD, timeout_s) as client:
         return client.execute_command("SET", "fence-probe", "x")
 
 
@@ -149,17 +150,17 @@ def test_a_partitioned_master_pauses_its_writes_and_resumes_when_a_replica_is_ba
     try:
         assert last()["redis"]["fenced_locally"] is False
 
-        with RespClient(MASTER_IP, PORT, PASSWORD, 2.0) as app:  # a client connected before the fence
+        with raw_client(MASTER_IP, PORT, PASSWORD, 2.0) as app:  # a client connected before the fence
             my_id = app.execute_command("CLIENT", "ID")
             _freeze(procs)
             wait_until(lambda: last()["redis"]["fenced_locally"], 30, "the agent to fence its master")
-            with pytest.raises(OSError):  # paused: the write waits past its timeout (not yet NOREPLICAS:
+            with pytest.raises(RedisTimeout):  # paused: the write waits past its timeout (not yet NOREPLICAS:
                 _write()  # the replica's lag is below min-replicas-max-lag's 10 s)
             listed = str(_command("CLIENT", "LIST"))
             assert f"id={my_id} " not in listed  # disconnected, to ask Sentinel again
         # still alone: the pause is renewed every cycle
         assert last()["redis"]["fenced_locally"] is True
-        with pytest.raises(OSError):
+        with pytest.raises(RedisTimeout):
             _write()
 
         procs.signal(REPLICA_IP, signal.SIGCONT)
@@ -192,5 +193,5 @@ def test_without_the_fence_the_same_partition_still_takes_writes(
 
 
 def _command(*args: str) -> object:
-    with RespClient(MASTER_IP, PORT, PASSWORD, 2.0) as client:
+    with raw_client(MASTER_IP, PORT, PASSWORD, 2.0) as client:
         return client.execute_command(*args)

@@ -16,7 +16,7 @@ import redis
 
 from agent import processes
 from agent.collect_redis import raw_client
-from agent.directives import DirectiveRunner, RespRedisControl
+from agent.directives import DirectiveRunner, LocalRedisControl
 from agent.layout import NodeLayout, render_redis_conf
 from agent.services import ProcessServices
 from protocol.acl import NodeUsers, sha256_hex
@@ -107,7 +107,7 @@ def _runner(node: Node, acl: bool) -> tuple[DirectiveRunner, RecordingServices]:
     services = RecordingServices(node.services, node.layout.redis_conf)
     client = raw_client(node.layout.address, node.layout.redis_port, USERS.monitor if acl else PASSWORD, 2.0,
                         username="monitor" if acl else None)
-    return DirectiveRunner(services, "redis-2", KEY, redis=RespRedisControl(client), clock=lambda: 100.0), services
+    return DirectiveRunner(services, "redis-2", KEY, redis=LocalRedisControl(client), clock=lambda: 100.0), services
 
 
 def _directive(master: Node) -> dict[str, object]:

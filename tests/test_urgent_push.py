@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis.exceptions import RedisError
 
 from agent.config import AgentConfig, AgentSecrets
-from agent.resp import RedisError, RespClient
+from agent.redis_client import raw_client
 from agent.runtime import Agent
 from agent.urgent import EXTRA_BURST, EXTRA_PER_S, Budget, Signal, decide, promoted_of, role_of, signal_of, view_of
 from controller.core.view import NodeState, vitals_changed
@@ -141,7 +142,7 @@ def nodes(tmp_path: Path) -> Iterator[Nodes]:
 def _sentinel_sees(port: int) -> bool:
     """Its master is known, linked (not `disconnected`) and not flagged down."""
     try:
-        with RespClient("127.0.0.1", port, None, 1.0) as c:
+        with raw_client("127.0.0.1", port, None, 1.0) as c:
             reply = c.execute_command("SENTINEL", "MASTER", MASTER_NAME)
     except (OSError, RedisError):
         return False
@@ -156,7 +157,7 @@ def test_a_role_change_is_pushed_before_the_next_scheduled_report(nodes: Nodes, 
                          sentinel_pidfile=str(tmp_path / "no-sentinel.pid"), redis_data_dir=str(tmp_path),
                          report_interval_s=3600)  # the next scheduled report is an hour away
     agent = Agent(config, AgentSecrets(PASSWORD, None, b"k" * 32))
-    admin = RespClient("127.0.0.1", port, PASSWORD, 5.0)
+    admin = raw_client("127.0.0.1", port, PASSWORD, 5.0)
     try:
         wait_until(lambda: "redis up" in agent.run_cycle(), 10, "a first report with redis up")
         assert sink.reports[-1]["redis"]["role"] == "master"
