@@ -270,6 +270,31 @@ def test_the_next_reset_waits_for_peer_sentinels_and_the_sequence_ends_when_all_
     assert snap(view, state).state.reset is None
 
 
+
+def test_a_replaced_node_back_with_its_redis_down_does_not_hold_the_reset_sequence_forever() -> None:
+    """Issue 20, found by the CI campaign on a fresh machine: redis-3 was being replaced; its agent came back
+    with its Redis down while the reset sequence ran. The reset Sentinels cannot relearn a Redis that is
+    down, so they list one replica, not two: the sequence must still end (and the job move on)."""
+    from controller.core.planner import Reprovision, ResetSequence
+
+    view = kill_redis(healthy(), "redis-3")
+    gone = view.node("redis-3").report.identity.redis_address  # type: ignore[union-attr]
+    for node in ("redis-1", "redis-2"):
+        sv = view.node(node).report.sentinel.masters[0]  # type: ignore[union-attr]
+        view = with_sentinel_master(view, node, replicas=tuple(r for r in sv.replicas if r.address != gone))
+    reset_at = view.now - 10
+    job = Reprovision(job_id="j", old_node="redis-3", old_droplet_id=103, new_name="redis-4", step="reset",
+                      started_at=reset_at - 60, step_at=reset_at - 5)
+    state = HealState(cluster="sandbox", reprovision=job,
+                      reset=ResetSequence(pending=(), last_at=reset_at, done=("redis-1", "redis-2")))
+    after = snap(view, state).state
+    assert after.reset is None
+    assert after.reprovision is not None and after.reprovision.step == "destroy_old"
+    # a Redis that is up but not yet relearnt still holds it, as before
+    view_up = with_sentinel_master(healthy(), "redis-1", replicas=())
+    assert snap(view_up, state).state.reset is not None
+
+
 # -- properties of the rails ----------------------------------------------------------------------
 
 NODES = ("redis-1", "redis-2", "redis-3")

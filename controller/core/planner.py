@@ -802,16 +802,21 @@ def _rediscovered(view: ClusterView, seq: ResetSequence, settle_s: float, replic
     after the reset (an earlier report shows the tables before it); with `replicas`, every Sentinel this
     sequence reset also lists the live replicas again. A reset Sentinel finds its peers within a hello
     period (2 s) but the replicas only at its next INFO of the master (up to 10 s): the next reset waits
-    for the peers, which carry the votes, and the sequence ends once all have both."""
+    for the peers, which carry the votes, and the sequence ends once all have both.
+
+    Only what a Sentinel can find counts: the Sentinels that are up, the Redis servers that are up. A node
+    whose agent reports but whose Redis is down (a replaced node that came back during its replacement's
+    reset, issue 20) cannot be relearnt until it runs again, and waiting for it would wait forever."""
     if seq.last_node is None:
         return True
-    live = len([n for n in view.nodes if view.is_fresh(n)])
+    sentinels = len([n for n in view.nodes if view.sentinel_up(n)])
+    redises = len([n for n in view.nodes if view.redis_up(n)])
     last = view.node(seq.last_node)
     if last is None or (seq.last_at is not None and last.received_at < seq.last_at + settle_s):
         return False
-    if not _sentinel_lists(view, last, peers=live - 1, replicas=0):
+    if not _sentinel_lists(view, last, peers=sentinels - 1, replicas=0):
         return False
-    return not replicas or all(_sentinel_lists(view, view.node(name), peers=0, replicas=live - 1)
+    return not replicas or all(_sentinel_lists(view, view.node(name), peers=0, replicas=redises - 1)
                                for name in seq.done)
 
 
